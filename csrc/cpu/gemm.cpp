@@ -1,0 +1,346 @@
+// Packed GEMM, BLIS-style: C = act(A @ B + bias), float32 and float64.
+//
+// Loop nest jc -> pc -> ic -> (jr, ir). For each (jc, pc) the KC x NC panel of B is packed
+// into NR-wide column slivers that stay in L2/L3; for each ic the MC x KC block of A is
+// packed into MR-tall row slivers that stay in L2; the MR x NR micro-kernel then streams one
+// A sliver and one B sliver from L1 and keeps the whole C tile in vector registers for the
+// KC-long inner product. Every thread helps pack, then takes a contiguous run of micro-tiles
+// (ordered jr-major, so the A block is shared and the B panel is split between threads).
+//
+// One micro-kernel source serves every ISA: it is written with GCC vector extensions and
+// instantiated inside functions marked target("avx2,fma") or target("avx512f"), so the same
+// C++ becomes ymm or zmm FMA code, picked at run time from cpuid. Packed panels are padded
+// with zeros, so an edge tile (fewer than MR rows or NR columns left) runs the same kernel
+// and stores through a small buffer: an odd size costs one tile copy, not a slow path.
+// Bias and ReLU are applied as the tile leaves registers after the last K block.
+
+#include "cpu/gemm.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "common/runtime.h"
+
+namespace pyfast {
+namespace {
+
+using std::int64_t;
+using std::ptrdiff_t;
+
+// Register and cache blocking for one (type, ISA). NR = NV vectors of `lanes` elements.
+// KC * NR * sizeof(T) (one B sliver) fits L1; MC * KC * sizeof(T) (the A block) fits L2.
+template <typename T, int VecBytes, int MR_, int NV_, int MC_, int KC_, int NC_>
+struct Blocking {
+    using type = T;
+    static constexpr int lanes = VecBytes / static_cast<int>(sizeof(T));
+    static constexpr int vec_bytes = VecBytes;
+    static constexpr int MR = MR_, NV = NV_, NR = NV_ * lanes;
+    static constexpr int MC = MC_, KC = KC_, NC = NC_;
+    static_assert(MC % MR == 0, "MC must be a multiple of MR");
+};
+
+//                         type    vec  MR NV   MC   KC    NC
+using GenericF32 = Blocking<float,  16, 4, 2, 128, 256, 2048>;  // SSE2 baseline, 4x8
+using GenericF64 = Blocking<double, 16, 4, 2,  64, 256, 2048>;  // 4x4
+using Avx2F32    = Blocking<float,  32, 6, 2, 144, 256, 3072>;  // 6x16, 12 ymm accumulators
+using Avx2F64    = Blocking<double, 32, 6, 2,  96, 256, 2048>;  // 6x8
+using Avx512F32  = Blocking<float,  64, 12, 2, 144, 192, 3072>; // 12x32, 24 zmm accumulators
+using Avx512F64  = Blocking<double, 64, 12, 2,  96, 192, 2048>; // 12x16
+
+// One (pc, ic) step of the loop nest, as seen by the micro-tiles.
+template <typename T>
+struct Block {
+    const T* pa;        // packed A block: ceil(mc / MR) slivers of MR x kc
+    const T* pb;        // packed B panel: ceil(nc / NR) slivers of kc x NR
+    int64_t mc, nc, kc;
+    T* c;               // C(ic, jc)
+    ptrdiff_t ldc;
+    bool load_c;        // add to what C holds (a later K block, or accumulate)
+    bool finish;        // last K block: apply bias and relu
+    const T* bias;      // already offset to row ic or column jc
+    bool bias_per_row, relu;
+};
+
+template <typename V, typename T>
+PYFAST_INLINE V load(const T* p) {
+    V v;
+    std::memcpy(&v, p, sizeof(V));
+    return v;
+}
+
+template <typename V, typename T>
+PYFAST_INLINE void store(T* p, V v) {
+    std::memcpy(p, &v, sizeof(V));
+}
+
+// MR x NR tile of C (rows x cols of it valid) from one A sliver and one B sliver.
+template <class Cfg>
+PYFAST_INLINE void micro_kernel(int64_t kc, const typename Cfg::type* __restrict pa,
+                                const typename Cfg::type* __restrict pb,
+                                const Block<typename Cfg::type>& blk, int64_t row, int64_t col,
+                                int rows, int cols) {
+    using T = typename Cfg::type;
+    typedef T V __attribute__((vector_size(Cfg::vec_bytes)));
+    constexpr int MR = Cfg::MR, NV = Cfg::NV, NR = Cfg::NR, L = Cfg::lanes;
+
+    V acc[MR][NV];
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) acc[i][j] = V{};
+
+#pragma GCC unroll 2
+    for (int64_t p = 0; p < kc; ++p) {
+        V b[NV];
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) b[j] = load<V>(pb + j * L);
+#pragma GCC unroll 32
+        for (int i = 0; i < MR; ++i) {
+            const T ai = pa[i];
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; ++j) acc[i][j] += b[j] * ai;
+        }
+        pa += MR;
+        pb += NR;
+    }
+
+    // Edge tiles go through a buffer, then the same epilogue runs element by element.
+    T* c = blk.c + row * blk.ldc + col;
+    const V zero = V{};
+    if (rows == MR && cols == NR) {
+#pragma GCC unroll 32
+        for (int i = 0; i < MR; ++i) {
+            T* ci = c + i * blk.ldc;
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; ++j) {
+                V v = acc[i][j];
+                if (blk.load_c) v += load<V>(ci + j * L);
+                if (blk.finish) {
+                    if (blk.bias) v += blk.bias_per_row ? V{} + blk.bias[row + i]
+                                                        : load<V>(blk.bias + col + j * L);
+                    if (blk.relu) v = v > zero ? v : zero;
+                }
+                store(ci + j * L, v);
+            }
+        }
+        return;
+    }
+    alignas(64) T tile[MR * NR];
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) store(tile + i * NR + j * L, acc[i][j]);
+    for (int i = 0; i < rows; ++i) {
+        T* ci = c + i * blk.ldc;
+        for (int j = 0; j < cols; ++j) {
+            T v = tile[i * NR + j];
+            if (blk.load_c) v += ci[j];
+            if (blk.finish) {
+                if (blk.bias) v += blk.bias_per_row ? blk.bias[row + i] : blk.bias[col + j];
+                if (blk.relu) v = v > T(0) ? v : T(0);
+            }
+            ci[j] = v;
+        }
+    }
+}
+
+// Micro-tiles [t0, t1) of a block, numbered jr-major.
+template <class Cfg>
+PYFAST_INLINE void run_tiles(const Block<typename Cfg::type>& blk, int64_t t0, int64_t t1) {
+    constexpr int MR = Cfg::MR, NR = Cfg::NR;
+    const int64_t n_ir = (blk.mc + MR - 1) / MR;
+    for (int64_t t = t0; t < t1; ++t) {
+        const int64_t jr = t / n_ir, ir = t % n_ir;
+        const int64_t row = ir * MR, col = jr * NR;
+        micro_kernel<Cfg>(blk.kc, blk.pa + ir * MR * blk.kc, blk.pb + jr * NR * blk.kc, blk,
+                          row, col, static_cast<int>(std::min<int64_t>(MR, blk.mc - row)),
+                          static_cast<int>(std::min<int64_t>(NR, blk.nc - col)));
+    }
+}
+
+template <typename T>
+using TilesFn = void (*)(const Block<T>&, int64_t, int64_t);
+
+void tiles_generic_f32(const Block<float>& b, int64_t t0, int64_t t1) { run_tiles<GenericF32>(b, t0, t1); }
+void tiles_generic_f64(const Block<double>& b, int64_t t0, int64_t t1) { run_tiles<GenericF64>(b, t0, t1); }
+PYFAST_TARGET("avx2,fma")
+void tiles_avx2_f32(const Block<float>& b, int64_t t0, int64_t t1) { run_tiles<Avx2F32>(b, t0, t1); }
+PYFAST_TARGET("avx2,fma")
+void tiles_avx2_f64(const Block<double>& b, int64_t t0, int64_t t1) { run_tiles<Avx2F64>(b, t0, t1); }
+PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
+void tiles_avx512_f32(const Block<float>& b, int64_t t0, int64_t t1) { run_tiles<Avx512F32>(b, t0, t1); }
+PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
+void tiles_avx512_f64(const Block<double>& b, int64_t t0, int64_t t1) { run_tiles<Avx512F64>(b, t0, t1); }
+
+// kc x cols of B (cols <= NR) into one sliver: dest[p * NR + j], zero-padded to NR columns.
+template <int NR, typename T>
+void pack_b_sliver(MatRef<T> b, int64_t kc, int64_t cols, T* __restrict dest) {
+    if (b.cs == 1 && cols == NR) {
+        for (int64_t p = 0; p < kc; ++p) std::memcpy(dest + p * NR, b.p + p * b.rs, NR * sizeof(T));
+        return;
+    }
+    if (cols < NR)
+        for (int64_t p = 0; p < kc; ++p) std::fill(dest + p * NR + cols, dest + (p + 1) * NR, T(0));
+    if (b.rs == 1) {  // column-major B (trans_b): read each column contiguously
+        for (int64_t j = 0; j < cols; ++j)
+            for (int64_t p = 0; p < kc; ++p) dest[p * NR + j] = b.p[j * b.cs + p];
+    } else {
+        for (int64_t p = 0; p < kc; ++p)
+            for (int64_t j = 0; j < cols; ++j) dest[p * NR + j] = b.at(p, j);
+    }
+}
+
+// rows x kc of A (rows <= MR) into one sliver: dest[p * MR + i], zero-padded to MR rows.
+template <int MR, typename T>
+void pack_a_sliver(MatRef<T> a, int64_t kc, int64_t rows, T* __restrict dest) {
+    if (a.rs == 1 && rows == MR) {  // column-major A (trans_a): each column is a sliver row
+        for (int64_t p = 0; p < kc; ++p) std::memcpy(dest + p * MR, a.p + p * a.cs, MR * sizeof(T));
+        return;
+    }
+    if (rows < MR)
+        for (int64_t p = 0; p < kc; ++p) std::fill(dest + p * MR + rows, dest + (p + 1) * MR, T(0));
+    if (a.cs == 1) {
+        for (int64_t i = 0; i < rows; ++i)
+            for (int64_t p = 0; p < kc; ++p) dest[p * MR + i] = a.p[i * a.rs + p];
+    } else {
+        for (int64_t p = 0; p < kc; ++p)
+            for (int64_t i = 0; i < rows; ++i) dest[p * MR + i] = a.at(i, p);
+    }
+}
+
+// Grow-only, 64-byte aligned scratch owned by the calling thread, so a steady stream of
+// same-sized calls never touches the allocator (or pays first-touch page faults).
+class Scratch {
+   public:
+    ~Scratch() { std::free(ptr_); }
+    template <typename T>
+    T* get(size_t count) {
+        size_t bytes = (count * sizeof(T) + 63) / 64 * 64;
+        if (bytes > bytes_) {
+            std::free(ptr_);
+            ptr_ = std::aligned_alloc(64, bytes);
+            if (!ptr_) {
+                bytes_ = 0;
+                throw std::bad_alloc();
+            }
+            bytes_ = bytes;
+        }
+        return static_cast<T*>(ptr_);
+    }
+
+   private:
+    void* ptr_ = nullptr;
+    size_t bytes_ = 0;
+};
+
+thread_local Scratch scratch_a, scratch_b;
+
+template <class Cfg>
+void gemm_driver(int64_t m, int64_t n, int64_t k, MatRef<typename Cfg::type> a,
+                 MatRef<typename Cfg::type> b, typename Cfg::type* c, ptrdiff_t ldc,
+                 const Epilogue<typename Cfg::type>& ep, TilesFn<typename Cfg::type> tiles) {
+    using T = typename Cfg::type;
+    constexpr int MR = Cfg::MR, NR = Cfg::NR, MC = Cfg::MC, KC = Cfg::KC, NC = Cfg::NC;
+    const int64_t kc_max = std::min<int64_t>(KC, k);
+    const int64_t nc_max = std::min<int64_t>(NC, (n + NR - 1) / NR * NR);
+    const int64_t mc_max = std::min<int64_t>(MC, (m + MR - 1) / MR * MR);
+    T* pa = scratch_a.get<T>(mc_max * kc_max);
+    T* pb = scratch_b.get<T>(nc_max * kc_max);
+
+    // Below a few MFLOP a parallel region costs more than it saves.
+    int threads = num_threads();
+    if (2.0 * m * n * k < 4e6) threads = 1;
+
+#pragma omp parallel num_threads(threads)
+    {
+        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+        for (int64_t jc = 0; jc < n; jc += NC) {
+            const int64_t nc = std::min<int64_t>(NC, n - jc);
+            const int64_t n_jr = (nc + NR - 1) / NR;
+            for (int64_t pc = 0; pc < k; pc += KC) {
+                const int64_t kc = std::min<int64_t>(KC, k - pc);
+#pragma omp for schedule(static)
+                for (int64_t jr = 0; jr < n_jr; ++jr) {
+                    MatRef<T> sub{b.p + pc * b.rs + (jc + jr * NR) * b.cs, b.rs, b.cs};
+                    pack_b_sliver<NR>(sub, kc, std::min<int64_t>(NR, nc - jr * NR), pb + jr * NR * kc);
+                }
+                for (int64_t ic = 0; ic < m; ic += MC) {
+                    const int64_t mc = std::min<int64_t>(MC, m - ic);
+                    const int64_t n_ir = (mc + MR - 1) / MR;
+#pragma omp for schedule(static)
+                    for (int64_t ir = 0; ir < n_ir; ++ir) {
+                        MatRef<T> sub{a.p + (ic + ir * MR) * a.rs + pc * a.cs, a.rs, a.cs};
+                        pack_a_sliver<MR>(sub, kc, std::min<int64_t>(MR, mc - ir * MR), pa + ir * MR * kc);
+                    }
+                    const Block<T> blk{pa, pb, mc, nc, kc, c + ic * ldc + jc, ldc,
+                                       pc > 0 || ep.accumulate, pc + kc == k,
+                                       ep.bias ? ep.bias + (ep.bias_per_row ? ic : jc) : nullptr,
+                                       ep.bias_per_row, ep.relu};
+                    const int64_t count = n_ir * n_jr;
+                    tiles(blk, count * tid / nth, count * (tid + 1) / nth);
+#pragma omp barrier
+                }
+            }
+        }
+    }
+}
+
+// A product with nothing to sum over (k == 0) is the epilogue alone.
+template <typename T>
+void epilogue_only(int64_t m, int64_t n, T* c, ptrdiff_t ldc, const Epilogue<T>& ep) {
+    for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) {
+            T v = ep.accumulate ? c[i * ldc + j] : T(0);
+            if (ep.bias) v += ep.bias[ep.bias_per_row ? i : j];
+            if (ep.relu) v = v > T(0) ? v : T(0);
+            c[i * ldc + j] = v;
+        }
+}
+
+// The code paths of one element type, by ISA.
+template <typename T>
+struct Paths;
+template <>
+struct Paths<float> {
+    using generic = GenericF32;
+    using avx2 = Avx2F32;
+    using avx512 = Avx512F32;
+    static constexpr TilesFn<float> tiles_generic = tiles_generic_f32, tiles_avx2 = tiles_avx2_f32,
+                                    tiles_avx512 = tiles_avx512_f32;
+};
+template <>
+struct Paths<double> {
+    using generic = GenericF64;
+    using avx2 = Avx2F64;
+    using avx512 = Avx512F64;
+    static constexpr TilesFn<double> tiles_generic = tiles_generic_f64, tiles_avx2 = tiles_avx2_f64,
+                                     tiles_avx512 = tiles_avx512_f64;
+};
+
+}  // namespace
+
+template <typename T>
+void gemm(int64_t m, int64_t n, int64_t k, MatRef<T> a, MatRef<T> b, T* c, ptrdiff_t ldc,
+          const Epilogue<T>& ep) {
+    using P = Paths<T>;
+    if (m == 0 || n == 0) return;
+    if (k == 0) return epilogue_only(m, n, c, ldc, ep);
+    switch (active_isa()) {
+        case Isa::avx512:
+            return gemm_driver<typename P::avx512>(m, n, k, a, b, c, ldc, ep, P::tiles_avx512);
+        case Isa::avx2:
+            return gemm_driver<typename P::avx2>(m, n, k, a, b, c, ldc, ep, P::tiles_avx2);
+        default:
+            return gemm_driver<typename P::generic>(m, n, k, a, b, c, ldc, ep, P::tiles_generic);
+    }
+}
+
+template void gemm<float>(int64_t, int64_t, int64_t, MatRef<float>, MatRef<float>, float*,
+                          ptrdiff_t, const Epilogue<float>&);
+template void gemm<double>(int64_t, int64_t, int64_t, MatRef<double>, MatRef<double>, double*,
+                           ptrdiff_t, const Epilogue<double>&);
+
+}  // namespace pyfast

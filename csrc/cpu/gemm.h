@@ -1,0 +1,34 @@
+// Packed GEMM for the CPU: C = act(A @ B + bias) (or C += A @ B), float32 and float64.
+// Other kernel families (convolution) call it directly on their own buffers.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace pyfast {
+
+// A strided read-only matrix: element (i, j) is at p[i * rs + j * cs] (strides in elements,
+// any sign), so transposes and slices need no copy: the packing routines absorb them.
+template <typename T>
+struct MatRef {
+    const T* p;
+    std::ptrdiff_t rs, cs;
+    T at(std::int64_t i, std::int64_t j) const { return p[i * rs + j * cs]; }
+};
+
+// What happens to each element of the product before it lands in C.
+template <typename T>
+struct Epilogue {
+    bool accumulate = false;    // C += A @ B instead of C = A @ B
+    const T* bias = nullptr;    // added after the product (and after accumulation)
+    bool bias_per_row = false;  // bias has M entries (one per row) instead of N (per column)
+    bool relu = false;          // max(., 0) last
+};
+
+// C (m x n, row stride ldc, unit column stride) from A (m x k) and B (k x n). Runs on
+// num_threads() threads with the active ISA. m, n, k >= 0.
+template <typename T>
+void gemm(std::int64_t m, std::int64_t n, std::int64_t k, MatRef<T> a, MatRef<T> b, T* c,
+          std::ptrdiff_t ldc, const Epilogue<T>& ep);
+
+}  // namespace pyfast

@@ -1,0 +1,12 @@
+"""pyfast: hand-written C++/CUDA and Numba kernels for training neural networks.
+
+``import pyfast`` loads NumPy and pyfast's own Python modules only; numba, cupy, torch and
+the native extensions load the first time a kernel needs them.
+"""
+
+from . import backends, ops
+from ._version import __version__
+from .backends import get_num_threads, set_num_threads, use_backend
+
+__all__ = ["__version__", "backends", "ops", "use_backend", "set_num_threads",
+           "get_num_threads"]

@@ -1,0 +1,144 @@
+"""Arrays at the boundary: what comes in (numpy, cupy, anything with ``__dlpack__``), on
+which device it lives, and the checks every ``pf.ops`` function shares.
+
+Nothing here imports cupy unless a cupy array (or a CUDA DLPack capsule) is actually seen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_DLPACK_CPU, _DLPACK_CUDA, _DLPACK_CUDA_HOST, _DLPACK_CUDA_MANAGED = 1, 2, 3, 13
+
+
+def is_cupy(x):
+    return type(x).__module__.partition(".")[0] == "cupy"
+
+
+def array_module(x):
+    """numpy for numpy arrays, cupy for cupy arrays."""
+    if isinstance(x, np.ndarray):
+        return np
+    import cupy
+    return cupy
+
+
+def device_of(x):
+    return "cpu" if isinstance(x, np.ndarray) else "cuda"
+
+
+def describe(x):
+    """A short 'what was given' for error messages."""
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        return f"{type(x).__name__} of shape {tuple(x.shape)} and dtype {x.dtype}"
+    return type(x).__name__
+
+
+def as_array(x, name):
+    """Return ``x`` as a numpy or cupy array without copying.
+
+    numpy and cupy arrays pass through; other objects with ``__dlpack__`` (torch, jax, ...)
+    are wrapped zero-copy; anything else is a TypeError naming the argument."""
+    if isinstance(x, np.ndarray) or is_cupy(x) and hasattr(x, "__cuda_array_interface__"):
+        return x
+    if hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
+        kind = int(x.__dlpack_device__()[0])
+        if kind in (_DLPACK_CPU, _DLPACK_CUDA_HOST):
+            return np.from_dlpack(x)
+        if kind in (_DLPACK_CUDA, _DLPACK_CUDA_MANAGED):
+            import cupy
+            return cupy.from_dlpack(x)
+        raise TypeError(f"{name}: DLPack device type {kind} is not supported (cpu and cuda are)")
+    raise TypeError(f"{name} must be a numpy or cupy array or an object with __dlpack__, "
+                    f"got {describe(x)}")
+
+
+def float_dtype(**arrays):
+    """The one float dtype (float32 or float64) shared by all the non-None ``arrays``."""
+    dtype, first = None, None
+    for name, x in arrays.items():
+        if x is None:
+            continue
+        if x.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{name} must be float32 or float64, got {describe(x)}")
+        if dtype is None:
+            dtype, first = x.dtype, name
+        elif x.dtype != dtype:
+            raise TypeError(f"{name} is {x.dtype} but {first} is {dtype}; "
+                            f"pass both as float32 or both as float64")
+    return dtype
+
+
+def same_device(**arrays):
+    """The one device ("cpu" or "cuda") all the non-None ``arrays`` live on."""
+    device, first = None, None
+    for name, x in arrays.items():
+        if x is None:
+            continue
+        d = device_of(x)
+        if device is None:
+            device, first = d, name
+        elif d != device:
+            raise ValueError(f"{name} is on {d} but {first} is on {device}")
+        elif d == "cuda" and x.device != arrays[first].device:
+            raise ValueError(f"{name} is on {x.device} but {first} is on {arrays[first].device}")
+    return device
+
+
+def check_ndim(x, ndim, name):
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(x.shape)}")
+
+
+def check_shape(x, shape, name, why=""):
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}{why}, got {tuple(x.shape)}")
+
+
+def unit_stride_2d(x):
+    """``x`` if it is row- or column-major with a leading dimension (as BLAS takes it), else
+    a C-contiguous copy. Slices such as ``big[:, :100]`` and transposes stay views."""
+    s0, s1 = x.strides
+    item = x.itemsize
+    rows, cols = x.shape
+    if (s1 == item or cols == 1) and s0 >= max(cols, 1) * item:
+        return x
+    if (s0 == item or rows == 1) and s1 >= max(rows, 1) * item:
+        return x
+    return array_module(x).ascontiguousarray(x)
+
+
+class Output:
+    """Where a kernel writes: the caller's ``out`` when the kernel can write it in place,
+    else a fresh C-contiguous buffer (copied into ``out`` by ``result``)."""
+
+    def __init__(self, out, shape, dtype, like, name="out", inputs=()):
+        xp = array_module(like)
+        self.user = out
+        if out is None:
+            self.target = None
+            self.buffer = xp.empty(shape, dtype)
+            return
+        target = as_array(out, name)
+        if device_of(target) != device_of(like):
+            raise ValueError(f"{name} is on {device_of(target)} but the inputs are on "
+                             f"{device_of(like)}")
+        if target.dtype != dtype:
+            raise TypeError(f"{name} must be {dtype}, got {describe(target)}")
+        check_shape(target, shape, name)
+        if isinstance(target, np.ndarray) and not target.flags.writeable:
+            raise ValueError(f"{name} is read-only")
+        self.target = target
+        overlaps = any(x is not None and xp.may_share_memory(target, x) for x in inputs)
+        if target.flags.c_contiguous and not overlaps:
+            self.buffer = target
+        else:
+            self.buffer = xp.empty(shape, dtype)
+
+    def result(self):
+        if self.target is None:
+            return self.buffer
+        if self.buffer is not self.target:
+            self.target[...] = self.buffer
+        return self.user

@@ -1,0 +1,28 @@
+"""The reference backend: NumPy on the CPU, CuPy on the GPU; short, float64-capable and
+obviously right. It is the living specification every other backend is tested against."""
+
+from pyfast.backends import Unavailable
+
+from .gemm import matmul
+
+FAMILIES = ("gemm",)
+
+
+def load(device):
+    if device == "cuda":
+        try:
+            import cupy
+        except ImportError as exc:
+            raise Unavailable(f"cupy is not installed ({exc})") from None
+        try:
+            count = cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:  # no driver, no device
+            raise Unavailable(f"no CUDA device ({exc})") from None
+        if count == 0:
+            raise Unavailable("no CUDA device")
+    import sys
+    return sys.modules[__name__]
+
+
+def apply_threads(n):
+    """NumPy's BLAS threads are the user's to set (threadpoolctl); nothing to do."""
