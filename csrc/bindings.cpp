@@ -11,6 +11,7 @@
 #include "common/checks.h"
 #include "common/runtime.h"
 #include "cpu/gemm.h"
+#include "cpu/peak.h"
 
 namespace py = pybind11;
 using pyfast::fail;
@@ -109,4 +110,11 @@ PYBIND11_MODULE(_C, m) {
         d["avx512f"] = bool(__builtin_cpu_supports("avx512f"));
         return d;
     });
+
+    m.def("fma_peak_gflops", &pyfast::fma_peak_gflops, py::arg("threads"),
+          py::call_guard<py::gil_scoped_release>(),
+          "Measured float32 FMA peak (GFLOP/s) of the active ISA on `threads` threads.");
+    m.def("copy_bandwidth_gbs", &pyfast::copy_bandwidth_gbs, py::arg("threads"), py::arg("nbytes"),
+          py::call_guard<py::gil_scoped_release>(),
+          "Measured copy bandwidth (GB/s, read + write) of an nbytes buffer on `threads` threads.");
 }

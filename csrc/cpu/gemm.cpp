@@ -121,7 +121,7 @@ PYFAST_INLINE void micro_kernel(int64_t kc, const typename Cfg::type* __restrict
                 if (blk.finish) {
                     if (blk.bias) v += blk.bias_per_row ? V{} + blk.bias[row + i]
                                                         : load<V>(blk.bias + col + j * L);
-                    if (blk.relu) v = v > zero ? v : zero;
+                    if (blk.relu) v = v < zero ? zero : v;  // NaN passes, as torch.relu
                 }
                 store(ci + j * L, v);
             }
@@ -140,7 +140,7 @@ PYFAST_INLINE void micro_kernel(int64_t kc, const typename Cfg::type* __restrict
             if (blk.load_c) v += ci[j];
             if (blk.finish) {
                 if (blk.bias) v += blk.bias_per_row ? blk.bias[row + i] : blk.bias[col + j];
-                if (blk.relu) v = v > T(0) ? v : T(0);
+                if (blk.relu) v = v < T(0) ? T(0) : v;
             }
             ci[j] = v;
         }
@@ -295,7 +295,7 @@ void epilogue_only(int64_t m, int64_t n, T* c, ptrdiff_t ldc, const Epilogue<T>&
         for (int64_t j = 0; j < n; ++j) {
             T v = ep.accumulate ? c[i * ldc + j] : T(0);
             if (ep.bias) v += ep.bias[ep.bias_per_row ? i : j];
-            if (ep.relu) v = v > T(0) ? v : T(0);
+            if (ep.relu) v = v < T(0) ? T(0) : v;
             c[i * ldc + j] = v;
         }
 }

@@ -1,0 +1,151 @@
+"""Numba CUDA GEMM: out = relu?(a @ b + bias), float32 (SGEMM) and float64 (DGEMM).
+
+Classic shared-memory tiling: a block of 16 x 16 threads owns a BM x BN = 64 x 64 tile of
+out; per BK-deep slice of k it stages the 64 x BK tile of A and the BK x 64 tile of B in
+shared memory (zero-filled past the edges, so the inner loop has no bounds checks), then
+each thread accumulates a 4 x 4 register block: per k step 4 + 4 shared loads feed 16
+FMAs. A thread's rows and columns are strided by 16 (not contiguous), so a warp's shared
+reads of B hit 16 consecutive words (no bank conflicts) and its stores of out are
+coalesced. Bias and relu are applied in the single write of each output.
+
+Operands come as flat 1-D views plus element strides (row- or column-major, any leading
+dimension); the global loads are mapped so consecutive threads read consecutive addresses
+for either layout. One kernel, compiled once per dtype (the shared and local arrays take
+the dtype of out).
+"""
+
+import math
+
+import numpy as np
+from numba import cuda
+
+BM = 64       # out tile rows per block
+BN = 64       # out tile columns per block
+BK = 16       # k slice staged in shared memory per step
+TM = 4        # out rows per thread (strided by THREADS_M)
+TN = 4        # out columns per thread (strided by THREADS_N)
+THREADS_M = BM // TM
+THREADS_N = BN // TN
+THREADS = THREADS_M * THREADS_N
+A_LOADS = BM * BK // THREADS   # elements of the A tile each thread stages
+B_LOADS = BK * BN // THREADS
+A_TILE_LD = BM + 1             # padded shared rows (see the kernel)
+B_TILE_LD = BN + 1
+
+
+@cuda.jit(fastmath=True)
+def gemm_tiled(a, sa_m, sa_k, b, sb_k, sb_n, out, bias, has_bias, relu, m, n, k):
+    tid = cuda.threadIdx.x
+    row0 = cuda.blockIdx.x * BM
+    col0 = cuda.blockIdx.y * BN
+    ty = tid // THREADS_N   # thread's first row within the tile
+    tx = tid % THREADS_N    # thread's first column within the tile
+
+    # A tile stored k-major (a_tile[p, i]) so the inner loop reads a row of it. Rows are
+    # padded by one element: staging writes that walk along p (row-major A, column-major
+    # B) then fall in different banks instead of all in one.
+    a_tile = cuda.shared.array((BK, A_TILE_LD), dtype=out.dtype)
+    b_tile = cuda.shared.array((BK, B_TILE_LD), dtype=out.dtype)
+    acc = cuda.local.array((TM, TN), dtype=out.dtype)
+    a_reg = cuda.local.array(TM, dtype=out.dtype)
+    b_reg = cuda.local.array(TN, dtype=out.dtype)
+    for i in range(TM):
+        for j in range(TN):
+            acc[i, j] = 0
+
+    a_row_major = sa_k == 1
+    b_row_major = sb_n == 1
+    for k0 in range(0, k, BK):
+        for r in range(A_LOADS):
+            e = tid + r * THREADS
+            if a_row_major:  # consecutive threads walk along k
+                i, p = e // BK, e % BK
+            else:            # consecutive threads walk down the column
+                i, p = e % BM, e // BM
+            gi, gp = row0 + i, k0 + p
+            if gi < m and gp < k:
+                a_tile[p, i] = a[gi * sa_m + gp * sa_k]
+            else:
+                a_tile[p, i] = 0
+        for r in range(B_LOADS):
+            e = tid + r * THREADS
+            if b_row_major:
+                p, j = e // BN, e % BN
+            else:
+                p, j = e % BK, e // BK
+            gp, gj = k0 + p, col0 + j
+            if gp < k and gj < n:
+                b_tile[p, j] = b[gp * sb_k + gj * sb_n]
+            else:
+                b_tile[p, j] = 0
+        cuda.syncthreads()
+
+        for p in range(BK):
+            for i in range(TM):
+                a_reg[i] = a_tile[p, ty + i * THREADS_M]
+            for j in range(TN):
+                b_reg[j] = b_tile[p, tx + j * THREADS_N]
+            for i in range(TM):
+                for j in range(TN):
+                    acc[i, j] += a_reg[i] * b_reg[j]
+        cuda.syncthreads()  # before the next slice overwrites the tiles
+
+    for i in range(TM):
+        gi = row0 + ty + i * THREADS_M
+        if gi < m:
+            for j in range(TN):
+                gj = col0 + tx + j * THREADS_N
+                if gj < n:
+                    v = acc[i, j]
+                    if has_bias:
+                        v += bias[gj]
+                    # stores cast the literal 0 to out's dtype; v itself stays that dtype
+                    if relu and v < 0:
+                        out[gi * n + gj] = 0
+                    else:
+                        out[gi * n + gj] = v
+
+
+def _flat(x, xp):
+    """``x`` (2-D, one unit stride) as a flat 1-D view from its first element, plus its two
+    element strides (a stride along an extent-1 axis is reported as 1)."""
+    item = x.itemsize
+    rows, cols = x.shape
+    s0 = 1 if rows == 1 else x.strides[0] // item
+    s1 = 1 if cols == 1 else x.strides[1] // item
+    if (s0 != 1 and s1 != 1) or x.strides[0] % item or x.strides[1] % item:
+        x = xp.ascontiguousarray(x)
+        s0, s1 = cols, 1
+    span = (rows - 1) * s0 + (cols - 1) * s1 + 1
+    return xp.lib.stride_tricks.as_strided(x, shape=(span,), strides=(item,)), s0, s1
+
+
+def matmul(a, b, out, bias, relu):
+    """out[:] = relu?(a @ b + bias); a (M, K), b (K, N) row- or column-major, out (M, N)
+    C-contiguous, bias (N,) contiguous or None; cupy arrays (numpy under the simulator)."""
+    m, k = a.shape
+    n = b.shape[1]
+    grid = (math.ceil(m / BM), math.ceil(n / BN))
+    out_flat = out.reshape(-1)
+    bias_arr = bias if bias is not None else out_flat[:1]
+    if isinstance(out, np.ndarray):
+        # Host arrays (the simulator, or a caller outside pf.ops): stage explicitly so the
+        # result lands in out and not in a temporary copy of it.
+        a_flat, sa_m, sa_k = _flat(a, np)
+        b_flat, sb_k, sb_n = _flat(b, np)
+        d_out = cuda.to_device(out_flat)
+        gemm_tiled[grid, THREADS](cuda.to_device(a_flat), sa_m, sa_k, cuda.to_device(b_flat),
+                                  sb_k, sb_n, d_out, cuda.to_device(bias_arr),
+                                  bias is not None, bool(relu), m, n, k)
+        d_out.copy_to_host(out_flat)
+        return
+    import cupy
+
+    a_flat, sa_m, sa_k = _flat(a, cupy)
+    b_flat, sb_k, sb_n = _flat(b, cupy)
+    stream = cuda.external_stream(cupy.cuda.get_current_stream().ptr)
+    # sync=False: the kernel runs on the stream cupy orders these arrays on already.
+    view = lambda x: cuda.as_cuda_array(x, sync=False)  # noqa: E731
+    gemm_tiled[grid, THREADS, stream](view(a_flat), sa_m, sa_k, view(b_flat), sb_k, sb_n,
+                                      view(out_flat), view(bias_arr), bias is not None,
+                                      bool(relu), m, n, k)

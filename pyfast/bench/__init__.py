@@ -1,0 +1,560 @@
+"""pyfast.bench: pyfast's kernels timed against the libraries a user would otherwise call
+and against the machine's measured peaks, side by side in one run (PERFORMANCE.md).
+
+A kernel family plugs in with one module, ``pyfast.bench.<family>``, whose
+``cases(options)`` yields a ``Case`` for each (op, shape, implementation) that can run here
+and a ``Skip`` saying why for each that cannot. ``run`` checks every case's first result
+against a float64 oracle, times it (warm-up, then samples until a time budget and a minimum
+count; median and interquartile spread) with every library on the same thread count, and
+turns the times into rows: GFLOP/s or GB/s, percent of the measured peak, and the speed
+ratio against each competitor timed in the same group (family, op, shape, device, threads).
+
+Importing this module is cheap: torch, numba and cupy load when a case is built or run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+import pkgutil
+import platform
+import sys
+import tempfile
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+import pyfast as pf
+
+__all__ = ["Options", "Case", "Skip", "Row", "WrongResult", "families", "load_family",
+           "collect", "pyfast_impls", "installed", "cuda_unavailable", "limit_threads",
+           "measure", "blocking", "run", "measure_peaks", "machine_info", "notes",
+           "check_close", "to_numpy", "cpu_model", "usable_cores", "Table", "format_peaks",
+           "write_json_atomic",
+           "PYFAST_PREFIX", "RATE_UNITS", "COPY_BYTES", "DEFAULT_BUDGET_S"]
+
+PYFAST_PREFIX = "pyfast-"            # impl names of pyfast's backends; the rest are competitors
+RATE_UNITS = {"flop": "GFLOP/s", "byte": "GB/s"}
+PEAK_OF_UNIT = {"flop": "fma_gflops", "byte": "copy_gbs"}
+COPY_BYTES = 256 << 20               # far beyond any L3, so the copy measures memory
+DEFAULT_BUDGET_S = 0.3               # timing budget per row
+MIN_SAMPLES = 5
+MIN_SAMPLE_S = 1e-3                  # fast calls are batched so one sample lasts this long
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """What a family's ``cases`` should produce."""
+    quick: bool = False                          # a small subset of shapes
+    backends: tuple = pf.backends.NAMES          # pyfast backends to include
+
+
+@dataclasses.dataclass
+class Case:
+    """One implementation of one op on one shape.
+
+    ``prepare()`` allocates inputs and outputs and returns the call to time; that call
+    returns its result, which ``check`` verifies (raising ``WrongResult``) before timing."""
+    family: str
+    op: str                      # what is computed, e.g. "matmul", "matmul+bias+relu"
+    shape: str                   # e.g. "512x512x512"
+    impl: str                    # "pyfast-native", "numpy", "torch", "cupy", ...
+    device: str                  # "cpu" or "cuda"
+    work: float                  # flops or bytes of one call
+    unit: str                    # "flop" or "byte"
+    prepare: Callable[[], Callable[[], Any]]
+    check: Callable[[Any], None]
+
+    @property
+    def group(self):
+        return (self.family, self.op, self.shape, self.device)
+
+    @property
+    def name(self):
+        return f"{self.family}-{self.op}-{self.shape}-{self.impl}-{self.device}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Skip:
+    """An implementation that cannot run here, and why."""
+    family: str
+    impl: str
+    device: str
+    reason: str
+
+
+@dataclasses.dataclass
+class Row:
+    """The measurement of one case at one thread count (None on a GPU)."""
+    family: str
+    op: str
+    shape: str
+    impl: str
+    device: str
+    threads: int | None
+    unit: str
+    work: float
+    median_s: float | None = None
+    p25_s: float | None = None
+    p75_s: float | None = None
+    min_s: float | None = None
+    samples: int = 0
+    calls_per_sample: int = 0
+    rate: float | None = None           # GFLOP/s or GB/s (RATE_UNITS[unit])
+    peak_percent: float | None = None
+    ratios: dict = dataclasses.field(default_factory=dict)  # competitor -> its time / ours
+    error: str | None = None
+    load_average: float | None = None   # 1-minute load average after the row: contention shows
+
+
+class WrongResult(AssertionError):
+    """An implementation's result differs from the float64 oracle beyond rounding error."""
+
+
+# ---------------------------------------------------------------------------- families
+
+def families():
+    """Names of the families with a bench module, sorted."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def load_family(name):
+    if name not in families():
+        raise ValueError(f"unknown benchmark family {name!r}; available: {', '.join(families())}")
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def collect(family_names, options):
+    """The cases and skips of the given families."""
+    cases, skips = [], []
+    for name in family_names:
+        for item in load_family(name).cases(options):
+            (skips if isinstance(item, Skip) else cases).append(item)
+    return cases, skips
+
+
+def pyfast_impls(family, device, options):
+    """The pyfast backends (of ``options.backends``) with ``family`` kernels on ``device``,
+    as (names, skips)."""
+    names, skips = [], []
+    for name in options.backends:
+        try:
+            chosen, _ = pf.backends.select(family, device, name)
+        except RuntimeError as exc:
+            skips.append(Skip(family, PYFAST_PREFIX + name, device, str(exc)))
+            continue
+        if chosen == name:
+            names.append(name)
+        else:  # select fell through to the next backend
+            skips.append(Skip(family, PYFAST_PREFIX + name, device,
+                              f"{name} has no {family} kernels on {device}"))
+    return names, skips
+
+
+def installed(module):
+    """Whether ``module`` can be imported, without importing it."""
+    return importlib.util.find_spec(module) is not None
+
+
+def cuda_unavailable():
+    """None when CuPy sees a GPU, else why not (imports cupy when it is installed)."""
+    if not installed("cupy"):
+        return "cupy is not installed"
+    try:
+        import cupy
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # no driver, no device, broken install: all mean "no GPU here"
+        return f"no CUDA device ({exc})"
+    return None if count > 0 else "no CUDA device"
+
+
+# ---------------------------------------------------------------------------- timing
+
+@contextlib.contextmanager
+def limit_threads(n):
+    """Run the block with pyfast (and numba, which follows it), the BLAS under numpy
+    (threadpoolctl) and torch each on ``n`` threads; ``None`` changes nothing."""
+    if n is None:
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        stack.callback(pf.set_num_threads, pf.get_num_threads())
+        pf.set_num_threads(n)
+        if installed("threadpoolctl"):
+            from threadpoolctl import threadpool_limits
+            stack.enter_context(threadpool_limits(limits=n, user_api="blas"))
+        torch = sys.modules.get("torch")  # only when a case already imported it
+        if torch is not None:
+            stack.callback(torch.set_num_threads, torch.get_num_threads())
+            torch.set_num_threads(n)
+        yield
+
+
+def _cpu_sample(call, number):
+    start = time.perf_counter()
+    for _ in range(number):
+        call()
+    return (time.perf_counter() - start) / number
+
+
+def _cuda_sampler():
+    import cupy
+    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+    null = cupy.cuda.Stream.null
+
+    def sample(call, number):
+        # Events on the legacy default stream are ordered after all work on the device's
+        # blocking streams, so they bracket cupy's, torch's and pyfast's default-stream launches.
+        cupy.cuda.runtime.deviceSynchronize()
+        start.record(null)
+        for _ in range(number):
+            call()
+        end.record(null)
+        end.synchronize()
+        return cupy.cuda.get_elapsed_time(start, end) * 1e-3 / number
+
+    return sample
+
+
+def blocking(call, device):
+    """``call`` made to return only when its device work is done (for outside timers)."""
+    if device == "cpu":
+        return call
+    import cupy
+
+    def call_and_wait():
+        result = call()
+        cupy.cuda.runtime.deviceSynchronize()
+        return result
+
+    return call_and_wait
+
+
+def measure(call, device="cpu", budget_s=DEFAULT_BUDGET_S, min_samples=MIN_SAMPLES):
+    """Time ``call``: warm up, then take samples until ``budget_s`` has passed and there are
+    ``min_samples`` (a call slower than that budget allows stops at 3 samples or 5 budgets).
+    Returns (sorted per-call seconds of each sample, calls per sample)."""
+    sample = _cpu_sample if device == "cpu" else _cuda_sampler()
+    sample(call, 1)  # first-call costs: page faults, JIT compilation, lazy initialisation
+    per_call = sample(call, 1)
+    number = max(1, math.ceil(MIN_SAMPLE_S / max(per_call, 1e-9)))
+    sample(call, number)  # warm at the batch size (clocks, caches)
+    times, start = [], time.perf_counter()
+    while True:
+        times.append(sample(call, number))
+        elapsed = time.perf_counter() - start
+        if elapsed >= budget_s and len(times) >= min_samples:
+            break
+        if len(times) >= 3 and elapsed >= 5 * budget_s:
+            break
+    return sorted(times), number
+
+
+def _measure_row(case, threads, budget_s):
+    row = Row(case.family, case.op, case.shape, case.impl, case.device, threads, case.unit,
+              case.work)
+    try:
+        call = case.prepare()  # before limit_threads: it may import torch, which then gets n
+        with limit_threads(threads):
+            case.check(call())
+            times, row.calls_per_sample = measure(call, case.device, budget_s)
+    except WrongResult as exc:
+        row.error = f"WRONG RESULT: {exc}"
+        return row
+    except Exception as exc:  # any failure becomes a loud row, the run goes on
+        row.error = f"FAILED: {type(exc).__name__}: {exc}"
+        return row
+    row.samples = len(times)
+    row.median_s = float(np.median(times))
+    row.p25_s, row.p75_s = (float(q) for q in np.percentile(times, [25, 75]))
+    row.min_s = times[0]
+    row.rate = case.work / row.median_s * 1e-9
+    row.load_average = _load_average()
+    return row
+
+
+def _load_average():
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # pragma: no cover - not available on this OS
+        return None
+
+
+def _complete_group(rows, peaks):
+    """Fill in percent of peak and the ratios against the group's competitors."""
+    timed = [r for r in rows if r.error is None]
+    for row in timed:
+        peak = (peaks or {}).get(row.threads) if row.device == "cpu" else None
+        if peak and peak.get(PEAK_OF_UNIT[row.unit]):
+            row.peak_percent = 100.0 * row.rate / peak[PEAK_OF_UNIT[row.unit]]
+        row.ratios = {other.impl: other.median_s / row.median_s for other in timed
+                      if other is not row and not other.impl.startswith(PYFAST_PREFIX)}
+
+
+def _groups(cases):
+    groups = {}
+    for case in cases:
+        groups.setdefault(case.group, []).append(case)
+    return list(groups.values())
+
+
+def run(cases, thread_counts, *, budget_s=DEFAULT_BUDGET_S, peaks=None, on_group=None):
+    """Measure every case: CPU cases once per thread count, GPU cases once. ``peaks`` maps a
+    thread count to ``measure_peaks``' result; ``on_group(rows)`` sees each finished group."""
+    passes = [(n, [c for c in cases if c.device == "cpu"]) for n in thread_counts]
+    gpu_cases = [c for c in cases if c.device != "cpu"]
+    if gpu_cases:
+        passes.append((None, gpu_cases))
+    rows = []
+    for threads, pass_cases in passes:
+        for group in _groups(pass_cases):
+            group_rows = [_measure_row(case, threads, budget_s) for case in group]
+            _complete_group(group_rows, peaks)
+            rows += group_rows
+            if on_group is not None:
+                on_group(group_rows)
+    return rows
+
+
+# ---------------------------------------------------------------------------- peaks, machine
+
+def measure_peaks(threads):
+    """The CPU's measured float32 FMA peak and copy bandwidth on ``threads`` threads, or None
+    when the native extension is not built."""
+    try:
+        from pyfast import _C
+    except ImportError:
+        return None
+    return {"fma_gflops": _C.fma_peak_gflops(threads),
+            "copy_gbs": _C.copy_bandwidth_gbs(threads, COPY_BYTES)}
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def usable_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _version(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info():
+    """CPU, code path, library versions and the date, for a results file."""
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cores": usable_cores(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": {"pyfast": pf.__version__, "numpy": np.__version__,
+                     **{d: _version(d) for d in ("torch", "numba", "threadpoolctl")},
+                     "cupy": _version("cupy-cuda13x") or _version("cupy-cuda12x")
+                     or _version("cupy")},
+    }
+    try:
+        from pyfast import _C
+        info.update(isa=_C.isa(), best_isa=_C.best_isa())
+    except ImportError as exc:
+        info["isa"] = f"pyfast._C not built ({exc})"
+    if installed("threadpoolctl"):
+        from threadpoolctl import threadpool_info
+        info["blas"] = [{k: lib.get(k) for k in ("internal_api", "version", "architecture",
+                                                 "threading_layer", "prefix")}
+                        for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    cupy = sys.modules.get("cupy")  # only if a GPU case ran
+    if cupy is not None:
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        info["gpu"] = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    return info
+
+
+def notes(rows=()):
+    """Caveats of this run's environment (and of its ``rows``), one line each."""
+    out = []
+    loads = [r.load_average for r in rows if r.load_average is not None]
+    cores = usable_cores()
+    if loads and max(loads) > cores + 1:  # this run accounts for at most `cores` of it
+        out.append(f"the load average reached {max(loads):.1f} on {cores} cores: other processes "
+                   f"competed for the CPU, so some timings (multi-threaded ones most) are "
+                   f"unreliable (the JSON has load_average per row)")
+    if not installed("threadpoolctl"):
+        out.append("threadpoolctl is not installed: numpy's BLAS keeps its own thread count")
+    if not installed("pyfast._C"):
+        out.append("pyfast._C is not built: no measured peaks, no %peak column")
+    return out
+
+
+# ---------------------------------------------------------------------------- checking
+
+def to_numpy(x):
+    """A numpy array from a numpy, cupy or torch result."""
+    if isinstance(x, np.ndarray):
+        return x
+    module = type(x).__module__.partition(".")[0]
+    if module == "cupy":
+        return x.get()
+    if module == "torch":
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def check_close(result, expected, bound):
+    """Raise WrongResult unless |result - expected| <= bound elementwise (NaN fails)."""
+    got = to_numpy(result)
+    if got.shape != expected.shape:
+        raise WrongResult(f"shape {got.shape}, expected {expected.shape}")
+    err = np.abs(got.astype(np.float64) - expected)
+    bad = ~(err <= bound)
+    if bad.any():
+        badness = np.where(bad, np.nan_to_num(err, nan=np.inf), -1.0)
+        worst = np.unravel_index(np.argmax(badness), err.shape)
+        tolerance = float(np.broadcast_to(bound, err.shape)[worst])
+        raise WrongResult(f"{int(bad.sum())} of {bad.size} elements off; at "
+                          f"{tuple(map(int, worst))} got {float(got[worst]):.7g}, expected "
+                          f"{float(expected[worst]):.7g} (tolerance {tolerance:.3g})")
+
+
+# ---------------------------------------------------------------------------- output
+
+def _format_time(seconds):
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            break
+    else:
+        unit, scale = "ns", 1e-9
+    value = seconds / scale
+    return f"{value:.2f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+
+
+def _threads_label(threads):
+    return f"{threads} thread{'s' if threads != 1 else ''}"
+
+
+def _ratio_width(competitor):
+    return max(9, len(competitor) + 3)
+
+
+class Table:
+    """A plain-text table printed one group at a time, a header per (family, device, threads)."""
+
+    def __init__(self, cases, peaks=None, out=None):
+        self.out = out or sys.stdout
+        self.peaks = peaks or {}
+        self.widths = {key: max([len(key)] + [len(getattr(c, key)) for c in cases])
+                       for key in ("op", "shape", "impl")}
+        self.competitors = {}  # (family, device) -> competitor impls, in order of appearance
+        for c in cases:
+            names = self.competitors.setdefault((c.family, c.device), [])
+            if not c.impl.startswith(PYFAST_PREFIX) and c.impl not in names:
+                names.append(c.impl)
+        self.section = None
+
+    def _header(self, row):
+        title = [row.family, row.device]
+        if row.threads is not None:
+            title.append(_threads_label(row.threads))
+            peak = self.peaks.get(row.threads)
+            if peak:
+                title.append(f"peaks {peak['fma_gflops']:.1f} GFLOP/s FMA, "
+                             f"{peak['copy_gbs']:.1f} GB/s copy")
+        w = self.widths
+        cols = [f"{'op':<{w['op']}}", f"{'shape':<{w['shape']}}", f"{'impl':<{w['impl']}}",
+                f"{'median':>9}", f"{'spread':>7}", f"{'rate':>15}", f"{'%peak':>6}"]
+        cols += [f"{'vs ' + c:>{_ratio_width(c)}}"
+                 for c in self.competitors[(row.family, row.device)]]
+        return f"\n== {' | '.join(title)} ==\n" + "  ".join(cols)
+
+    def group(self, rows):
+        section = (rows[0].family, rows[0].device, rows[0].threads)
+        if section != self.section:
+            self.section = section
+            print(self._header(rows[0]), file=self.out)
+        else:
+            print(file=self.out)
+        w = self.widths
+        for i, row in enumerate(rows):
+            first = i == 0
+            cols = [f"{row.op if first else '':<{w['op']}}",
+                    f"{row.shape if first else '':<{w['shape']}}", f"{row.impl:<{w['impl']}}"]
+            if row.error is not None:
+                cols.append(f"!! {row.error}")
+            else:
+                spread = 50.0 * (row.p75_s - row.p25_s) / row.median_s
+                percent = "" if row.peak_percent is None else f"{row.peak_percent:.0f}%"
+                cols += [f"{_format_time(row.median_s):>9}", f"{f'±{spread:.1f}%':>7}",
+                         f"{row.rate:>7.1f} {RATE_UNITS[row.unit]:<7}", f"{percent:>6}"]
+                for c in self.competitors[(row.family, row.device)]:
+                    ratio = row.ratios.get(c)
+                    cols.append(f"{'' if ratio is None else f'{ratio:.2f}x':>{_ratio_width(c)}}")
+            print("  ".join(cols).rstrip(), file=self.out, flush=True)
+
+    def legend(self):
+        print("\nmedian of the samples; spread: half the interquartile range; %peak: of the "
+              "measured FMA peak (flops) or copy bandwidth (bytes) at that thread count;\n"
+              "vs X: X's median time / this row's (above 1: faster than X).", file=self.out)
+
+
+def format_peaks(peaks, isa=None):
+    """The roofline marks as a small table: threads, FMA peak, copy bandwidth, ridge point."""
+    lines = [f"Measured peaks (float32{', ' + isa + ' code path' if isa else ''}):",
+             f"{'threads':>7}  {'FMA GFLOP/s':>11}  {'copy GB/s':>9}  {'ridge FLOP/byte':>15}"]
+    for threads, peak in peaks.items():
+        if peak is None:
+            lines.append(f"{threads:>7}  not measured: pyfast._C is not built")
+            continue
+        ridge = peak["fma_gflops"] / peak["copy_gbs"]
+        lines.append(f"{threads:>7}  {peak['fma_gflops']:>11.1f}  {peak['copy_gbs']:>9.1f}  "
+                     f"{ridge:>15.1f}")
+    return "\n".join(lines)
+
+
+def write_json_atomic(path, document):
+    """Write ``document`` as JSON to ``path`` so that no reader ever sees half a file: a
+    temporary file in the same directory, fsync, then rename over ``path``."""
+    path = os.path.abspath(path)
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
+        with os.fdopen(fd, "w") as f:
+            json.dump(document, f, indent=1, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

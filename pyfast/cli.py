@@ -1,0 +1,268 @@
+"""The ``pyfast`` command (API.md section 8).
+
+    pyfast info [--json]
+    pyfast bench [FAMILY ...] [--backend B] [--threads N ...] [--json PATH] [--roofline] [--quick]
+
+Exit codes: 0 success, 1 a failure while running (a wrong result, an unwritable file, a
+backend asked for that cannot run), 2 a usage error. Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import sys
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad command-line input found after parsing (exit code 2)."""
+
+
+class CommandFailed(Exception):
+    """The command could not do its job (exit code 1)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of argparse's usage block
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _parser():
+    from pyfast import backends
+    from pyfast._version import __version__
+    from pyfast.bench import DEFAULT_BUDGET_S
+
+    parser = _Parser(prog="pyfast", description="pyfast: hand-written C++/CUDA and Numba "
+                     "deep-learning kernels.")
+    parser.add_argument("--version", action="version", version=f"pyfast {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    info = commands.add_parser(
+        "info", help="version, CPU features and code path, threads, GPU, backends x families",
+        description="Print pyfast's version, the CPU's features and the SIMD code path chosen, "
+                    "the thread count, the GPU if any, and which backend implements which "
+                    "kernel family on which device (or why it did not load).")
+    info.add_argument("--json", action="store_true", help="print the report as JSON")
+    info.set_defaults(run=_info)
+
+    bench = commands.add_parser(
+        "bench", help="time pyfast's kernels against numpy/torch (cupy on a GPU) and the peaks",
+        description="Time pyfast's kernels against the libraries a user would otherwise call, "
+                    "all on the same thread count, each result checked against a float64 "
+                    "oracle first. Shows the median time, GFLOP/s or GB/s, percent of the "
+                    "machine's measured peak and the speed ratio against each competitor.")
+    bench.add_argument("family", nargs="*", metavar="FAMILY",
+                       help="kernel families to run (default: every family with benchmarks)")
+    bench.add_argument("--backend", choices=backends.NAMES,
+                       help="time only this pyfast backend (competitors still run)")
+    bench.add_argument("--threads", type=_positive_int, nargs="+", metavar="N",
+                       help="CPU thread counts to run (default: 1 and all usable cores)")
+    bench.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    bench.add_argument("--roofline", action="store_true",
+                       help="print the measured FMA peak and copy bandwidth (the 100%% marks); "
+                            "with no FAMILY, only that")
+    bench.add_argument("--quick", action="store_true", help="a small subset of shapes")
+    bench.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, metavar="SECONDS",
+                       help="timing budget per row (default: %(default)s)")
+    bench.set_defaults(run=_bench)
+    return parser
+
+
+def main(argv=None):
+    try:
+        args = _parser().parse_args(argv)
+        return args.run(args)
+    except UsageError as exc:
+        print(f"pyfast: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (CommandFailed, OSError) as exc:
+        print(f"pyfast: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("pyfast: interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------------------- info
+
+def _native_report():
+    try:
+        from pyfast import _C
+    except ImportError as exc:
+        return {"built": False, "reason": str(exc)}
+    return {"built": True, "isa": _C.isa(), "best_isa": _C.best_isa(),
+            "supported_isas": list(_C.supported_isas()), "cpu_features": dict(_C.cpu_features())}
+
+
+def _gpu_report():
+    try:
+        from pyfast import _cuda
+    except ImportError as exc:
+        return {"built": False, "reason": f"pyfast._cuda is not built ({exc})"}
+    report = {"built": True, "device_count": _cuda.device_count()}
+    if hasattr(_cuda, "device_status"):
+        report["status"] = _cuda.device_status()
+    if hasattr(_cuda, "device_info"):
+        report["devices"] = [_cuda.device_info(i) for i in range(report["device_count"])]
+    return report
+
+
+def _device_reasons(reason):
+    """available()'s "cpu: why; cuda: why" as {device: why}."""
+    parts = re.split(r"; (?=(?:cpu|cuda): )", reason or "")
+    return dict(p.split(": ", 1) for p in parts if ": " in p)
+
+
+def _info_report():
+    import numpy as np
+
+    import pyfast as pf
+    from pyfast import bench
+
+    return {
+        "pyfast": pf.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cpu": bench.cpu_model(),
+        "cores": bench.usable_cores(),
+        "native": _native_report(),
+        "threads": pf.get_num_threads(),
+        "gpu": _gpu_report(),
+        "families": list(pf.backends.FAMILIES),
+        "backends": pf.backends.available(),
+    }
+
+
+def _print_info(report):
+    native, gpu = report["native"], report["gpu"]
+    print(f"pyfast {report['pyfast']}  (Python {report['python']}, numpy {report['numpy']}, "
+          f"{report['platform']})")
+    print(f"CPU      {report['cpu']}, {report['cores']} usable cores")
+    if native["built"]:
+        features = " ".join(k for k, v in native["cpu_features"].items() if v)
+        print(f"features {features}")
+        print(f"code     {native['isa']} (best {native['best_isa']}; supported: "
+              f"{', '.join(native['supported_isas'])})")
+    else:
+        print(f"native   not built: {native['reason']}")
+    print(f"threads  {report['threads']}")
+    if not gpu["built"]:
+        print(f"GPU      none: {gpu['reason']}")
+    elif gpu["device_count"] == 0:
+        print(f"GPU      none: {gpu.get('status', 'no CUDA device')}")
+    else:
+        for i, device in enumerate(gpu.get("devices") or [gpu.get("status")]):
+            print(f"GPU {i}    {device}")
+
+    families = report["families"]
+    label_width = max(len(f"{name}/{device}") for name in report["backends"]
+                      for device in ("cpu", "cuda"))
+    print("\n" + "  ".join([f"{'backend':<{label_width}}"] + families))
+    for name, entry in report["backends"].items():
+        reasons = _device_reasons(entry["reason"])
+        for device, implemented in entry["families"].items():
+            label = f"{name + '/' + device:<{label_width}}"
+            if device in reasons:
+                print(f"{label}  not loaded: {reasons[device]}")
+            else:
+                print("  ".join([label] + [f"{'yes' if f in implemented else '-':<{len(f)}}"
+                                           for f in families]).rstrip())
+
+
+def _info(args):
+    report = _info_report()
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        _print_info(report)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------- bench
+
+def _bench(args):
+    from pyfast import bench
+
+    for family in args.family:
+        try:
+            bench.load_family(family)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+        raise UsageError(f"--json {args.json}: the directory does not exist")
+    if not args.budget > 0:
+        raise UsageError(f"--budget must be a positive number of seconds, got {args.budget}")
+    threads = list(dict.fromkeys(args.threads or sorted({1, bench.usable_cores()})))
+    families = args.family or ([] if args.roofline else bench.families())
+    options = bench.Options(quick=args.quick,
+                            backends=(args.backend,) if args.backend else bench.Options.backends)
+    machine = bench.machine_info()
+    print(f"{machine['cpu']}, {machine['cores']} cores, code path {machine.get('isa')}; "
+          f"numpy {machine['versions']['numpy']}, torch {machine['versions']['torch'] or '-'}; "
+          f"{machine['date']}")
+
+    cases, skips = bench.collect(families, options)
+    if args.backend and families and not any(c.impl == bench.PYFAST_PREFIX + args.backend
+                                             for c in cases):
+        why = "; ".join(s.reason for s in skips if s.impl == bench.PYFAST_PREFIX + args.backend)
+        raise CommandFailed(f"backend {args.backend!r} runs none of {', '.join(families)} here"
+                            f" ({why})")
+
+    # The peaks are the 100% marks, so they are measured whenever CPU rows are shown.
+    cpu_rows = any(c.device == "cpu" for c in cases)
+    peaks = {n: bench.measure_peaks(n) for n in threads} if cpu_rows or args.roofline else {}
+    if args.roofline:
+        print("\n" + bench.format_peaks(peaks, machine.get("isa")))
+
+    rows = []
+    if cases:
+        table = bench.Table(cases, peaks)
+        rows = bench.run(cases, threads, budget_s=args.budget, peaks=peaks, on_group=table.group)
+        table.legend()
+    notes = [f"skipped {s.family} {s.impl} on {s.device}: {s.reason}" for s in skips]
+    notes += bench.notes(rows)
+    if notes:
+        print("\n" + "\n".join(notes))
+
+    if args.json:
+        document = {"schema": "pyfast-bench/1",
+                    "machine": bench.machine_info(),  # after the run: lists the BLAS torch loaded
+                    "options": {"families": families, "threads": threads, "quick": args.quick,
+                                "backend": args.backend},
+                    "peaks": {str(n): p for n, p in peaks.items()},
+                    "rows": [vars(r) for r in rows],
+                    "skipped": [vars(s) for s in skips],
+                    "notes": bench.notes(rows)}
+        try:
+            bench.write_json_atomic(args.json, document)
+        except OSError as exc:
+            raise CommandFailed(f"cannot write {args.json}: {exc.strerror or exc}") from None
+        print(f"\nwrote {args.json}")
+
+    failed = [r for r in rows if r.error is not None]
+    if failed:
+        print(f"pyfast: error: {len(failed)} of {len(rows)} rows failed (marked !! above)",
+              file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
