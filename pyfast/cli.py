@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import sys
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -123,12 +122,6 @@ def _gpu_report():
     return report
 
 
-def _device_reasons(reason):
-    """available()'s "cpu: why; cuda: why" as {device: why}."""
-    parts = re.split(r"; (?=(?:cpu|cuda): )", reason or "")
-    return dict(p.split(": ", 1) for p in parts if ": " in p)
-
-
 def _info_report():
     import numpy as np
 
@@ -176,7 +169,7 @@ def _print_info(report):
                       for device in ("cpu", "cuda"))
     print("\n" + "  ".join([f"{'backend':<{label_width}}"] + families))
     for name, entry in report["backends"].items():
-        reasons = _device_reasons(entry["reason"])
+        reasons = entry["reasons"]
         for device, implemented in entry["families"].items():
             label = f"{name + '/' + device:<{label_width}}"
             if device in reasons:

@@ -13,7 +13,8 @@ def test_available_reports_every_backend():
     report = pf.backends.available()
     assert set(report) == set(backends.NAMES)
     for name, entry in report.items():
-        assert set(entry) == {"loaded", "reason", "families"}
+        assert set(entry) == {"loaded", "reason", "families", "reasons"}
+        assert set(entry["reasons"]) <= {"cpu", "cuda"}
         assert set(entry["families"]) == {"cpu", "cuda"}
         for fams in entry["families"].values():
             assert set(fams) <= set(backends.FAMILIES)

@@ -92,22 +92,23 @@ def select(family, device, backend=None):
 
 
 def available():
-    """For each backend: whether it loaded, why not, and its families per device.
+    """For each backend: whether it loaded (on any device), why not, and its families per
+    device; ``reasons`` gives the why-not per device that failed.
 
     Loads every backend (numba, cupy and the CUDA extension are imported here)."""
     report = {}
     for name in NAMES:
-        families, reasons = {}, []
+        families, reasons = {}, {}
         for device in DEVICES:
             ns = _load(name, device)
             if isinstance(ns, Unavailable):
                 families[device] = []
-                reasons.append(f"{device}: {ns}")
+                reasons[device] = str(ns)
             else:
                 families[device] = [f for f in FAMILIES if f in ns.FAMILIES]
-        loaded = len(reasons) < len(DEVICES)
-        report[name] = {"loaded": loaded, "reason": "; ".join(reasons) or None,
-                        "families": families}
+        report[name] = {"loaded": len(reasons) < len(DEVICES),
+                        "reason": "; ".join(f"{d}: {why}" for d, why in reasons.items()) or None,
+                        "families": families, "reasons": reasons}
     return report
 
 
