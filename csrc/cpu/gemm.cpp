@@ -45,9 +45,9 @@ struct Blocking {
 //                         type    vec  MR NV   MC   KC    NC
 using GenericF32 = Blocking<float,  16, 4, 2, 128, 256, 2048>;  // SSE2 baseline, 4x8
 using GenericF64 = Blocking<double, 16, 4, 2,  64, 256, 2048>;  // 4x4
-using Avx2F32    = Blocking<float,  32, 6, 2, 144, 256, 3072>;  // 6x16, 12 ymm accumulators
+using Avx2F32    = Blocking<float,  32, 6, 2, 120, 384, 3072>;  // 6x16, 12 ymm accumulators
 using Avx2F64    = Blocking<double, 32, 6, 2,  96, 256, 2048>;  // 6x8
-using Avx512F32  = Blocking<float,  64, 12, 2, 144, 192, 3072>; // 12x32, 24 zmm accumulators
+using Avx512F32  = Blocking<float,  64, 12, 2, 144, 256, 3072>; // 12x32, 24 zmm accumulators
 using Avx512F64  = Blocking<double, 64, 12, 2,  96, 192, 2048>; // 12x16
 
 // One (pc, ic) step of the loop nest, as seen by the micro-tiles.
@@ -86,13 +86,21 @@ PYFAST_INLINE void micro_kernel(int64_t kc, const typename Cfg::type* __restrict
     typedef T V __attribute__((vector_size(Cfg::vec_bytes)));
     constexpr int MR = Cfg::MR, NV = Cfg::NV, NR = Cfg::NR, L = Cfg::lanes;
 
+    // The C tile is read (later K blocks) or written at the end: start fetching it now.
+    T* c = blk.c + row * blk.ldc + col;
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i) {
+        __builtin_prefetch(c + i * blk.ldc, 1);
+        __builtin_prefetch(c + i * blk.ldc + NR - 1, 1);
+    }
+
     V acc[MR][NV];
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
         for (int j = 0; j < NV; ++j) acc[i][j] = V{};
 
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int64_t p = 0; p < kc; ++p) {
         V b[NV];
 #pragma GCC unroll 4
@@ -108,7 +116,6 @@ PYFAST_INLINE void micro_kernel(int64_t kc, const typename Cfg::type* __restrict
     }
 
     // Edge tiles go through a buffer, then the same epilogue runs element by element.
-    T* c = blk.c + row * blk.ldc + col;
     const V zero = V{};
     if (rows == MR && cols == NR) {
 #pragma GCC unroll 32
