@@ -11,7 +11,8 @@ coalesced. Bias and relu are applied in the single write of each output.
 Operands come as flat 1-D views plus element strides (row- or column-major, any leading
 dimension); the global loads are mapped so consecutive threads read consecutive addresses
 for either layout. One kernel, compiled once per dtype (the shared and local arrays take
-the dtype of out).
+the dtype of out). It launches on CuPy's current stream, so it is ordered with the CuPy
+work around it without a synchronisation.
 """
 
 import math
@@ -33,7 +34,7 @@ A_TILE_LD = BM + 1             # padded shared rows (see the kernel)
 B_TILE_LD = BN + 1
 
 
-@cuda.jit(fastmath=True)
+@cuda.jit(fastmath=True, cache=True)
 def gemm_tiled(a, sa_m, sa_k, b, sb_k, sb_n, out, bias, has_bias, relu, m, n, k):
     tid = cuda.threadIdx.x
     row0 = cuda.blockIdx.x * BM
@@ -99,7 +100,8 @@ def gemm_tiled(a, sa_m, sa_k, b, sb_k, sb_n, out, bias, has_bias, relu, m, n, k)
                     v = acc[i, j]
                     if has_bias:
                         v += bias[gj]
-                    # stores cast the literal 0 to out's dtype; v itself stays that dtype
+                    # store a literal 0 rather than assign it: v = 0 would retype v (and
+                    # the bias add) as float64 in the float32 kernel
                     if relu and v < 0:
                         out[gi * n + gj] = 0
                     else:
@@ -114,8 +116,8 @@ def _flat(x, xp):
     s0 = 1 if rows == 1 else x.strides[0] // item
     s1 = 1 if cols == 1 else x.strides[1] // item
     if (s0 != 1 and s1 != 1) or x.strides[0] % item or x.strides[1] % item:
-        x = xp.ascontiguousarray(x)
-        s0, s1 = cols, 1
+        x = xp.ascontiguousarray(x)  # not reached through pf.ops, which passes BLAS layouts
+        s0, s1 = (cols, 1) if rows > 1 else (1, 1)
     span = (rows - 1) * s0 + (cols - 1) * s1 + 1
     return xp.lib.stride_tricks.as_strided(x, shape=(span,), strides=(item,)), s0, s1
 
