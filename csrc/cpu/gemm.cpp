@@ -45,7 +45,7 @@ struct Blocking {
 //                         type    vec  MR NV   MC   KC    NC
 using GenericF32 = Blocking<float,  16, 4, 2, 128, 256, 2048>;  // SSE2 baseline, 4x8
 using GenericF64 = Blocking<double, 16, 4, 2,  64, 256, 2048>;  // 4x4
-using Avx2F32    = Blocking<float,  32, 6, 2, 120, 384, 3072>;  // 6x16, 12 ymm accumulators
+using Avx2F32    = Blocking<float,  32, 6, 2, 240, 384, 3072>;  // 6x16, 12 ymm accumulators
 using Avx2F64    = Blocking<double, 32, 6, 2,  96, 256, 2048>;  // 6x8
 using Avx512F32  = Blocking<float,  64, 12, 2, 144, 256, 3072>; // 12x32, 24 zmm accumulators
 using Avx512F64  = Blocking<double, 64, 12, 2,  96, 192, 2048>; // 12x16
@@ -245,15 +245,25 @@ class Scratch {
 
 thread_local Scratch scratch_a, scratch_b;
 
+// Size of the blocks that split `extent` into as few pieces of at most `limit` as possible,
+// all equal up to a multiple of `quantum` (limit is a multiple of quantum).
+int64_t balanced_block(int64_t extent, int64_t limit, int64_t quantum) {
+    const int64_t pieces = (extent + limit - 1) / limit;
+    const int64_t size = (extent + pieces - 1) / pieces;
+    return std::min(limit, (size + quantum - 1) / quantum * quantum);
+}
+
 template <class Cfg>
 void gemm_driver(int64_t m, int64_t n, int64_t k, MatRef<typename Cfg::type> a,
                  MatRef<typename Cfg::type> b, typename Cfg::type* c, ptrdiff_t ldc,
                  const Epilogue<typename Cfg::type>& ep, TilesFn<typename Cfg::type> tiles) {
     using T = typename Cfg::type;
     constexpr int MR = Cfg::MR, NR = Cfg::NR, MC = Cfg::MC, KC = Cfg::KC, NC = Cfg::NC;
-    const int64_t kc_max = std::min<int64_t>(KC, k);
+    // Equal blocks rather than full ones plus a sliver: a 16-row or 16-deep tail block would
+    // cost a whole pack-and-barrier round (or a whole C reload) for a few percent of the work.
+    const int64_t kc_max = balanced_block(k, KC, 1);
+    const int64_t mc_max = balanced_block(m, MC, MR);
     const int64_t nc_max = std::min<int64_t>(NC, (n + NR - 1) / NR * NR);
-    const int64_t mc_max = std::min<int64_t>(MC, (m + MR - 1) / MR * MR);
     T* pa = scratch_a.get<T>(mc_max * kc_max);
     T* pb = scratch_b.get<T>(nc_max * kc_max);
 
@@ -267,15 +277,15 @@ void gemm_driver(int64_t m, int64_t n, int64_t k, MatRef<typename Cfg::type> a,
         for (int64_t jc = 0; jc < n; jc += NC) {
             const int64_t nc = std::min<int64_t>(NC, n - jc);
             const int64_t n_jr = (nc + NR - 1) / NR;
-            for (int64_t pc = 0; pc < k; pc += KC) {
-                const int64_t kc = std::min<int64_t>(KC, k - pc);
+            for (int64_t pc = 0; pc < k; pc += kc_max) {
+                const int64_t kc = std::min<int64_t>(kc_max, k - pc);
 #pragma omp for schedule(static)
                 for (int64_t jr = 0; jr < n_jr; ++jr) {
                     MatRef<T> sub{b.p + pc * b.rs + (jc + jr * NR) * b.cs, b.rs, b.cs};
                     pack_b_sliver<NR>(sub, kc, std::min<int64_t>(NR, nc - jr * NR), pb + jr * NR * kc);
                 }
-                for (int64_t ic = 0; ic < m; ic += MC) {
-                    const int64_t mc = std::min<int64_t>(MC, m - ic);
+                for (int64_t ic = 0; ic < m; ic += mc_max) {
+                    const int64_t mc = std::min<int64_t>(mc_max, m - ic);
                     const int64_t n_ir = (mc + MR - 1) / MR;
 #pragma omp for schedule(static)
                     for (int64_t ir = 0; ir < n_ir; ++ir) {
