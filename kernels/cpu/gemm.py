@@ -26,6 +26,8 @@ flat 1-D views plus element strides, so each dtype compiles exactly one speciali
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from pyfast.kernels import flat_operand
+
 ROWS = 4           # C rows per micro-kernel pass
 KSTEP = 8          # k steps per micro-kernel pass
 MC = 256           # tile rows, at most (fewer when that gives threads equal shares)
@@ -212,28 +214,13 @@ def gemm_kernel(a, sa_m, sa_k, b, sb_k, sb_n, out, bias, has_bias, relu, m, n, k
                   i0, min(mc_max, m - i0), j0, min(nc_max, n - j0))
 
 
-def _flat(x):
-    """``x`` (2-D, one unit stride) as a flat 1-D view from its first element, plus its two
-    element strides; a stride along an extent-1 axis is reported as 1, so that axis takes
-    the unit-stride path."""
-    item = x.itemsize
-    rows, cols = x.shape
-    s0 = 1 if rows == 1 else x.strides[0] // item
-    s1 = 1 if cols == 1 else x.strides[1] // item
-    if (s0 != 1 and s1 != 1) or x.strides[0] % item or x.strides[1] % item:
-        x = np.ascontiguousarray(x)  # not reached through pf.ops, which passes BLAS layouts
-        s0, s1 = (cols, 1) if rows > 1 else (1, 1)
-    span = (rows - 1) * s0 + (cols - 1) * s1 + 1
-    return np.lib.stride_tricks.as_strided(x, shape=(span,), strides=(item,)), s0, s1
-
-
 def matmul(a, b, out, bias, relu):
     """out[:] = relu?(a @ b + bias); a (M, K), b (K, N) row- or column-major, out (M, N)
     C-contiguous, bias (N,) contiguous or None; all numpy arrays of one float dtype."""
     m, k = a.shape
     n = b.shape[1]
-    a_flat, sa_m, sa_k = _flat(a)
-    b_flat, sb_k, sb_n = _flat(b)
+    a_flat, sa_m, sa_k = flat_operand(a, np)
+    b_flat, sb_k, sb_n = flat_operand(b, np)
     out_flat = out.reshape(-1)
     has_bias = bias is not None
     gemm_kernel(a_flat, sa_m, sa_k, b_flat, sb_k, sb_n, out_flat,

@@ -20,6 +20,8 @@ import math
 import numpy as np
 from numba import cuda
 
+from pyfast.kernels import flat_operand
+
 BM = 64       # out tile rows per block
 BN = 64       # out tile columns per block
 BK = 16       # k slice staged in shared memory per step
@@ -108,20 +110,6 @@ def gemm_tiled(a, sa_m, sa_k, b, sb_k, sb_n, out, bias, has_bias, relu, m, n, k)
                         out[gi * n + gj] = v
 
 
-def _flat(x, xp):
-    """``x`` (2-D, one unit stride) as a flat 1-D view from its first element, plus its two
-    element strides (a stride along an extent-1 axis is reported as 1)."""
-    item = x.itemsize
-    rows, cols = x.shape
-    s0 = 1 if rows == 1 else x.strides[0] // item
-    s1 = 1 if cols == 1 else x.strides[1] // item
-    if (s0 != 1 and s1 != 1) or x.strides[0] % item or x.strides[1] % item:
-        x = xp.ascontiguousarray(x)  # not reached through pf.ops, which passes BLAS layouts
-        s0, s1 = (cols, 1) if rows > 1 else (1, 1)
-    span = (rows - 1) * s0 + (cols - 1) * s1 + 1
-    return xp.lib.stride_tricks.as_strided(x, shape=(span,), strides=(item,)), s0, s1
-
-
 def matmul(a, b, out, bias, relu):
     """out[:] = relu?(a @ b + bias); a (M, K), b (K, N) row- or column-major, out (M, N)
     C-contiguous, bias (N,) contiguous or None; cupy arrays (numpy under the simulator)."""
@@ -133,8 +121,8 @@ def matmul(a, b, out, bias, relu):
     if isinstance(out, np.ndarray):
         # Host arrays (the simulator, or a caller outside pf.ops): stage explicitly so the
         # result lands in out and not in a temporary copy of it.
-        a_flat, sa_m, sa_k = _flat(a, np)
-        b_flat, sb_k, sb_n = _flat(b, np)
+        a_flat, sa_m, sa_k = flat_operand(a, np)
+        b_flat, sb_k, sb_n = flat_operand(b, np)
         d_out = cuda.to_device(out_flat)
         gemm_tiled[grid, THREADS](cuda.to_device(a_flat), sa_m, sa_k, cuda.to_device(b_flat),
                                   sb_k, sb_n, d_out, cuda.to_device(bias_arr),
@@ -143,8 +131,8 @@ def matmul(a, b, out, bias, relu):
         return
     import cupy
 
-    a_flat, sa_m, sa_k = _flat(a, cupy)
-    b_flat, sb_k, sb_n = _flat(b, cupy)
+    a_flat, sa_m, sa_k = flat_operand(a, cupy)
+    b_flat, sb_k, sb_n = flat_operand(b, cupy)
     stream = cuda.external_stream(cupy.cuda.get_current_stream().ptr)
     # sync=False: the kernel runs on the stream cupy orders these arrays on already.
     view = lambda x: cuda.as_cuda_array(x, sync=False)  # noqa: E731
