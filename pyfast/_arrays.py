@@ -96,6 +96,13 @@ def check_shape(x, shape, name, why=""):
         raise ValueError(f"{name} must have shape {tuple(shape)}{why}, got {tuple(x.shape)}")
 
 
+def contiguous(x):
+    """``x`` itself when C-contiguous (or None), else a C-contiguous copy."""
+    if x is None or x.flags.c_contiguous:
+        return x
+    return x.copy()
+
+
 def unit_stride_2d(x):
     """``x`` if it is row- or column-major with a leading dimension (as BLAS takes it), else
     a C-contiguous copy. Slices such as ``big[:, :100]`` and transposes stay views."""

@@ -1,7 +1,7 @@
 """gemm family: out = act(op(a) @ op(b) + bias)."""
 
 from pyfast import backends
-from pyfast._arrays import (Output, as_array, check_ndim, check_shape, float_dtype,
+from pyfast._arrays import (Output, as_array, check_ndim, check_shape, contiguous, float_dtype,
                             same_device, unit_stride_2d)
 
 ACTIVATIONS = (None, "relu")
@@ -31,14 +31,8 @@ def matmul(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, ou
         check_shape(bias, (n,), "bias", " (one value per output column)")
     dest = Output(out, (m, n), dtype, a, inputs=(a, b, bias))
     _, kernels = backends.select("gemm", device, backend)
-    if 0 in (m, n, k):
+    if 0 in (m, n, k):  # kernels need M, N, K >= 1; the reference covers the empty products
         kernels = backends.select("gemm", device, "reference")[1]
-    kernels.matmul(unit_stride_2d(op_a), unit_stride_2d(op_b), dest.buffer, _contiguous(bias),
+    kernels.matmul(unit_stride_2d(op_a), unit_stride_2d(op_b), dest.buffer, contiguous(bias),
                    activation == "relu")
     return dest.result()
-
-
-def _contiguous(x):
-    if x is None or x.flags.c_contiguous:
-        return x
-    return x.copy()
