@@ -5,8 +5,9 @@ the native extensions load the first time a kernel needs them.
 """
 
 from . import backends, ops
+from ._random import manual_seed
 from ._version import __version__
 from .backends import get_num_threads, set_num_threads, use_backend
 
 __all__ = ["__version__", "backends", "ops", "use_backend", "set_num_threads",
-           "get_num_threads"]
+           "get_num_threads", "manual_seed"]
