@@ -8,3 +8,8 @@ native, numba, reference) and calls it. Nothing else in pyfast talks to a backen
 from .gemm import matmul
 
 __all__ = ["matmul"]
+
+from .elementwise import (add, dropout, leaky_relu, leaky_relu_backward, relu,  # noqa: E402
+                          relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward)
+__all__ += ["relu", "relu_backward", "leaky_relu", "leaky_relu_backward", "sigmoid",
+            "sigmoid_backward", "tanh", "tanh_backward", "dropout", "add"]

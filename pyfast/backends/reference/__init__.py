@@ -7,6 +7,10 @@ from .gemm import matmul
 
 FAMILIES = ("gemm",)
 
+from .elementwise import (add, dropout, leaky_relu, leaky_relu_backward, relu,  # noqa: E402
+                          relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward)
+FAMILIES += ("elementwise",)
+
 
 def load(device):
     if device == "cuda":
