@@ -37,6 +37,14 @@ def test_breast_cancer():
     np.testing.assert_allclose(train.x.mean(0), 0, atol=1e-5)
 
 
+def test_missing_sklearn_is_a_clear_import_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # import now fails as if absent
+    with pytest.raises(ImportError, match="pip install scikit-learn"):
+        datasets.digits()
+    with pytest.raises(ImportError, match="breast_cancer"):
+        datasets.breast_cancer()
+
+
 def test_sklearn_sets_import_sklearn_lazily():
     code = "import sys, pyfast; print('sklearn' in sys.modules, 'scipy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
