@@ -11,3 +11,6 @@ from .backends import get_num_threads, set_num_threads, use_backend
 
 __all__ = ["__version__", "backends", "ops", "use_backend", "set_num_threads",
            "get_num_threads", "manual_seed"]
+
+from . import data  # noqa: E402  (NumPy only; scikit-learn and CuPy load on first use)
+__all__ += ["data"]
