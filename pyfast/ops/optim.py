@@ -1,0 +1,158 @@
+"""optim family: fused optimizer updates with torch.optim's update rules (SGD with momentum,
+RMSprop, Adam and AdamW), in place, one pass over memory per step.
+
+Each function takes one array per argument or lists of them (one entry per parameter
+tensor); either way the backend gets lists and updates all of them in one call (one
+parallel region or launch). Every argument is checked before any buffer is touched, so a
+bad call changes nothing.
+
+Backend kernels (lists of C-contiguous arrays, validated; hyper-parameters as floats):
+    sgd_step(params, grads, momentum_bufs | None, lr, momentum, dampening, nesterov,
+             weight_decay, first)            first: step 1, the buffer takes the gradient
+    rmsprop_step(params, grads, square_avgs, momentum_bufs | None, grad_avgs | None, lr,
+                 alpha, eps, weight_decay, momentum, centered)
+    adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs | None, step, lr,
+              beta1, beta2, eps, weight_decay, decoupled, amsgrad)
+"""
+
+import math
+
+import numpy as np
+
+from pyfast import backends
+from pyfast._arrays import as_array, contiguous, describe, float_dtype, same_device
+
+
+def _hyper(value, name, low=0.0, high=math.inf, high_open=False):
+    ok = (not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+          and math.isfinite(value) and value >= low
+          and (value < high if high_open else value <= high))
+    if not ok:
+        span = f"[{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a finite number in {span}, got {value!r}")
+    return float(value)
+
+
+def _step(step):
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"step must be an int >= 1 (steps count from 1), got {step!r}")
+    return int(step)
+
+
+def _as_list(value, name):
+    if isinstance(value, (list, tuple)):
+        return [as_array(v, f"{name}[{i}]") for i, v in enumerate(value)], True
+    return [as_array(value, name)], False
+
+
+class _Buffers:
+    """The checked argument lists of one call: params first, then grads and state buffers
+    with the params' shapes and dtypes."""
+
+    def __init__(self, param, grad):
+        self.params, self.listed = _as_list(param, "param")
+        if not self.params:
+            raise ValueError("param is an empty list")
+        self.device = None
+        for i, p in enumerate(self.params):
+            self._writable(p, self._name("param", i))
+        # one dtype per call, as an optimizer packs one flat buffer per dtype
+        float_dtype(**{self._name("param", i): p for i, p in enumerate(self.params)})
+        self.grads = self.match(grad, "grad", in_place=False)
+
+    def _name(self, name, i):
+        return f"{name}[{i}]" if self.listed else name
+
+    def _writable(self, x, name):
+        float_dtype(**{name: x})
+        device = same_device(**{name: x})
+        if self.device is None:
+            self.device = device
+        elif device != self.device:
+            raise ValueError(f"{name} is on {device} but param is on {self.device}")
+        if not x.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous: it is updated in place "
+                             f"(got {describe(x)} with strides {x.strides})")
+        if isinstance(x, np.ndarray) and not x.flags.writeable:
+            raise ValueError(f"{name} is read-only")
+
+    def match(self, value, name, in_place=True):
+        """``value`` as a list matching the params, or raise naming the mismatch."""
+        if value is None:
+            return None
+        values, listed = _as_list(value, name)
+        if listed != self.listed or len(values) != len(self.params):
+            raise ValueError(f"{name} must be {'a list of ' + str(len(self.params)) if self.listed else 'one array'}"
+                             f" like param, got {'a list of ' + str(len(values)) if listed else 'one array'}")
+        out = []
+        for i, (p, v) in enumerate(zip(self.params, values)):
+            label, plabel = self._name(name, i), self._name("param", i)
+            float_dtype(**{plabel: p, label: v})
+            if v.shape != p.shape:
+                raise ValueError(f"{label} has shape {tuple(v.shape)} but {plabel} has shape "
+                                 f"{tuple(p.shape)}")
+            if in_place:
+                self._writable(v, label)
+            else:
+                same_device(**{plabel: p, label: v})
+                v = contiguous(v)
+            out.append(v)
+        return out
+
+    def required(self, value, name, why):
+        if value is None:
+            raise ValueError(f"{name} is required {why}")
+        return self.match(value, name)
+
+
+def _kernels(device, backend):
+    return backends.select("optim", device, backend)[1]
+
+
+def sgd_step(param, grad, momentum_buf=None, *, lr, momentum=0.0, dampening=0.0,
+             nesterov=False, weight_decay=0.0, step=1, backend=None):
+    """One torch.optim.SGD step in place: weight decay, momentum (the buffer takes the
+    gradient at step 1), dampening, Nesterov."""
+    lr, momentum = _hyper(lr, "lr"), _hyper(momentum, "momentum")
+    dampening, weight_decay = _hyper(dampening, "dampening"), _hyper(weight_decay, "weight_decay")
+    step = _step(step)
+    if nesterov and (momentum == 0 or dampening != 0):
+        raise ValueError("nesterov needs momentum > 0 and dampening == 0, got "
+                         f"momentum={momentum} and dampening={dampening}")
+    b = _Buffers(param, grad)
+    bufs = b.required(momentum_buf, "momentum_buf", f"with momentum={momentum}") \
+        if momentum else None
+    _kernels(b.device, backend).sgd_step(b.params, b.grads, bufs, lr, momentum, dampening,
+                                         bool(nesterov), weight_decay, step == 1)
+
+
+def rmsprop_step(param, grad, square_avg, *, lr, alpha=0.99, eps=1e-8, weight_decay=0.0,
+                 momentum=0.0, momentum_buf=None, centered=False, grad_avg=None, backend=None):
+    """One torch.optim.RMSprop step in place (optionally centered and with momentum)."""
+    lr, alpha, eps = _hyper(lr, "lr"), _hyper(alpha, "alpha", 0.0, 1.0), _hyper(eps, "eps")
+    weight_decay, momentum = _hyper(weight_decay, "weight_decay"), _hyper(momentum, "momentum")
+    b = _Buffers(param, grad)
+    sq = b.required(square_avg, "square_avg", "")
+    bufs = b.required(momentum_buf, "momentum_buf", f"with momentum={momentum}") \
+        if momentum else None
+    gavg = b.required(grad_avg, "grad_avg", "with centered=True") if centered else None
+    _kernels(b.device, backend).rmsprop_step(b.params, b.grads, sq, bufs, gavg, lr, alpha, eps,
+                                             weight_decay, momentum, bool(centered))
+
+
+def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
+              weight_decay=0.0, decoupled=False, amsgrad=False, max_exp_avg_sq=None,
+              backend=None):
+    """One Adam step in place (``decoupled=True``: AdamW's decoupled weight decay), with
+    bias correction and optionally AMSGrad, as torch.optim.Adam / AdamW."""
+    step = _step(step)
+    lr, eps, weight_decay = _hyper(lr, "lr"), _hyper(eps, "eps"), _hyper(weight_decay,
+                                                                        "weight_decay")
+    beta1 = _hyper(beta1, "beta1", 0.0, 1.0, high_open=True)
+    beta2 = _hyper(beta2, "beta2", 0.0, 1.0, high_open=True)
+    b = _Buffers(param, grad)
+    m = b.required(exp_avg, "exp_avg", "")
+    v = b.required(exp_avg_sq, "exp_avg_sq", "")
+    vmax = b.required(max_exp_avg_sq, "max_exp_avg_sq", "with amsgrad=True") if amsgrad else None
+    _kernels(b.device, backend).adam_step(b.params, b.grads, m, v, vmax, step, lr, beta1, beta2,
+                                          eps, weight_decay, bool(decoupled), bool(amsgrad))
