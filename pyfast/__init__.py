@@ -11,3 +11,8 @@ from .backends import get_num_threads, set_num_threads, use_backend
 
 __all__ = ["__version__", "backends", "ops", "use_backend", "set_num_threads",
            "get_num_threads", "manual_seed"]
+
+from . import optim, train
+from .io import load, save
+
+__all__ += ["optim", "train", "save", "load"]

@@ -1,0 +1,81 @@
+"""A one-line progress bar for training epochs: batches done, loss, metrics, samples/s.
+
+Written to stderr, and only when stderr is a terminal and progress was asked for: logs,
+pipes and CI stay quiet. It redraws at most ten times a second, so it costs nothing next to
+a training step, and fits the line into the terminal's width.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+
+__all__ = ["ProgressBar", "format_logs"]
+
+
+def format_logs(logs):
+    parts = []
+    for key, value in logs.items():
+        if isinstance(value, float):
+            parts.append(f"{key} {value:.4g}")
+        elif value is not None:
+            parts.append(f"{key} {value}")
+    return "  ".join(parts)
+
+
+class ProgressBar:
+    """``start(epoch, epochs, total_batches)``, ``update(n_samples, logs)`` per batch,
+    ``end(logs)`` per epoch. Does nothing when disabled."""
+
+    WIDTH = 20
+    INTERVAL = 0.1
+
+    def __init__(self, enabled=True, stream=None):
+        self.stream = sys.stderr if stream is None else stream
+        isatty = getattr(self.stream, "isatty", None)
+        self.enabled = bool(enabled) and callable(isatty) and bool(isatty())
+
+    def start(self, epoch, epochs, total=None):
+        self.prefix = f"epoch {epoch}/{epochs}"
+        self.total = total
+        self.batches = 0
+        self.samples = 0
+        self.t0 = time.perf_counter()
+        self.last_draw = 0.0
+
+    def update(self, n_samples, logs):
+        self.batches += 1
+        self.samples += n_samples
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if now - self.last_draw >= self.INTERVAL:
+            self.last_draw = now
+            self._draw(logs, end=False)
+
+    def end(self, logs):
+        if self.enabled:
+            self._draw(logs, end=True)
+
+    def rate(self):
+        elapsed = time.perf_counter() - self.t0
+        return self.samples / elapsed if elapsed > 0 else 0.0
+
+    def _draw(self, logs, end):
+        if self.total:
+            done = min(self.batches / self.total, 1.0)
+            filled = int(done * self.WIDTH)
+            bar = "=" * filled + (">" if filled < self.WIDTH else "") + "." * (self.WIDTH - filled - 1)
+            count = f"{self.batches}/{self.total} [{bar[:self.WIDTH]}]"
+        else:
+            count = f"{self.batches}"
+        tail = f"{self.rate():.0f} samples/s"
+        if end:
+            tail = f"{time.perf_counter() - self.t0:.1f}s  " + tail
+        line = "  ".join(s for s in (self.prefix, count, format_logs(logs), tail) if s)
+        width = shutil.get_terminal_size((100, 20)).columns - 1
+        if len(line) > width:
+            line = line[:max(width - 3, 0)] + "..."
+        self.stream.write("\r" + line.ljust(width) + ("\n" if end else ""))
+        self.stream.flush()
