@@ -12,7 +12,14 @@ from .backends import get_num_threads, set_num_threads, use_backend
 __all__ = ["__version__", "backends", "ops", "use_backend", "set_num_threads",
            "get_num_threads", "manual_seed"]
 
-from . import optim, train
-from .io import load, save
+from . import nn  # noqa: E402
+from .tensor import (Tensor, cat, enable_grad, from_dlpack, no_grad, set_grad_enabled,  # noqa: E402
+                     stack, tensor)
+
+__all__ += ["Tensor", "tensor", "from_dlpack", "cat", "stack", "no_grad", "enable_grad",
+            "set_grad_enabled", "nn"]
+
+from . import optim, train  # noqa: E402
+from .io import load, save  # noqa: E402
 
 __all__ += ["optim", "train", "save", "load"]

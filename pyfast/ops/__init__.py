@@ -15,3 +15,8 @@ __all__ = ["matmul", "conv2d", "conv2d_backward", "conv_transpose2d",
            "conv_transpose2d_backward", "softmax", "log_softmax", "softmax_cross_entropy",
            "binary_cross_entropy_with_logits", "mse_loss", "sgd_step", "rmsprop_step",
            "adam_step"]
+
+from .elementwise import (add, dropout, leaky_relu, leaky_relu_backward, relu,  # noqa: E402
+                          relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward)
+__all__ += ["relu", "relu_backward", "leaky_relu", "leaky_relu_backward", "sigmoid",
+            "sigmoid_backward", "tanh", "tanh_backward", "dropout", "add"]

@@ -10,6 +10,10 @@ from .softmax_xent import bce_with_logits, mse, softmax, softmax_xent
 
 FAMILIES = ("gemm", "conv", "softmax_xent", "optim")
 
+from .elementwise import (add, dropout, leaky_relu, leaky_relu_backward, relu,  # noqa: E402
+                          relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward)
+FAMILIES += ("elementwise",)
+
 
 def load(device):
     if device == "cuda":
