@@ -62,7 +62,8 @@ def _host_array(value, path):
     if arr.dtype not in _ARRAY_DTYPES:
         raise TypeError(f"pf.save: {_where(path)} is an array of dtype {arr.dtype}, which a "
                         f"safetensors file cannot hold (bool, ints, float16/32/64, complex64)")
-    return np.ascontiguousarray(arr)
+    # not ascontiguousarray: it turns a 0-d array into shape (1,)
+    return arr if arr.flags.c_contiguous else np.array(arr, order="C")
 
 
 def _encode(value, path, tensors, names):

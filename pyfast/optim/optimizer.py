@@ -8,11 +8,12 @@ The optimizer state (momentum, moments) lives in flat buffers of the same layout
 device, which is the usual case), ``zero_grad()`` one fill, and a future all-reduce one
 collective.
 
-Backward accumulates into the existing ``.grad`` in place, so the views stay valid. Code
-that rebinds a parameter's ``.data`` or ``.grad`` (or sets ``.grad = None``) orphans a view;
-each ``step()``/``zero_grad()`` checks identity of every view (pointer comparisons, no
-kernels) and copies rebound values back into the buffers, re-packing when a dtype, device
-or ``requires_grad`` changed.
+Backward accumulates into the existing ``.grad`` in place, and when ``.grad`` was set to
+None it writes into the view parked in ``Tensor.grad_storage``, so the views stay valid.
+Code that rebinds a parameter's ``.data`` or ``.grad`` orphans a view; each
+``step()``/``zero_grad()`` checks the identity of every view (pointer comparisons, no
+kernels) and copies rebound values back into the buffers (a gradient still None at ``step``
+is zeroed), re-packing when a dtype, device or ``requires_grad`` changed.
 
 Differences from torch, all forced by the flat layout: gradients are zeroed, never set to
 None (``set_to_none`` is accepted and ignored); a parameter whose gradient was None counts as
@@ -94,6 +95,8 @@ class _Bucket:
                 gv[...] = _grad_array(p)
             p.data = dv
             p.grad = gv
+            if hasattr(p, "grad_storage"):   # backward writes here when .grad was set to None
+                p.grad_storage = gv
             if p.data is not dv or _grad_array(p) is not gv:
                 raise RuntimeError(
                     "a Tensor copied the array assigned to its .data or .grad instead of "
