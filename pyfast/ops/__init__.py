@@ -20,3 +20,10 @@ from .elementwise import (add, dropout, leaky_relu, leaky_relu_backward, relu,  
                           relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward)
 __all__ += ["relu", "relu_backward", "leaky_relu", "leaky_relu_backward", "sigmoid",
             "sigmoid_backward", "tanh", "tanh_backward", "dropout", "add"]
+from .norm import batch_norm, batch_norm_backward  # noqa: E402
+from .pool import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, avg_pool2d,  # noqa: E402
+                   avg_pool2d_backward, max_pool2d, max_pool2d_backward)
+from .resample import upsample2d, upsample2d_backward  # noqa: E402
+__all__ += ["batch_norm", "batch_norm_backward", "max_pool2d", "max_pool2d_backward",
+            "avg_pool2d", "avg_pool2d_backward", "adaptive_avg_pool2d",
+            "adaptive_avg_pool2d_backward", "upsample2d", "upsample2d_backward"]

@@ -13,6 +13,12 @@ FAMILIES = ("gemm", "conv", "softmax_xent", "optim")
 from .elementwise import (add, dropout, leaky_relu, leaky_relu_backward, relu,  # noqa: E402
                           relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward)
 FAMILIES += ("elementwise",)
+from .norm import batch_norm, batch_norm_backward  # noqa: E402
+from .pool import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, avg_pool2d,  # noqa: E402
+                   avg_pool2d_backward, max_pool2d, max_pool2d_backward)
+from .resample import (upsample_bilinear2d, upsample_bilinear2d_backward,  # noqa: E402
+                       upsample_nearest2d, upsample_nearest2d_backward)
+FAMILIES += ("norm", "pool", "resample")
 
 
 def load(device):

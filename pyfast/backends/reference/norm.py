@@ -1,0 +1,49 @@
+"""Reference batch normalisation over (N, C, S) arrays (S = product of the spatial axes).
+
+xp-generic. Statistics are per channel over axes 0 and 2; ``weight``/``bias`` may be None
+(1 and 0); ``running_mean``/``running_var`` are updated in place in training (unbiased
+variance, as torch) and used for normalising otherwise.
+"""
+
+from pyfast._arrays import array_module
+
+
+def batch_norm(x, weight, bias, running_mean, running_var, y, mean, invstd, training,
+               momentum, eps):
+    xp = array_module(x)
+    if training:
+        count = x.shape[0] * x.shape[2]
+        mu = x.mean(axis=(0, 2))
+        var = ((x - mu[:, None]) ** 2).mean(axis=(0, 2))
+        mean[...] = mu
+        invstd[...] = 1 / xp.sqrt(var + eps)
+        if running_mean is not None:
+            running_mean[...] = (1 - momentum) * running_mean + momentum * mu
+        if running_var is not None:
+            running_var[...] = (1 - momentum) * running_var + momentum * var * (count / (count - 1))
+    else:
+        mean[...] = running_mean
+        invstd[...] = 1 / xp.sqrt(running_var + eps)
+    scale = invstd if weight is None else invstd * weight
+    out = (x - mean[:, None]) * scale[:, None]
+    if bias is not None:
+        out += bias[:, None]
+    y[...] = out
+
+
+def batch_norm_backward(gy, x, weight, mean, invstd, gx, gweight, gbias, training):
+    xhat = (x - mean[:, None]) * invstd[:, None]
+    sum_gy = gy.sum(axis=(0, 2))
+    sum_gy_xhat = (gy * xhat).sum(axis=(0, 2))
+    if gweight is not None:
+        gweight[...] = sum_gy_xhat
+    if gbias is not None:
+        gbias[...] = sum_gy
+    if gx is not None:
+        scale = invstd if weight is None else invstd * weight
+        if training:
+            count = x.shape[0] * x.shape[2]
+            gx[...] = scale[:, None] * (gy - (sum_gy / count)[:, None]
+                                        - xhat * (sum_gy_xhat / count)[:, None])
+        else:
+            gx[...] = gy * scale[:, None]
