@@ -23,3 +23,6 @@ from . import optim, train  # noqa: E402
 from .io import load, save  # noqa: E402
 
 __all__ += ["optim", "train", "save", "load"]
+
+from . import data  # noqa: E402  (NumPy only; scikit-learn and CuPy load on first use)
+__all__ += ["data"]
