@@ -157,6 +157,9 @@ class Checkpoint(Callback):
     def on_train_begin(self, run):
         if self._m is not None:
             self._m.check(run)
+        for path in (self.path, self.last):
+            if path:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
     def on_epoch_end(self, run, logs):
         self._improved = True

@@ -165,11 +165,15 @@ class Run:
             raise ValueError(f"resume: {path} was saved "
                              f"{'with' if 'scheduler' in state else 'without'} a scheduler but "
                              f"this run has {'one' if self.scheduler is not None else 'none'}")
-        saved_cbs = state.get("callbacks", [])
-        kinds = [c["type"] for c in saved_cbs]
-        if kinds != [type(cb).__name__ for cb in self.callbacks]:
-            raise ValueError(f"resume: {path} was saved with callbacks {kinds}, this run has "
-                             f"{[type(cb).__name__ for cb in self.callbacks]}")
+        # Callback state goes to the callbacks of the same type, in order; a callback the
+        # saved run did not have starts fresh (an interrupted run may have had extra ones).
+        saved_cbs = list(state.get("callbacks", []))
+        matched = []
+        for cb in self.callbacks:
+            for i, saved in enumerate(saved_cbs):
+                if saved.get("type") == type(cb).__name__:
+                    matched.append((cb, saved_cbs.pop(i)))
+                    break
         if set(state["history"]) != set(self.history):
             raise ValueError(f"resume: {path} recorded {sorted(state['history'])} but this run "
                              f"records {sorted(self.history)} (metrics or val_loader differ)")
@@ -182,8 +186,8 @@ class Run:
             self.scheduler.load_state_dict(state["scheduler"])
         if "loader" in state and hasattr(self.train_loader, "load_state_dict"):
             self.train_loader.load_state_dict(state["loader"])
-        for cb, saved in zip(self.callbacks, saved_cbs):
-            cb.load_state_dict(saved["state"])
+        for cb, saved in matched:
+            cb.load_state_dict(saved.get("state", {}))
         for key, values in state["history"].items():
             self.history[key] = list(values)
         _random.set_state(state["rng"])
