@@ -89,6 +89,7 @@ class _Bucket:
         self.step = 0            # steps taken by every parameter of the bucket
         self.data_views = [self.view(self.data, i) for i in range(len(params))]
         self.grad_views = [self.view(self.grad, i) for i in range(len(params))]
+        self.triples = list(zip(params, self.data_views, self.grad_views))
         for p, dv, gv in zip(params, self.data_views, self.grad_views):
             dv[...] = p.data
             if p.grad is not None:
@@ -106,8 +107,14 @@ class _Bucket:
         return flat[self.offsets[i]:self.offsets[i + 1]].reshape(self.shapes[i])
 
     def intact(self):
-        return all(p.data is dv and p.grad is not None and _grad_array(p) is gv
-                   for p, dv, gv in zip(self.params, self.data_views, self.grad_views))
+        """Every parameter still trainable and still viewing this bucket's buffers."""
+        for p, dv, gv in self.triples:
+            if p.data is not dv or not p.requires_grad:
+                return False
+            g = p.grad
+            if g is None or g.data is not gv:
+                return False
+        return True
 
     def state_buffer(self, name):
         """The flat state buffer ``name``, created as zeros on first use."""
@@ -236,17 +243,17 @@ class Optimizer:
                 index += 1
             for params, indices in by_key.values():
                 self._buckets.append(_Bucket(gi, params, indices))
-        self._trainable = [p.requires_grad for g in self.param_groups for p in g["params"]]
+        self._frozen = [p for g in self.param_groups for p in g["params"] if not p.requires_grad]
         if saved:
             self._restore_state(saved, strict=False)
 
     def _repair(self):
         """Re-attach views that code outside the optimizer replaced (see the module doc)."""
-        if all(b.intact() for b in self._buckets) and self._trainable == [
-                p.requires_grad for g in self.param_groups for p in g["params"]]:
+        if all(b.intact() for b in self._buckets) and not any(
+                p.requires_grad for p in self._frozen):
             return
-        repack = self._trainable != [p.requires_grad for g in self.param_groups
-                                     for p in g["params"]]
+        repack = any(p.requires_grad for p in self._frozen) or any(
+            not p.requires_grad for b in self._buckets for p in b.params)
         for b in self._buckets:
             for p, dv in zip(b.params, b.data_views):
                 data = p.data

@@ -42,15 +42,15 @@ class ProgressBar:
         self.batches = 0
         self.samples = 0
         self.t0 = time.perf_counter()
+        self.elapsed = 0.0        # training time so far (validation is not throughput)
         self.last_draw = 0.0
 
     def update(self, n_samples, logs):
         self.batches += 1
         self.samples += n_samples
-        if not self.enabled:
-            return
         now = time.perf_counter()
-        if now - self.last_draw >= self.INTERVAL:
+        self.elapsed = now - self.t0
+        if self.enabled and now - self.last_draw >= self.INTERVAL:
             self.last_draw = now
             self._draw(logs, end=False)
 
@@ -59,23 +59,24 @@ class ProgressBar:
             self._draw(logs, end=True)
 
     def rate(self):
-        elapsed = time.perf_counter() - self.t0
-        return self.samples / elapsed if elapsed > 0 else 0.0
+        return self.samples / self.elapsed if self.elapsed > 0 else 0.0
 
     def _draw(self, logs, end):
-        if self.total:
-            done = min(self.batches / self.total, 1.0)
-            filled = int(done * self.WIDTH)
-            bar = "=" * filled + (">" if filled < self.WIDTH else "") + "." * (self.WIDTH - filled - 1)
-            count = f"{self.batches}/{self.total} [{bar[:self.WIDTH]}]"
-        else:
-            count = f"{self.batches}"
-        tail = f"{self.rate():.0f} samples/s"
-        if end:
-            tail = f"{time.perf_counter() - self.t0:.1f}s  " + tail
-        line = "  ".join(s for s in (self.prefix, count, format_logs(logs), tail) if s)
         width = shutil.get_terminal_size((100, 20)).columns - 1
-        if len(line) > width:
-            line = line[:max(width - 3, 0)] + "..."
-        self.stream.write("\r" + line.ljust(width) + ("\n" if end else ""))
+        rate = f"{self.rate():.0f} samples/s"
+        if end:   # the epoch's record: complete, never cut
+            took = f"{time.perf_counter() - self.t0:.1f}s"
+            line = "  ".join(s for s in (self.prefix, format_logs(logs), took, rate) if s)
+            self.stream.write("\r" + line.ljust(width) + "\n")
+        else:
+            if self.total:
+                filled = int(min(self.batches / self.total, 1.0) * self.WIDTH)
+                bar = ("=" * filled + ">" + "." * self.WIDTH)[:self.WIDTH]
+                count = f"{self.batches}/{self.total} [{bar}]"
+            else:
+                count = f"{self.batches}"
+            line = "  ".join(s for s in (self.prefix, count, format_logs(logs), rate) if s)
+            if len(line) > width:
+                line = line[:max(width - 3, 0)] + "..."
+            self.stream.write("\r" + line.ljust(width))
         self.stream.flush()
