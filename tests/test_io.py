@@ -195,3 +195,17 @@ def test_corrupt_metadata_raises_value_error(tmp_path):
 def test_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         pf.load(tmp_path / "nope.st")
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_names_every_bad_key(tmp_path):
+    pf.manual_seed(0)
+    pf.save(pf.nn.Sequential(pf.nn.Linear(4, 3), pf.nn.Linear(3, 2)).state_dict(),
+            tmp_path / "m.st")
+    other = pf.nn.Sequential(pf.nn.Linear(4, 5), pf.nn.ReLU(), pf.nn.Linear(5, 2))
+    with pytest.raises(RuntimeError) as err:
+        other.load_state_dict(pf.load(tmp_path / "m.st"), strict=True)
+    text = str(err.value)
+    for key in ("0.weight", "0.bias", "2.weight", "2.bias", "1.weight", "1.bias"):
+        assert key in text
+    model = pf.nn.Sequential(pf.nn.Linear(4, 3), pf.nn.Linear(3, 2))
+    model.load_state_dict(pf.load(tmp_path / "m.st"))
