@@ -328,6 +328,22 @@ class Optimizer:
                     state[index] = entry
         return state
 
+    @property
+    def state(self):
+        """{parameter: {name: live view of its state, "step": n}} as torch's
+        ``optimizer.state`` (read it; write through the views)."""
+        self._repair()
+        out = {}
+        for b in self._buckets:
+            if not b.state and b.step == 0:
+                continue
+            for i, p in enumerate(b.params):
+                entry = {"step": float(b.step)} if self._has_step_state else {}
+                entry.update({name: b.view(b.state[name], i) for name in self._state_keys
+                              if name in b.state})
+                out[p] = entry
+        return out
+
     def state_dict(self):
         """{"state": {index: {...}}, "param_groups": [{options..., "params": [indices]}]}
         as torch lays it out; state arrays are copies on the parameters' device."""

@@ -420,3 +420,12 @@ def test_add_param_group_keeps_existing_state():
         opt.step()
         ref.step()
     _close(ours, theirs, np.float32)
+
+
+def test_state_property_is_keyed_by_parameter_like_torch():
+    ours, theirs = _params()
+    opt, ref = _run("Adam", dict(lr=0.01), ours, theirs, 3, np.random.default_rng(0), np.float32)
+    for p, q in zip(ours, theirs):
+        mine, torchs = opt.state[p], ref.state[q]
+        assert sorted(mine) == sorted(torchs) and mine["step"] == float(torchs["step"])
+        np.testing.assert_allclose(mine["exp_avg"], torchs["exp_avg"].numpy(), rtol=1e-5)
