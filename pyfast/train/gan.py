@@ -29,8 +29,7 @@ class GANRun(Run):
     ``d_optimizer`` besides the usual history/epoch; ``sample(n, seed)`` draws images."""
 
     def __init__(self, gan, g_optimizer, d_optimizer, latent_dim, **kw):
-        super().__init__(model=gan, optimizer=g_optimizer, scheduler=None, val_loader=None,
-                         extra={"d_optimizer": d_optimizer}, **kw)
+        super().__init__(model=gan, optimizer=g_optimizer, scheduler=None, val_loader=None, **kw)
         self.gan, self.generator, self.discriminator = gan, gan.generator, gan.discriminator
         self.g_optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.latent_dim = latent_dim

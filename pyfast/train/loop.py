@@ -116,19 +116,19 @@ class Run:
     (epochs completed), ``epochs`` (the target), and ``stop_training`` to end early."""
 
     def __init__(self, *, model, optimizer, scheduler, train_loader, val_loader, history,
-                 epochs, callbacks, extra=None):
+                 epochs, callbacks):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.train_loader, self.val_loader = train_loader, val_loader
         self.history, self.epochs, self.callbacks = history, epochs, callbacks
         self.epoch = 0
         self.stop_training = False
-        self.extra = extra or {}       # other stateful objects by name (fit_gan's second optimizer)
 
+    # What a checkpoint holds, by name (fit_gan's run has two of each).
     def _models(self):
         return {"model": self.model}
 
     def _optimizers(self):
-        return {"optimizer": self.optimizer, **self.extra}
+        return {"optimizer": self.optimizer}
 
     def checkpoint_state(self):
         """The run as a pf.save-able dict (see the module doc)."""
