@@ -87,7 +87,8 @@ def _encode(value, path, tensors, names):
     arr = _host_array(value, path)
     if arr is None:
         raise TypeError(f"pf.save: {_where(path)} is a {type(value).__name__}; a checkpoint "
-                        f"holds dicts, lists, tuples, arrays, Tensors, numbers, bools, str and None")
+                        f"holds dicts, lists, tuples, arrays, Tensors, numbers, bools, str and "
+                        f"None")
     name = "/".join(str(k) for k in path) or "tensor"
     if name in names:                               # {"a/b": x} beside {"a": {"b": y}}
         n = 1
@@ -112,7 +113,8 @@ def save(state, path):
     metadata = {_FORMAT_KEY: _FORMAT, _TREE_KEY: json.dumps(tree, separators=(",", ":"))}
     st = _safetensors()
     directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    tmp = os.path.join(directory,
+                       f".{os.path.basename(path)}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     # Created by hand (not mkstemp) to learn the mode the umask gives a new file: safetensors
     # rewrites it as 0600, and a checkpoint should be as readable as any file the user writes.
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))

@@ -183,8 +183,8 @@ def test_foreign_file_raises_value_error_naming_it(tmp_path, content):
 def test_corrupt_metadata_raises_value_error(tmp_path):
     from safetensors.numpy import save_file
     path = tmp_path / "c.st"
-    save_file({"a": np.ones(2)}, str(path), metadata={"pyfast.format": "1",
-                                                     "pyfast.tree": '{"d": [["x", {"a": "nope"}]]}'})
+    tree = '{"d": [["x", {"a": "nope"}]]}'
+    save_file({"a": np.ones(2)}, str(path), metadata={"pyfast.format": "1", "pyfast.tree": tree})
     with pytest.raises(ValueError, match="c.st"):
         pf.load(path)
     save_file({"a": np.ones(2)}, str(path), metadata={"pyfast.format": "1", "pyfast.tree": "{"})

@@ -373,8 +373,8 @@ class Optimizer:
                 raise ValueError(f"loaded state dict contains a parameter group ({i}) that "
                                  f"doesn't match the size of optimizer's group "
                                  f"({len(s['params'])} != {len(g['params'])})")
-        id_map = dict(zip((_index(k) for k in chain.from_iterable(s["params"] for s in saved_groups)),
-                          range(sum(len(g["params"]) for g in self.param_groups))))
+        saved_ids = (_index(k) for k in chain.from_iterable(s["params"] for s in saved_groups))
+        id_map = dict(zip(saved_ids, range(sum(len(g["params"]) for g in self.param_groups))))
         new_groups = []
         for g, s in zip(self.param_groups, saved_groups):
             new = {k: (tuple(v) if k == "betas" else v) for k, v in s.items()

@@ -63,10 +63,10 @@ class _Monitor:
 
     def check(self, run):
         if self.monitor not in run.history:
+            hint = (" (pass val_loader to get val_ keys)"
+                    if run.val_loader is None and self.monitor.startswith("val_") else "")
             raise ValueError(f"cannot monitor {self.monitor!r}: this run records "
-                             f"{', '.join(sorted(run.history))}"
-                             + ("" if run.val_loader is not None or not self.monitor.startswith("val_")
-                                else " (pass val_loader to get val_ keys)"))
+                             f"{', '.join(sorted(run.history))}{hint}")
 
     def improved(self, value):
         if value is None or not math.isfinite(value):

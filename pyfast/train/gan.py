@@ -18,7 +18,8 @@ import numpy as np
 
 from pyfast._arrays import array_module
 
-from .loop import Run, _array_of, _callbacks, _check_epochs, _len_or_none, _model_device, _no_grad, _to_device
+from .loop import (Run, _array_of, _callbacks, _check_epochs, _len_or_none, _model_device,
+                   _no_grad, _to_device)
 from .progress import ProgressBar
 
 __all__ = ["fit_gan", "GANRun"]
@@ -92,7 +93,8 @@ def fit_gan(gan, loader, *, epochs, lr=2e-4, betas=(0.5, 0.999), latent_dim=None
             raise TypeError(f"gan must have a callable .{part}, got {type(gan).__name__}")
     generator, discriminator = gan.generator, gan.discriminator
     latent_dim = latent_dim if latent_dim is not None else getattr(gan, "latent_dim", None)
-    if isinstance(latent_dim, bool) or not isinstance(latent_dim, (int, np.integer)) or latent_dim < 1:
+    if isinstance(latent_dim, bool) or not isinstance(latent_dim, (int, np.integer)) \
+            or latent_dim < 1:
         raise ValueError(f"latent_dim must be a positive int (or gan.latent_dim set), got "
                          f"{latent_dim!r}")
     epochs = _check_epochs(epochs)

@@ -264,7 +264,8 @@ def fit(model, train_loader, *, loss_fn, optimizer, epochs, val_loader=None,
     _check_callable(loss_fn, "loss_fn")
     for name in ("zero_grad", "step", "state_dict"):
         if not callable(getattr(optimizer, name, None)):
-            raise TypeError(f"optimizer must be a pf.optim optimizer, got {type(optimizer).__name__}")
+            raise TypeError(f"optimizer must be a pf.optim optimizer, got "
+                            f"{type(optimizer).__name__}")
     if scheduler is not None and not callable(getattr(scheduler, "step", None)):
         raise TypeError(f"scheduler must have step(), got {type(scheduler).__name__}")
     epochs = _check_epochs(epochs)

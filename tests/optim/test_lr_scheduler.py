@@ -52,7 +52,8 @@ ONE_CYCLE = [
     ("SGD", dict(max_lr=[0.5, 0.2], epochs=4, steps_per_epoch=10, anneal_strategy="linear"),
      dict(momentum=0.9), "momentum"),
     ("SGD", dict(max_lr=0.5, total_steps=30, three_phase=True, pct_start=0.25), {}, "momentum"),
-    ("Adam", dict(max_lr=0.01, total_steps=25, div_factor=10.0, final_div_factor=100.0), {}, "betas"),
+    ("Adam", dict(max_lr=0.01, total_steps=25, div_factor=10.0, final_div_factor=100.0), {},
+     "betas"),
     ("RMSprop", dict(max_lr=0.01, total_steps=20, cycle_momentum=False), {}, None),
 ]
 
@@ -63,8 +64,8 @@ def test_one_cycle_matches_torch_including_momentum(opt_name, kw, opt_kw, key):
     opt, ref = _pair(opt_name, lrs=(0.1, 0.03), **opt_kw)
     ours, theirs = LS.OneCycleLR(opt, **kw), TLS.OneCycleLR(ref, **kw)
     total = kw.get("total_steps") or kw["epochs"] * kw["steps_per_epoch"]
-    ours_seq, theirs_seq = _sequence(opt, ours, total - 1, key), _sequence(ref, theirs, total - 1, key)
-    np.testing.assert_allclose(ours_seq, theirs_seq, rtol=1e-15, atol=0)
+    np.testing.assert_allclose(_sequence(opt, ours, total - 1, key),
+                               _sequence(ref, theirs, total - 1, key), rtol=1e-15, atol=0)
     with pytest.raises(ValueError, match="Tried to step"):
         for _ in range(3):
             ours.step()

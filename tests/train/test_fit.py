@@ -27,7 +27,8 @@ def xent(out, y):
 def blobs(n=90, seed=0):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n)
-    x = (rng.standard_normal((n, 4)) + 1.5 * y[:, None] * np.array([1, -1, 0.5, 0])).astype(np.float32)
+    shift = 1.5 * y[:, None] * np.array([1, -1, 0.5, 0])
+    x = (rng.standard_normal((n, 4)) + shift).astype(np.float32)
     return x, y.astype(np.int64)
 
 
