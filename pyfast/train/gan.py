@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from pyfast import _random
 from pyfast._arrays import array_module
 
 from .loop import (Run, _array_of, _callbacks, _check_epochs, _len_or_none, _model_device,
@@ -78,6 +79,52 @@ def _real_images(batch):
     return batch
 
 
+def _gan_epoch(run, bce, bar):
+    """One pass over the loader: a discriminator step then a generator step per batch."""
+    generator, discriminator = run.generator, run.discriminator
+    device, dtype = _model_device(generator), _dtype(generator)
+    t0 = time.perf_counter()
+    bar.start(run.epoch + 1, run.epochs, _len_or_none(run.train_loader))
+    generator.train()
+    discriminator.train()
+    sums = dict.fromkeys(("d_loss", "g_loss", "d_real", "d_fake"), 0.0)
+    count = 0
+    for batch in run.train_loader:
+        real = _to_device(_real_images(batch), device)
+        n = int(real.shape[0])
+        z = _random.generator().standard_normal((n, run.latent_dim)).astype(dtype)
+        z = _to_device(z, device)
+        xp = array_module(z)
+        ones, zeros = xp.ones((n,), dtype), xp.zeros((n,), dtype)
+
+        fake = generator(z)
+        real_logits = discriminator(real)
+        fake_logits = discriminator(fake.detach())
+        d_loss = bce(real_logits, ones) + bce(fake_logits, zeros)
+        run.d_optimizer.zero_grad()
+        d_loss.backward()
+        run.d_optimizer.step()
+
+        g_loss = bce(discriminator(fake), ones)     # D just stepped: a fresh graph through it
+        run.g_optimizer.zero_grad()
+        g_loss.backward()
+        run.g_optimizer.step()
+
+        sums["d_loss"] += float(d_loss.item()) * n
+        sums["g_loss"] += float(g_loss.item()) * n
+        sums["d_real"] += _sigmoid_mean(real_logits) * n
+        sums["d_fake"] += _sigmoid_mean(fake_logits) * n
+        count += n
+        bar.update(n, {"d_loss": sums["d_loss"] / count, "g_loss": sums["g_loss"] / count})
+        for cb in run.callbacks:
+            cb.on_batch_end(run, {"size": n})
+    if count == 0:
+        raise ValueError("loader yielded no batches")
+    logs = {k: v / count for k, v in sums.items()}
+    logs["time"] = time.perf_counter() - t0
+    return logs
+
+
 def fit_gan(gan, loader, *, epochs, lr=2e-4, betas=(0.5, 0.999), latent_dim=None,
             g_optimizer=None, d_optimizer=None, callbacks=(), progress=True, resume=None):
     """Train ``gan.generator`` and ``gan.discriminator`` on the images of ``loader``
@@ -106,63 +153,25 @@ def fit_gan(gan, loader, *, epochs, lr=2e-4, betas=(0.5, 0.999), latent_dim=None
                  epochs=epochs, callbacks=callbacks)
     if resume is not None:
         run.restore(resume)
-    from pyfast import _random
-    device = _model_device(generator)
-    dtype = _dtype(generator)
     bar = ProgressBar(progress)
 
-    for cb in callbacks:
-        cb.on_train_begin(run)
-    while run.epoch < epochs and not run.stop_training:
+    try:
         for cb in callbacks:
-            cb.on_epoch_begin(run)
-        t0 = time.perf_counter()
-        bar.start(run.epoch + 1, epochs, _len_or_none(loader))
-        generator.train()
-        discriminator.train()
-        sums = dict.fromkeys(("d_loss", "g_loss", "d_real", "d_fake"), 0.0)
-        count = 0
-        for batch in loader:
-            real = _to_device(_real_images(batch), device)
-            n = int(real.shape[0])
-            z = _random.generator().standard_normal((n, run.latent_dim)).astype(dtype)
-            z = _to_device(z, device)
-            xp = array_module(z)
-            ones, zeros = xp.ones((n,), dtype), xp.zeros((n,), dtype)
-
-            fake = generator(z)
-            real_logits = discriminator(real)
-            fake_logits = discriminator(fake.detach())
-            d_loss = bce(real_logits, ones) + bce(fake_logits, zeros)
-            d_opt.zero_grad()
-            d_loss.backward()
-            d_opt.step()
-
-            g_loss = bce(discriminator(fake), ones)
-            g_opt.zero_grad()
-            g_loss.backward()
-            g_opt.step()
-
-            sums["d_loss"] += float(d_loss.item()) * n
-            sums["g_loss"] += float(g_loss.item()) * n
-            sums["d_real"] += _sigmoid_mean(real_logits) * n
-            sums["d_fake"] += _sigmoid_mean(fake_logits) * n
-            count += n
-            bar.update(n, {"d_loss": sums["d_loss"] / count, "g_loss": sums["g_loss"] / count})
+            cb.on_train_begin(run)
+        while run.epoch < epochs and not run.stop_training:
             for cb in callbacks:
-                cb.on_batch_end(run, {"size": n})
-        if count == 0:
-            raise ValueError("loader yielded no batches")
-        logs = {k: v / count for k, v in sums.items()}
-        logs["time"] = time.perf_counter() - t0
-        for key in history:
-            history[key].append(logs[key])
-        run.epoch += 1
-        for cb in callbacks:
-            cb.on_epoch_end(run, logs)
-        for cb in callbacks:
-            cb.after_epoch_end(run, logs)
-        bar.end({k: v for k, v in logs.items() if k != "time"})
+                cb.on_epoch_begin(run)
+            logs = _gan_epoch(run, bce, bar)
+            for key in history:
+                history[key].append(logs[key])
+            run.epoch += 1
+            for cb in callbacks:
+                cb.on_epoch_end(run, logs)
+            for cb in callbacks:
+                cb.after_epoch_end(run, logs)
+            bar.end({k: v for k, v in logs.items() if k != "time"})
+    finally:
+        bar.close()
     for cb in callbacks:
         cb.on_train_end(run)
     return history

@@ -234,6 +234,31 @@ def _run_epoch(model, loader, loss_fn, metrics, device, *, optimizer=None, sched
     return logs
 
 
+def _fit_epoch(run, loss_fn, metrics, device, per_batch, bar):
+    """Train one epoch, validate, step an epoch scheduler; the epoch's logs."""
+    model, optimizer, scheduler = run.model, run.optimizer, run.scheduler
+    t0 = time.perf_counter()
+    groups = getattr(optimizer, "param_groups", None)
+    lr = float(groups[0]["lr"]) if groups else math.nan
+    bar.start(run.epoch + 1, run.epochs, _len_or_none(run.train_loader))
+    model.train()
+    logs = _run_epoch(model, run.train_loader, loss_fn, metrics, device, optimizer=optimizer,
+                      scheduler_per_batch=per_batch, bar=bar, run=run, callbacks=run.callbacks,
+                      where="train_loader")
+    if run.val_loader is not None:
+        model.eval()
+        with _no_grad():
+            val = _run_epoch(model, run.val_loader, loss_fn, metrics, device,
+                             where="val_loader")
+        model.train()
+        logs.update({"val_" + k: v for k, v in val.items()})
+    if scheduler is not None and per_batch is None:
+        scheduler.step()
+    logs["lr"] = lr
+    logs["time"] = time.perf_counter() - t0
+    return logs
+
+
 def evaluate(model, loader, *, loss_fn=None, metrics=("accuracy",)):
     """Loss and metrics of ``model`` over ``loader``, in eval mode without gradients.
     Returns {"loss": ..., "<metric>": ...} ("loss" is None without a loss_fn). The model's
@@ -288,37 +313,23 @@ def fit(model, train_loader, *, loss_fn, optimizer, epochs, val_loader=None,
     device = _model_device(model)
     bar = ProgressBar(progress)
 
-    for cb in callbacks:
-        cb.on_train_begin(run)
-    while run.epoch < epochs and not run.stop_training:
+    try:
         for cb in callbacks:
-            cb.on_epoch_begin(run)
-        t0 = time.perf_counter()
-        lr = float(optimizer.param_groups[0]["lr"]) if getattr(optimizer, "param_groups", None) \
-            else math.nan
-        bar.start(run.epoch + 1, epochs, _len_or_none(train_loader))
-        model.train()
-        logs = _run_epoch(model, train_loader, loss_fn, metrics, device, optimizer=optimizer,
-                          scheduler_per_batch=per_batch, bar=bar, run=run, callbacks=callbacks,
-                          where="train_loader")
-        if val_loader is not None:
-            model.eval()
-            with _no_grad():
-                val = _run_epoch(model, val_loader, loss_fn, metrics, device, where="val_loader")
-            model.train()
-            logs.update({"val_" + k: v for k, v in val.items()})
-        if scheduler is not None and per_batch is None:
-            scheduler.step()
-        logs["lr"] = lr
-        logs["time"] = time.perf_counter() - t0
-        for key in history:
-            history[key].append(logs[key])
-        run.epoch += 1
-        for cb in callbacks:
-            cb.on_epoch_end(run, logs)
-        for cb in callbacks:
-            cb.after_epoch_end(run, logs)
-        bar.end({k: v for k, v in logs.items() if k not in ("lr", "time")})
+            cb.on_train_begin(run)
+        while run.epoch < epochs and not run.stop_training:
+            for cb in callbacks:
+                cb.on_epoch_begin(run)
+            logs = _fit_epoch(run, loss_fn, metrics, device, per_batch, bar)
+            for key in history:
+                history[key].append(logs[key])
+            run.epoch += 1
+            for cb in callbacks:
+                cb.on_epoch_end(run, logs)
+            for cb in callbacks:
+                cb.after_epoch_end(run, logs)
+            bar.end({k: v for k, v in logs.items() if k not in ("lr", "time")})
+    finally:
+        bar.close()
     for cb in callbacks:
         cb.on_train_end(run)
     return history

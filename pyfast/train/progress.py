@@ -35,6 +35,7 @@ class ProgressBar:
         self.stream = sys.stderr if stream is None else stream
         isatty = getattr(self.stream, "isatty", None)
         self.enabled = bool(enabled) and callable(isatty) and bool(isatty())
+        self.open_line = False
 
     def start(self, epoch, epochs, total=None):
         self.prefix = f"epoch {epoch}/{epochs}"
@@ -58,6 +59,13 @@ class ProgressBar:
         if self.enabled:
             self._draw(logs, end=True)
 
+    def close(self):
+        """End a line left open (an interrupted epoch), so the traceback starts clean."""
+        if self.enabled and getattr(self, "open_line", False):
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open_line = False
+
     def rate(self):
         return self.samples / self.elapsed if self.elapsed > 0 else 0.0
 
@@ -68,6 +76,7 @@ class ProgressBar:
             took = f"{time.perf_counter() - self.t0:.1f}s"
             line = "  ".join(s for s in (self.prefix, format_logs(logs), took, rate) if s)
             self.stream.write("\r" + line.ljust(width) + "\n")
+            self.open_line = False
         else:
             if self.total:
                 filled = int(min(self.batches / self.total, 1.0) * self.WIDTH)
@@ -79,4 +88,5 @@ class ProgressBar:
             if len(line) > width:
                 line = line[:max(width - 3, 0)] + "..."
             self.stream.write("\r" + line.ljust(width))
+            self.open_line = True
         self.stream.flush()

@@ -232,6 +232,14 @@ def test_progress_bar_only_on_a_terminal(monkeypatch, capsys):
     pf.train.fit(model, train, loss_fn=xent, optimizer=opt, epochs=1, progress=False)
     assert tty.getvalue() == ""
 
+    class Stop(Callback):
+        def on_batch_end(self, run, logs):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pf.train.fit(model, train, loss_fn=xent, optimizer=opt, epochs=1, callbacks=[Stop()])
+    assert tty.getvalue().startswith("\repoch 1/1") and tty.getvalue().endswith("\n")
+
 
 def test_bad_input():
     model, opt = build()
