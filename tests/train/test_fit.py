@@ -259,3 +259,21 @@ def test_bad_input():
         pf.train.fit(model, [], **kw)
     with pytest.raises(ValueError, match="unknown metric"):
         pf.train.fit(model, train, **dict(kw, metrics=("f1",)))
+
+
+def test_breast_cancer_end_to_end(tmp_path):
+    """The whole path on real data: split, loader, fit with AUROC, checkpoint, evaluate."""
+    pytest.importorskip("sklearn")
+    pf.manual_seed(0)
+    train, val = pf.data.datasets.breast_cancer().split((0.8, 0.2), seed=0, stratify=True)
+    model = pf.nn.Sequential(pf.nn.Linear(30, 32), pf.nn.ReLU(), pf.nn.Linear(32, 2))
+    opt = pf.optim.AdamW(model.parameters(), lr=1e-2)
+    train_loader = pf.data.DataLoader(train, 32, shuffle=True)
+    sched = pf.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-2, epochs=6,
+                                             steps_per_epoch=len(train_loader))
+    h = pf.train.fit(model, train_loader, loss_fn=xent, optimizer=opt, epochs=6,
+                     val_loader=pf.data.DataLoader(val, 64), metrics=("accuracy", "auroc"),
+                     scheduler=sched, callbacks=[Checkpoint(tmp_path / "bc.st")], progress=False)
+    assert h["val_accuracy"][-1] > 0.9 and h["val_auroc"][-1] > 0.95
+    best = pf.load(tmp_path / "bc.st")
+    assert best["history"]["val_loss"][-1] == min(h["val_loss"])
