@@ -242,6 +242,268 @@ void im2col_tile(const ConvShape& s, const Dims& d, const T* xg, int64_t p0, int
     for (int64_t r = 0; r < d.rows; ++r) im2col(s, d, xg, r, r + 1, p0, p1, cols + r * ld);
 }
 
+// ---- direct (stride 1) ----------------------------------------------------------------------
+//
+// A stride-1 convolution needs no column matrix at all. Copy the input of one (image, group)
+// into zero-padded planes of width wp = w + 2*pw and compute the output on that "wide" grid
+// of wp columns per row: output position q = oh * wp + ow reads tap (i, j) of channel c at
+// plane[c][q + i*dh*wp + j*dw], so for every tap the positions q..q+NR-1 are NR consecutive
+// elements of the padded input. The micro-kernel keeps an MR (output channels) x NR
+// (positions) tile in vector registers and runs the whole reduction over (c, i, j) in one
+// go: per step NV vector loads straight from the padded planes and MR broadcasts from the
+// packed weights, nothing packed per position. The wp - ow columns of each wide row that
+// are not outputs ((kw-1)*dw of them) are computed and dropped as the tile is written, with
+// bias and ReLU. A band of output rows at a time keeps the planes within kBandBytes.
+
+constexpr int64_t kBandBytes = 512 << 10;
+
+template <typename T, int VecBytes, int MR_, int NV_>
+struct DirectCfg {
+    using type = T;
+    static constexpr int lanes = VecBytes / static_cast<int>(sizeof(T));
+    static constexpr int vec_bytes = VecBytes;
+    static constexpr int MR = MR_, NV = NV_, NR = NV_ * lanes;
+};
+
+//                                type   vec MR NV
+using DirectGenericF32 = DirectCfg<float,  16, 4, 2>;  // 4 x 8
+using DirectGenericF64 = DirectCfg<double, 16, 4, 2>;  // 4 x 4
+using DirectAvx2F32    = DirectCfg<float,  32, 4, 3>;  // 4 x 24, 12 ymm accumulators
+using DirectAvx2F64    = DirectCfg<double, 32, 4, 3>;  // 4 x 12
+using DirectAvx512F32  = DirectCfg<float,  64, 8, 3>;  // 8 x 48, 24 zmm accumulators
+using DirectAvx512F64  = DirectCfg<double, 64, 8, 3>;  // 8 x 24
+
+// One band of one (image, group), as the tiles see it.
+template <typename T>
+struct DirectBand {
+    const T* planes;        // cg padded planes, `plane` elements apart, rows wp apart
+    int64_t plane, wp;
+    const T* weights;       // packed: slivers of MR output channels, each (cg*taps) x MR
+    int64_t reduce;         // cg * taps
+    int64_t cg, taps;
+    const int64_t* offset;  // of each tap within a plane: i*dh*wp + j*dw
+    int64_t kg;             // output channels of the group
+    int64_t rows, ow;       // output rows in the band, output columns
+    int64_t qtiles;         // NR-wide tiles of positions covering rows * wp
+    T* y;                   // y[n, first channel of g, first row of the band]
+    int64_t ldy;            // elements between output channels: oh * ow
+    const T* bias;          // of the group's first channel, or null
+    bool relu;
+};
+
+template <class Cfg>
+PYFAST_INLINE void direct_tile(const DirectBand<typename Cfg::type>& b, int64_t sliver,
+                               int64_t qtile) {
+    using T = typename Cfg::type;
+    typedef T V __attribute__((vector_size(Cfg::vec_bytes)));
+    constexpr int MR = Cfg::MR, NV = Cfg::NV, NR = Cfg::NR, L = Cfg::lanes;
+    const int64_t q0 = qtile * NR;
+
+    V acc[MR][NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) acc[i][j] = V{};
+
+    const T* __restrict a = b.weights + sliver * b.reduce * MR;
+    const T* x = b.planes + q0;
+    for (int64_t c = 0; c < b.cg; ++c, x += b.plane) {
+        for (int64_t t = 0; t < b.taps; ++t, a += MR) {
+            const T* xt = x + b.offset[t];
+            V v[NV];
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; ++j) std::memcpy(&v[j], xt + j * L, sizeof(V));
+#pragma GCC unroll 16
+            for (int i = 0; i < MR; ++i) {
+                const T ai = a[i];
+#pragma GCC unroll 4
+                for (int j = 0; j < NV; ++j) acc[i][j] += v[j] * ai;
+            }
+        }
+    }
+
+    // Out through a small buffer: positions q0.. map to (row, column) of the wide grid, and
+    // only columns < ow of rows < b.rows are outputs.
+    alignas(64) T tile[MR][NR];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) std::memcpy(&tile[i][j * L], &acc[i][j], sizeof(V));
+    const int64_t first = sliver * MR;
+    const int rows = static_cast<int>(std::min<int64_t>(MR, b.kg - first));
+    int64_t row = q0 / b.wp, col = q0 - row * b.wp;
+    for (int64_t q = 0; q < NR && row < b.rows;) {
+        const int64_t run = std::min<int64_t>(NR - q, b.wp - col);  // rest of this wide row
+        const int64_t out = std::min<int64_t>(run, std::max<int64_t>(b.ow - col, 0));
+        if (out > 0) {
+            for (int i = 0; i < rows; ++i) {
+                const T* src = &tile[i][q];
+                T* dst = b.y + (first + i) * b.ldy + row * b.ow + col;
+                const T add = b.bias ? b.bias[first + i] : T(0);
+                if (b.relu) {
+                    for (int64_t e = 0; e < out; ++e) {
+                        const T v = src[e] + add;
+                        dst[e] = v < T(0) ? T(0) : v;
+                    }
+                } else {
+                    for (int64_t e = 0; e < out; ++e) dst[e] = src[e] + add;
+                }
+            }
+        }
+        q += run;
+        col += run;
+        if (col == b.wp) col = 0, ++row;
+    }
+}
+
+// Tiles [t0, t1) of a band, numbered sliver-major (consecutive tiles share weights).
+template <class Cfg>
+PYFAST_INLINE void run_direct_tiles(const DirectBand<typename Cfg::type>& b, int64_t t0,
+                                    int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) direct_tile<Cfg>(b, t / b.qtiles, t % b.qtiles);
+}
+
+template <typename T>
+using DirectTilesFn = void (*)(const DirectBand<T>&, int64_t, int64_t);
+
+void direct_generic_f32(const DirectBand<float>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectGenericF32>(b, t0, t1); }
+void direct_generic_f64(const DirectBand<double>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectGenericF64>(b, t0, t1); }
+PYFAST_TARGET("avx2,fma")
+void direct_avx2_f32(const DirectBand<float>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectAvx2F32>(b, t0, t1); }
+PYFAST_TARGET("avx2,fma")
+void direct_avx2_f64(const DirectBand<double>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectAvx2F64>(b, t0, t1); }
+PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
+void direct_avx512_f32(const DirectBand<float>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectAvx512F32>(b, t0, t1); }
+PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
+void direct_avx512_f64(const DirectBand<double>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectAvx512F64>(b, t0, t1); }
+
+// Output rows [oh0, oh0 + rows) need padded rows [oh0, oh0 + rows + (kh-1)*dh): copied from
+// x[n, g] with the zero padding around them, into planes `plane` apart, then `tail` zeros
+// that the discarded positions of the last tiles may read.
+template <typename T>
+void fill_band(const ConvShape& s, const Dims& d, const T* xg, int64_t oh0, int64_t in_rows,
+               int64_t wp, int64_t tail, T* planes, int threads) {
+    const int64_t plane = in_rows * wp;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t c = 0; c < d.cg; ++c) {
+        for (int64_t r = 0; r < in_rows; ++r) {
+            T* dst = planes + c * plane + r * wp;
+            const int64_t ih = oh0 + r - s.ph;
+            if (ih < 0 || ih >= s.h) {
+                std::fill(dst, dst + wp, T(0));
+                continue;
+            }
+            std::fill(dst, dst + s.pw, T(0));
+            std::memcpy(dst + s.pw, xg + c * d.hw + ih * s.w, s.w * sizeof(T));
+            std::fill(dst + s.pw + s.w, dst + wp, T(0));
+        }
+    }
+    std::fill(planes + d.cg * plane, planes + d.cg * plane + tail, T(0));
+}
+
+template <class Cfg>
+void direct_forward(const ConvShape& s, const typename Cfg::type* x, const typename Cfg::type* w,
+                    const typename Cfg::type* bias, typename Cfg::type* y, bool relu,
+                    DirectTilesFn<typename Cfg::type> tiles) {
+    using T = typename Cfg::type;
+    constexpr int MR = Cfg::MR, NR = Cfg::NR;
+    const Dims d(s);
+    const int threads = num_threads();
+    const int64_t slivers = ceil_div(d.kg, MR);
+    const int64_t wp = s.w + 2 * s.pw, halo = (s.kh - 1) * s.dh;
+
+    // Weights of every group as MR-row slivers, zero rows past kg: weights[g][sliver][r][i].
+    std::vector<T> packed(static_cast<size_t>(s.groups * slivers * d.rows * MR), T(0));
+    for (int64_t k = 0; k < s.k; ++k) {
+        const int64_t g = k / d.kg, kl = k % d.kg;
+        T* dst = packed.data() + ((g * slivers + kl / MR) * d.rows) * MR + kl % MR;
+        for (int64_t r = 0; r < d.rows; ++r) dst[r * MR] = w[k * d.rows + r];
+    }
+    std::vector<int64_t> offset(d.taps);
+    for (int64_t i = 0; i < s.kh; ++i)
+        for (int64_t j = 0; j < s.kw; ++j) offset[i * s.kw + j] = i * s.dh * wp + j * s.dw;
+
+    // Bands of output rows: planes within kBandBytes, and enough items for the threads.
+    const int64_t row_bytes = d.cg * wp * static_cast<int64_t>(sizeof(T));
+    int64_t band = std::max<int64_t>(1, kBandBytes / row_bytes - halo);
+    int64_t bands = ceil_div(s.oh, std::min(band, s.oh));
+    const int64_t pairs = s.n * s.groups;
+    while (threads > 1 && (pairs * bands) % threads != 0 && pairs * bands < 4 * threads &&
+           bands < s.oh)
+        ++bands;
+    band = ceil_div(s.oh, bands);
+    bands = ceil_div(s.oh, band);
+    const int64_t tail = NR + (s.kw - 1) * s.dw;
+    const bool by_item = threads_take_items(pairs * bands, threads);
+
+    run_items(pairs * bands, by_item, threads, [&](int64_t item, int) {
+        const int64_t pair = item / bands, oh0 = item % bands * band;
+        const int64_t n = pair / s.groups, g = pair % s.groups;
+        const int64_t rows = std::min(band, s.oh - oh0), in_rows = rows + halo;
+        T* planes = column_buffer.get<T>(d.cg * in_rows * wp + tail);
+        const int inside = by_item ? 1 : threads;
+        fill_band(s, d, x + (n * s.c + g * d.cg) * d.hw, oh0, in_rows, wp, tail, planes,
+                  d.cg * in_rows * wp < 16384 ? 1 : inside);
+        DirectBand<T> b{planes, in_rows * wp, wp,
+                        packed.data() + g * slivers * d.rows * MR, d.rows, d.cg, d.taps,
+                        offset.data(), d.kg, rows, s.ow, ceil_div(rows * wp, NR),
+                        y + (n * s.k + g * d.kg) * d.p + oh0 * s.ow, d.p,
+                        bias ? bias + g * d.kg : nullptr, relu};
+        const int64_t count = slivers * b.qtiles;
+        if (inside == 1) {
+            tiles(b, 0, count);
+            return;
+        }
+#pragma omp parallel num_threads(inside)
+        {
+            const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+            tiles(b, count * tid / nth, count * (tid + 1) / nth);
+        }
+    });
+}
+
+template <typename T>
+struct DirectPaths;
+template <>
+struct DirectPaths<float> {
+    using generic = DirectGenericF32;
+    using avx2 = DirectAvx2F32;
+    using avx512 = DirectAvx512F32;
+    static constexpr DirectTilesFn<float> tiles_generic = direct_generic_f32,
+                                          tiles_avx2 = direct_avx2_f32,
+                                          tiles_avx512 = direct_avx512_f32;
+};
+template <>
+struct DirectPaths<double> {
+    using generic = DirectGenericF64;
+    using avx2 = DirectAvx2F64;
+    using avx512 = DirectAvx512F64;
+    static constexpr DirectTilesFn<double> tiles_generic = direct_generic_f64,
+                                           tiles_avx2 = direct_avx2_f64,
+                                           tiles_avx512 = direct_avx512_f64;
+};
+
+// Whether the direct path takes this convolution: stride 1 and no crop. A 1x1 unpadded one
+// goes to the GEMM, which reads x as it is.
+bool takes_direct(const ConvShape& s, const Dims& d) {
+    return s.sh == 1 && s.sw == 1 && s.ph >= 0 && s.pw >= 0 && !d.direct &&
+           s.oh == s.h + 2 * s.ph - s.dh * (s.kh - 1) && s.ow == s.w + 2 * s.pw - s.dw * (s.kw - 1);
+}
+
+template <typename T>
+void direct_forward_dispatch(const ConvShape& s, const T* x, const T* w, const T* bias, T* y,
+                             bool relu) {
+    using P = DirectPaths<T>;
+    switch (active_isa()) {
+        case Isa::avx512:
+            return direct_forward<typename P::avx512>(s, x, w, bias, y, relu, P::tiles_avx512);
+        case Isa::avx2:
+            return direct_forward<typename P::avx2>(s, x, w, bias, y, relu, P::tiles_avx2);
+        default:
+            return direct_forward<typename P::generic>(s, x, w, bias, y, relu, P::tiles_generic);
+    }
+}
+
 // ---- forward ------------------------------------------------------------------------------
 
 template <typename T>
@@ -266,6 +528,7 @@ template <typename T>
 void forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, bool relu) {
     const Dims d(s);
     if (s.n == 0 || s.k == 0 || d.p == 0) return;
+    if (takes_direct(s, d)) return direct_forward_dispatch(s, x, w, bias, y, relu);
     const int threads = num_threads();
     const Tiling t = plan_tiles(s.n * s.groups, d.p, d.direct ? 0 : d.rows, sizeof(T), threads,
                                 true);
