@@ -1,0 +1,703 @@
+// Convolution on the CPU (NCHW, float32 and float64) as GEMMs on the packed GEMM (gemm.h).
+//
+// Per image n and group g (a group is a channel slice, so strides make it free), with
+// P = OH*OW output positions and CRS = C/groups * kh * kw:
+//   forward      y[n,g] (Kg x P)     = W[g] (Kg x CRS) @ cols(x[n,g]) (CRS x P)   bias, ReLU fused
+//   weight grad  gW[g]  (Kg x CRS)  += gy[n,g] (Kg x P) @ cols(x[n,g])^T
+//   input grad   stride 1: the forward convolution of gy with the flipped, transposed weights
+//                and padding d*(k-1)-p (a gather: no scatter, and the GEMM's inner dimension
+//                is the long Kg*kh*kw rather than Kg);
+//                stride > 1: dcols = W[g]^T @ gy[n,g], scattered back into gx (col2im).
+// cols is im2col: row (c, i, j) holds x under kernel tap (i, j) for every output position.
+// A 1x1, stride-1, unpadded convolution needs none: x[n,g] already is the Cg x P matrix.
+// The column buffer holds one tile of output positions, at most kColumnBytes, so memory is
+// bounded whatever the image size (a 512x512 U-Net layer needs about a MB per thread, not
+// GB) and the GEMM packs its B panel from cache.
+//
+// Threads: when there are at least as many (image, group, tile) items as threads, and they
+// divide evenly (or are plenty), each thread takes whole items and runs im2col and the GEMM
+// single-threaded on them (the GEMM's own parallel region is nested, hence inactive): no
+// barriers, and each thread's data stays in its own L2. Weight gradients then go to
+// per-thread partial sums, added up in a fixed order afterwards. With fewer items (batch 1,
+// small images) the items run in turn with im2col, col2im and the GEMM parallel inside.
+// col2im works on whole (image, group) slices in the first mode and splits channels in the
+// second, so no two threads ever add into the same element of gx.
+
+#include "cpu/conv.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <vector>
+
+#include "common/runtime.h"
+#include "cpu/gemm.h"
+
+namespace pyfast {
+namespace {
+
+using std::int64_t;
+
+// Column buffer per thread: a tile of it stays in L2 while the GEMM packs it.
+constexpr int64_t kColumnBytes = 1 << 20;
+// Tile widths are multiples of the widest GEMM micro-tile (32 float32 columns on AVX-512),
+// so only the last tile of an image has a ragged edge.
+constexpr int64_t kTileQuantum = 32;
+// Per-thread weight-gradient partial sums may take this much in all; beyond it the weight
+// gradient runs items in turn with the GEMM parallel inside.
+constexpr int64_t kPartialBytes = int64_t(256) << 20;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }  // a >= 0, b > 0
+
+int64_t clamp(int64_t v, int64_t lo, int64_t hi) { return std::min(std::max(v, lo), hi); }
+
+// Sizes derived from a ConvShape.
+struct Dims {
+    int64_t cg, kg;   // channels per group, in and out
+    int64_t taps;     // kh * kw
+    int64_t rows;     // CRS: rows of the column matrix, Cg * kh * kw
+    int64_t hw, p;    // input and output positions per channel
+    bool direct;      // 1x1, stride 1, unpadded: x[n, g] is the column matrix itself
+
+    explicit Dims(const ConvShape& s)
+        : cg(s.c / s.groups), kg(s.k / s.groups), taps(s.kh * s.kw), rows(cg * taps),
+          hw(s.h * s.w), p(s.oh * s.ow),
+          direct(s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.ph == 0 && s.pw == 0 &&
+                 s.oh == s.h && s.ow == s.w) {}
+};
+
+// Grow-only, 64-byte aligned buffer of the calling thread, kept between calls.
+class ThreadBuffer {
+   public:
+    ~ThreadBuffer() { std::free(ptr_); }
+    template <typename T>
+    T* get(int64_t count) {
+        const size_t bytes = (static_cast<size_t>(count) * sizeof(T) + 63) / 64 * 64;
+        if (bytes > bytes_) {
+            std::free(ptr_);
+            ptr_ = std::aligned_alloc(64, bytes);
+            bytes_ = ptr_ ? bytes : 0;
+            if (!ptr_) throw std::bad_alloc();
+        }
+        return static_cast<T*>(ptr_);
+    }
+
+   private:
+    void* ptr_ = nullptr;
+    size_t bytes_ = 0;
+};
+
+thread_local ThreadBuffer column_buffer;
+
+// Output columns ow whose input column ow * sw + off lies inside [0, w): [lo, hi).
+struct Span {
+    int64_t lo, hi;
+};
+Span inside_columns(const ConvShape& s, int64_t off) {
+    const int64_t lo = off >= 0 ? 0 : ceil_div(-off, s.sw);
+    const int64_t hi = s.w - 1 - off < 0 ? 0 : std::min(s.ow, (s.w - 1 - off) / s.sw + 1);
+    return {std::min(lo, s.ow), std::max(hi, std::min(lo, s.ow))};
+}
+
+// Calls f(row of x or nullptr for a padding row, off, span, ow_begin, ow_end, offset into
+// the tile) for each output row segment of positions [p0, p1) under tap row i / column j.
+template <typename F>
+PYFAST_INLINE void for_segments(const ConvShape& s, int64_t i, int64_t j, int64_t p0,
+                                int64_t p1, F&& f) {
+    const int64_t off = j * s.dw - s.pw;
+    const Span span = inside_columns(s, off);
+    for (int64_t p = p0; p < p1;) {
+        const int64_t oh = p / s.ow, a = p - oh * s.ow, b = std::min(s.ow, a + (p1 - p));
+        const int64_t ih = oh * s.sh - s.ph + i * s.dh;
+        f(ih >= 0 && ih < s.h ? ih : -1, off, span, a, b, p - p0);
+        p += b - a;
+    }
+}
+
+// Rows [r0, r1) of the column matrix of one image's channel slice xg (Cg x h x w), over
+// output positions [p0, p1): cols[(r - r0) * (p1 - p0) + p - p0].
+template <typename T>
+void im2col(const ConvShape& s, const Dims& d, const T* xg, int64_t r0, int64_t r1, int64_t p0,
+            int64_t p1, T* cols) {
+    const int64_t ld = p1 - p0;
+    for (int64_t r = r0; r < r1; ++r) {
+        const int64_t c = r / d.taps, i = r % d.taps / s.kw, j = r % s.kw;
+        const T* xc = xg + c * d.hw;
+        T* dst = cols + (r - r0) * ld;
+        for_segments(s, i, j, p0, p1, [&](int64_t ih, int64_t off, Span span, int64_t a,
+                                           int64_t b, int64_t at) {
+            T* out = dst + at - a;  // out[ow] for ow in [a, b)
+            if (ih < 0) {
+                std::fill(out + a, out + b, T(0));
+                return;
+            }
+            const T* row = xc + ih * s.w;
+            const int64_t lo = clamp(span.lo, a, b), hi = clamp(span.hi, lo, b);
+            std::fill(out + a, out + lo, T(0));
+            if (s.sw == 1) {
+                if (hi > lo) std::memcpy(out + lo, row + lo + off, (hi - lo) * sizeof(T));
+            } else {
+                for (int64_t ow = lo; ow < hi; ++ow) out[ow] = row[ow * s.sw + off];
+            }
+            std::fill(out + hi, out + b, T(0));
+        });
+    }
+}
+
+// The reverse of im2col for channels [c0, c1): xg (Cg x h x w) += each element of cols
+// (all rows, positions [p0, p1)) at the place im2col took it from.
+template <typename T>
+void col2im(const ConvShape& s, const Dims& d, const T* cols, int64_t c0, int64_t c1,
+            int64_t p0, int64_t p1, T* xg) {
+    const int64_t ld = p1 - p0;
+    for (int64_t r = c0 * d.taps; r < c1 * d.taps; ++r) {
+        const int64_t c = r / d.taps, i = r % d.taps / s.kw, j = r % s.kw;
+        T* xc = xg + c * d.hw;
+        const T* src = cols + r * ld;
+        for_segments(s, i, j, p0, p1, [&](int64_t ih, int64_t off, Span span, int64_t a,
+                                           int64_t b, int64_t at) {
+            if (ih < 0) return;
+            const T* in = src + at - a;
+            T* row = xc + ih * s.w;
+            const int64_t lo = clamp(span.lo, a, b), hi = clamp(span.hi, lo, b);
+            if (s.sw == 1) {
+                T* dst = row + off;
+                for (int64_t ow = lo; ow < hi; ++ow) dst[ow] += in[ow];
+            } else {
+                for (int64_t ow = lo; ow < hi; ++ow) row[ow * s.sw + off] += in[ow];
+            }
+        });
+    }
+}
+
+// How the output positions of one (image, group) are cut into tiles, and who runs them.
+struct Tiling {
+    int64_t width = 0, tiles = 0;  // positions per tile (the last may be narrower), tiles
+    int64_t items = 0;             // images * groups * tiles
+    bool by_item = false;          // threads take whole items, else items run in turn
+};
+
+bool threads_take_items(int64_t items, int threads) {
+    // An imbalance of one item in four is tolerated; less work than that is split inside.
+    return threads > 1 && items >= threads && (items % threads == 0 || items >= 4 * threads) &&
+           omp_get_max_active_levels() <= 1;  // else the GEMMs inside would spawn teams too
+}
+
+// rows: column-buffer rows per position (0: no buffer). split: cut tiles finer so that every
+// thread gets an item (forward and weight gradient; col2im needs whole images instead).
+Tiling plan_tiles(int64_t pairs, int64_t positions, int64_t rows, int64_t elem, int threads,
+                  bool split) {
+    Tiling t;
+    int64_t width = positions;
+    if (rows > 0)
+        width = std::max(kTileQuantum,
+                         kColumnBytes / (rows * elem) / kTileQuantum * kTileQuantum);
+    int64_t tiles = ceil_div(positions, std::min(width, positions));
+    if (split)
+        while (threads > 1 && (pairs * tiles) % threads != 0 && pairs * tiles < 4 * threads &&
+               positions / (tiles + 1) >= kTileQuantum)
+            ++tiles;
+    t.width = std::min(positions, ceil_div(ceil_div(positions, tiles), kTileQuantum) * kTileQuantum);
+    t.tiles = ceil_div(positions, t.width);
+    t.items = pairs * t.tiles;
+    t.by_item = threads_take_items(split ? t.items : pairs, threads);
+    return t;
+}
+
+// Runs fn(item, thread) for items [0, count): spread over the threads when by_item, else in
+// turn on the calling thread. An exception inside the parallel region is carried out of it.
+template <typename F>
+void run_items(int64_t count, bool by_item, int threads, F&& fn) {
+    if (!by_item) {
+        for (int64_t t = 0; t < count; ++t) fn(t, 0);
+        return;
+    }
+    std::exception_ptr error;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t t = 0; t < count; ++t) {
+        try {
+            fn(t, omp_get_thread_num());
+        } catch (...) {
+#pragma omp critical(pyfast_conv_error)
+            if (!error) error = std::current_exception();
+        }
+    }
+    if (error) std::rethrow_exception(error);
+}
+
+// im2col of a whole tile, over row ranges in parallel when asked.
+template <typename T>
+void im2col_tile(const ConvShape& s, const Dims& d, const T* xg, int64_t p0, int64_t p1,
+                 T* cols, int threads) {
+    if (threads <= 1 || d.rows * (p1 - p0) < 32768) {
+        im2col(s, d, xg, 0, d.rows, p0, p1, cols);
+        return;
+    }
+    const int64_t ld = p1 - p0;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t r = 0; r < d.rows; ++r) im2col(s, d, xg, r, r + 1, p0, p1, cols + r * ld);
+}
+
+// ---- direct (stride 1) ----------------------------------------------------------------------
+//
+// A stride-1 convolution needs no column matrix at all. Copy the input of one (image, group)
+// into zero-padded planes of width wp = w + 2*pw and compute the output on that "wide" grid
+// of wp columns per row: output position q = oh * wp + ow reads tap (i, j) of channel c at
+// plane[c][q + i*dh*wp + j*dw], so for every tap the positions q..q+NR-1 are NR consecutive
+// elements of the padded input. The micro-kernel keeps an MR (output channels) x NR
+// (positions) tile in vector registers and runs the whole reduction over (c, i, j) in one
+// go: per step NV vector loads straight from the padded planes and MR broadcasts from the
+// packed weights, nothing packed per position. The wp - ow columns of each wide row that
+// are not outputs ((kw-1)*dw of them) are computed and dropped as the tile is written, with
+// bias and ReLU. A band of output rows at a time keeps the planes within kBandBytes.
+
+constexpr int64_t kBandBytes = 512 << 10;
+
+template <typename T, int VecBytes, int MR_, int NV_>
+struct DirectCfg {
+    using type = T;
+    static constexpr int lanes = VecBytes / static_cast<int>(sizeof(T));
+    static constexpr int vec_bytes = VecBytes;
+    static constexpr int MR = MR_, NV = NV_, NR = NV_ * lanes;
+};
+
+//                                type   vec MR NV
+using DirectGenericF32 = DirectCfg<float,  16, 4, 2>;  // 4 x 8
+using DirectGenericF64 = DirectCfg<double, 16, 4, 2>;  // 4 x 4
+using DirectAvx2F32    = DirectCfg<float,  32, 4, 3>;  // 4 x 24, 12 ymm accumulators
+using DirectAvx2F64    = DirectCfg<double, 32, 4, 3>;  // 4 x 12
+using DirectAvx512F32  = DirectCfg<float,  64, 8, 3>;  // 8 x 48, 24 zmm accumulators
+using DirectAvx512F64  = DirectCfg<double, 64, 8, 3>;  // 8 x 24
+
+// One band of one (image, group), as the tiles see it.
+template <typename T>
+struct DirectBand {
+    const T* planes;        // cg padded planes, `plane` elements apart, rows wp apart
+    int64_t plane, wp;
+    const T* weights;       // packed: slivers of MR output channels, each (cg*taps) x MR
+    int64_t reduce;         // cg * taps
+    int64_t cg, taps;
+    const int64_t* offset;  // of each tap within a plane: i*dh*wp + j*dw
+    int64_t kg;             // output channels of the group
+    int64_t rows, ow;       // output rows in the band, output columns
+    int64_t qtiles;         // NR-wide tiles of positions covering rows * wp
+    T* y;                   // y[n, first channel of g, first row of the band]
+    int64_t ldy;            // elements between output channels: oh * ow
+    const T* bias;          // of the group's first channel, or null
+    bool relu;
+};
+
+template <class Cfg>
+PYFAST_INLINE void direct_tile(const DirectBand<typename Cfg::type>& b, int64_t sliver,
+                               int64_t qtile) {
+    using T = typename Cfg::type;
+    typedef T V __attribute__((vector_size(Cfg::vec_bytes)));
+    constexpr int MR = Cfg::MR, NV = Cfg::NV, NR = Cfg::NR, L = Cfg::lanes;
+    const int64_t q0 = qtile * NR;
+
+    V acc[MR][NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) acc[i][j] = V{};
+
+    const T* __restrict a = b.weights + sliver * b.reduce * MR;
+    const T* x = b.planes + q0;
+    for (int64_t c = 0; c < b.cg; ++c, x += b.plane) {
+        for (int64_t t = 0; t < b.taps; ++t, a += MR) {
+            const T* xt = x + b.offset[t];
+            V v[NV];
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; ++j) std::memcpy(&v[j], xt + j * L, sizeof(V));
+#pragma GCC unroll 16
+            for (int i = 0; i < MR; ++i) {
+                const T ai = a[i];
+#pragma GCC unroll 4
+                for (int j = 0; j < NV; ++j) acc[i][j] += v[j] * ai;
+            }
+        }
+    }
+
+    // Out through a small buffer: positions q0.. map to (row, column) of the wide grid, and
+    // only columns < ow of rows < b.rows are outputs.
+    alignas(64) T tile[MR][NR];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) std::memcpy(&tile[i][j * L], &acc[i][j], sizeof(V));
+    const int64_t first = sliver * MR;
+    const int rows = static_cast<int>(std::min<int64_t>(MR, b.kg - first));
+    int64_t row = q0 / b.wp, col = q0 - row * b.wp;
+    for (int64_t q = 0; q < NR && row < b.rows;) {
+        const int64_t run = std::min<int64_t>(NR - q, b.wp - col);  // rest of this wide row
+        const int64_t out = std::min<int64_t>(run, std::max<int64_t>(b.ow - col, 0));
+        if (out > 0) {
+            for (int i = 0; i < rows; ++i) {
+                const T* src = &tile[i][q];
+                T* dst = b.y + (first + i) * b.ldy + row * b.ow + col;
+                const T add = b.bias ? b.bias[first + i] : T(0);
+                if (b.relu) {
+                    for (int64_t e = 0; e < out; ++e) {
+                        const T v = src[e] + add;
+                        dst[e] = v < T(0) ? T(0) : v;
+                    }
+                } else {
+                    for (int64_t e = 0; e < out; ++e) dst[e] = src[e] + add;
+                }
+            }
+        }
+        q += run;
+        col += run;
+        if (col == b.wp) col = 0, ++row;
+    }
+}
+
+// Tiles [t0, t1) of a band, numbered sliver-major (consecutive tiles share weights).
+template <class Cfg>
+PYFAST_INLINE void run_direct_tiles(const DirectBand<typename Cfg::type>& b, int64_t t0,
+                                    int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) direct_tile<Cfg>(b, t / b.qtiles, t % b.qtiles);
+}
+
+template <typename T>
+using DirectTilesFn = void (*)(const DirectBand<T>&, int64_t, int64_t);
+
+void direct_generic_f32(const DirectBand<float>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectGenericF32>(b, t0, t1); }
+void direct_generic_f64(const DirectBand<double>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectGenericF64>(b, t0, t1); }
+PYFAST_TARGET("avx2,fma")
+void direct_avx2_f32(const DirectBand<float>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectAvx2F32>(b, t0, t1); }
+PYFAST_TARGET("avx2,fma")
+void direct_avx2_f64(const DirectBand<double>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectAvx2F64>(b, t0, t1); }
+PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
+void direct_avx512_f32(const DirectBand<float>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectAvx512F32>(b, t0, t1); }
+PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
+void direct_avx512_f64(const DirectBand<double>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectAvx512F64>(b, t0, t1); }
+
+// Output rows [oh0, oh0 + rows) need padded rows [oh0, oh0 + rows + (kh-1)*dh): copied from
+// x[n, g] with the zero padding around them, into planes `plane` apart, then `tail` zeros
+// that the discarded positions of the last tiles may read.
+template <typename T>
+void fill_band(const ConvShape& s, const Dims& d, const T* xg, int64_t oh0, int64_t in_rows,
+               int64_t wp, int64_t tail, T* planes, int threads) {
+    const int64_t plane = in_rows * wp;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t c = 0; c < d.cg; ++c) {
+        for (int64_t r = 0; r < in_rows; ++r) {
+            T* dst = planes + c * plane + r * wp;
+            const int64_t ih = oh0 + r - s.ph;
+            if (ih < 0 || ih >= s.h) {
+                std::fill(dst, dst + wp, T(0));
+                continue;
+            }
+            std::fill(dst, dst + s.pw, T(0));
+            std::memcpy(dst + s.pw, xg + c * d.hw + ih * s.w, s.w * sizeof(T));
+            std::fill(dst + s.pw + s.w, dst + wp, T(0));
+        }
+    }
+    std::fill(planes + d.cg * plane, planes + d.cg * plane + tail, T(0));
+}
+
+template <class Cfg>
+void direct_forward(const ConvShape& s, const typename Cfg::type* x, const typename Cfg::type* w,
+                    const typename Cfg::type* bias, typename Cfg::type* y, bool relu,
+                    DirectTilesFn<typename Cfg::type> tiles) {
+    using T = typename Cfg::type;
+    constexpr int MR = Cfg::MR, NR = Cfg::NR;
+    const Dims d(s);
+    const int threads = num_threads();
+    const int64_t slivers = ceil_div(d.kg, MR);
+    const int64_t wp = s.w + 2 * s.pw, halo = (s.kh - 1) * s.dh;
+
+    // Weights of every group as MR-row slivers, zero rows past kg: weights[g][sliver][r][i].
+    std::vector<T> packed(static_cast<size_t>(s.groups * slivers * d.rows * MR), T(0));
+    for (int64_t k = 0; k < s.k; ++k) {
+        const int64_t g = k / d.kg, kl = k % d.kg;
+        T* dst = packed.data() + ((g * slivers + kl / MR) * d.rows) * MR + kl % MR;
+        for (int64_t r = 0; r < d.rows; ++r) dst[r * MR] = w[k * d.rows + r];
+    }
+    std::vector<int64_t> offset(d.taps);
+    for (int64_t i = 0; i < s.kh; ++i)
+        for (int64_t j = 0; j < s.kw; ++j) offset[i * s.kw + j] = i * s.dh * wp + j * s.dw;
+
+    // Bands of output rows: planes within kBandBytes, and enough items for the threads.
+    const int64_t row_bytes = d.cg * wp * static_cast<int64_t>(sizeof(T));
+    int64_t band = std::max<int64_t>(1, kBandBytes / row_bytes - halo);
+    int64_t bands = ceil_div(s.oh, std::min(band, s.oh));
+    const int64_t pairs = s.n * s.groups;
+    while (threads > 1 && (pairs * bands) % threads != 0 && pairs * bands < 4 * threads &&
+           bands < s.oh)
+        ++bands;
+    band = ceil_div(s.oh, bands);
+    bands = ceil_div(s.oh, band);
+    const int64_t tail = NR + (s.kw - 1) * s.dw;
+    const bool by_item = threads_take_items(pairs * bands, threads);
+
+    run_items(pairs * bands, by_item, threads, [&](int64_t item, int) {
+        const int64_t pair = item / bands, oh0 = item % bands * band;
+        const int64_t n = pair / s.groups, g = pair % s.groups;
+        const int64_t rows = std::min(band, s.oh - oh0), in_rows = rows + halo;
+        T* planes = column_buffer.get<T>(d.cg * in_rows * wp + tail);
+        const int inside = by_item ? 1 : threads;
+        fill_band(s, d, x + (n * s.c + g * d.cg) * d.hw, oh0, in_rows, wp, tail, planes,
+                  d.cg * in_rows * wp < 16384 ? 1 : inside);
+        DirectBand<T> b{planes, in_rows * wp, wp,
+                        packed.data() + g * slivers * d.rows * MR, d.rows, d.cg, d.taps,
+                        offset.data(), d.kg, rows, s.ow, ceil_div(rows * wp, NR),
+                        y + (n * s.k + g * d.kg) * d.p + oh0 * s.ow, d.p,
+                        bias ? bias + g * d.kg : nullptr, relu};
+        const int64_t count = slivers * b.qtiles;
+        if (inside == 1) {
+            tiles(b, 0, count);
+            return;
+        }
+#pragma omp parallel num_threads(inside)
+        {
+            const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+            tiles(b, count * tid / nth, count * (tid + 1) / nth);
+        }
+    });
+}
+
+template <typename T>
+struct DirectPaths;
+template <>
+struct DirectPaths<float> {
+    using generic = DirectGenericF32;
+    using avx2 = DirectAvx2F32;
+    using avx512 = DirectAvx512F32;
+    static constexpr DirectTilesFn<float> tiles_generic = direct_generic_f32,
+                                          tiles_avx2 = direct_avx2_f32,
+                                          tiles_avx512 = direct_avx512_f32;
+};
+template <>
+struct DirectPaths<double> {
+    using generic = DirectGenericF64;
+    using avx2 = DirectAvx2F64;
+    using avx512 = DirectAvx512F64;
+    static constexpr DirectTilesFn<double> tiles_generic = direct_generic_f64,
+                                           tiles_avx2 = direct_avx2_f64,
+                                           tiles_avx512 = direct_avx512_f64;
+};
+
+// Whether the direct path takes this convolution: stride 1 and no crop. A 1x1 unpadded one
+// goes to the GEMM, which reads x as it is.
+bool takes_direct(const ConvShape& s, const Dims& d) {
+    return s.sh == 1 && s.sw == 1 && s.ph >= 0 && s.pw >= 0 && !d.direct &&
+           s.oh == s.h + 2 * s.ph - s.dh * (s.kh - 1) && s.ow == s.w + 2 * s.pw - s.dw * (s.kw - 1);
+}
+
+template <typename T>
+void direct_forward_dispatch(const ConvShape& s, const T* x, const T* w, const T* bias, T* y,
+                             bool relu) {
+    using P = DirectPaths<T>;
+    switch (active_isa()) {
+        case Isa::avx512:
+            return direct_forward<typename P::avx512>(s, x, w, bias, y, relu, P::tiles_avx512);
+        case Isa::avx2:
+            return direct_forward<typename P::avx2>(s, x, w, bias, y, relu, P::tiles_avx2);
+        default:
+            return direct_forward<typename P::generic>(s, x, w, bias, y, relu, P::tiles_generic);
+    }
+}
+
+// ---- forward ------------------------------------------------------------------------------
+
+template <typename T>
+void forward_tile(const ConvShape& s, const Dims& d, const T* x, const T* w, const T* bias, T* y,
+                  bool relu, int64_t n, int64_t g, int64_t p0, int64_t p1, int threads) {
+    const T* xg = x + (n * s.c + g * d.cg) * d.hw;
+    MatRef<T> b{xg + p0, d.hw, 1};
+    if (!d.direct) {
+        T* cols = column_buffer.get<T>(d.rows * (p1 - p0));
+        im2col_tile(s, d, xg, p0, p1, cols, threads);
+        b = {cols, p1 - p0, 1};
+    }
+    Epilogue<T> ep;
+    ep.bias = bias ? bias + g * d.kg : nullptr;
+    ep.bias_per_row = true;
+    ep.relu = relu;
+    gemm<T>(d.kg, p1 - p0, d.rows, MatRef<T>{w + g * d.kg * d.rows, d.rows, 1}, b,
+            y + (n * s.k + g * d.kg) * d.p + p0, d.p, ep);
+}
+
+template <typename T>
+void forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, bool relu) {
+    const Dims d(s);
+    if (s.n == 0 || s.k == 0 || d.p == 0) return;
+    if (takes_direct(s, d)) return direct_forward_dispatch(s, x, w, bias, y, relu);
+    const int threads = num_threads();
+    const Tiling t = plan_tiles(s.n * s.groups, d.p, d.direct ? 0 : d.rows, sizeof(T), threads,
+                                true);
+    run_items(t.items, t.by_item, threads, [&](int64_t item, int) {
+        const int64_t tile = item % t.tiles, pair = item / t.tiles;
+        const int64_t p0 = tile * t.width, p1 = std::min(d.p, p0 + t.width);
+        forward_tile(s, d, x, w, bias, y, relu, pair / s.groups, pair % s.groups, p0, p1,
+                     t.by_item ? 1 : threads);
+    });
+}
+
+// ---- weight gradient ----------------------------------------------------------------------
+
+// acc (K x CRS, like w) += the tile's share of the weight gradient.
+template <typename T>
+void weight_grad_tile(const ConvShape& s, const Dims& d, const T* gy, const T* x, T* acc,
+                      int64_t n, int64_t g, int64_t p0, int64_t p1, int threads) {
+    const T* xg = x + (n * s.c + g * d.cg) * d.hw;
+    MatRef<T> b{xg + p0, 1, d.hw};  // x[n, g]^T: (positions x Cg)
+    if (!d.direct) {
+        T* cols = column_buffer.get<T>(d.rows * (p1 - p0));
+        im2col_tile(s, d, xg, p0, p1, cols, threads);
+        b = {cols, 1, p1 - p0};
+    }
+    Epilogue<T> ep;
+    ep.accumulate = true;
+    gemm<T>(d.kg, d.rows, p1 - p0, MatRef<T>{gy + (n * s.k + g * d.kg) * d.p + p0, d.p, 1}, b,
+            acc + g * d.kg * d.rows, d.rows, ep);
+}
+
+template <typename T>
+void weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw) {
+    const Dims d(s);
+    const int64_t size = s.k * d.rows;
+    std::fill(gw, gw + size, T(0));
+    if (s.n == 0 || d.p == 0 || size == 0) return;
+    const int threads = num_threads();
+    Tiling t = plan_tiles(s.n * s.groups, d.p, d.direct ? 0 : d.rows, sizeof(T), threads, true);
+    if (t.by_item && threads * size * static_cast<int64_t>(sizeof(T)) > kPartialBytes)
+        t.by_item = false;
+    auto tile_of = [&](int64_t item, T* acc, int inside) {
+        const int64_t tile = item % t.tiles, pair = item / t.tiles;
+        const int64_t p0 = tile * t.width, p1 = std::min(d.p, p0 + t.width);
+        weight_grad_tile(s, d, gy, x, acc, pair / s.groups, pair % s.groups, p0, p1, inside);
+    };
+    if (!t.by_item) {
+        run_items(t.items, false, threads, [&](int64_t item, int) { tile_of(item, gw, threads); });
+        return;
+    }
+    // Thread 0 sums into gw, the others into partials; static scheduling fixes which items
+    // each thread sums, so the result depends only on the thread count.
+    std::vector<T> partial(static_cast<size_t>(threads - 1) * size, T(0));
+    run_items(t.items, true, threads, [&](int64_t item, int tid) {
+        tile_of(item, tid == 0 ? gw : partial.data() + (tid - 1) * size, 1);
+    });
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t e = 0; e < size; ++e)
+        for (int th = 1; th < threads; ++th) gw[e] += partial[(th - 1) * size + e];
+}
+
+// ---- bias gradient ------------------------------------------------------------------------
+
+template <typename T>
+T sum_of(const T* v, int64_t count) {
+    T acc[8] = {};  // eight chains: vectorisable, and the order is fixed
+    int64_t i = 0;
+    for (; i + 8 <= count; i += 8)
+        for (int l = 0; l < 8; ++l) acc[l] += v[i + l];
+    T total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; i < count; ++i) total += v[i];
+    return total;
+}
+
+template <typename T>
+void bias_grad(const ConvShape& s, const T* gy, T* gb) {
+    const int64_t p = s.oh * s.ow;
+    const int threads = s.n * s.k * p < 65536 ? 1 : num_threads();
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t k = 0; k < s.k; ++k) {
+        T total = T(0);
+        for (int64_t n = 0; n < s.n; ++n) total += sum_of(gy + (n * s.k + k) * p, p);
+        gb[k] = total;
+    }
+}
+
+// ---- input gradient -----------------------------------------------------------------------
+
+// gx (x's shape in s) = the input gradient for gy, plus bias per channel when given.
+template <typename T>
+void input_grad(const ConvShape& s, const T* gy, const T* w, const T* bias, T* gx) {
+    const Dims d(s);
+    if (s.n == 0 || d.hw == 0 || s.c == 0) return;
+    if (s.sh == 1 && s.sw == 1) {
+        // gx[h] = sum over taps i of gy[h + p - i*d] w[i]: the convolution of gy with the
+        // taps reversed, in and out channels swapped, and padding d*(k-1) - p.
+        std::vector<T> flipped(static_cast<size_t>(s.c) * d.kg * d.taps);
+        for (int64_t g = 0; g < s.groups; ++g)
+            for (int64_t kl = 0; kl < d.kg; ++kl)
+                for (int64_t c = 0; c < d.cg; ++c)
+                    for (int64_t tap = 0; tap < d.taps; ++tap)
+                        flipped[((g * d.cg + c) * d.kg + kl) * d.taps + (d.taps - 1 - tap)] =
+                            w[((g * d.kg + kl) * d.cg + c) * d.taps + tap];
+        const ConvShape t{s.n, s.k, s.oh, s.ow, s.c, s.kh, s.kw, s.h, s.w, 1, 1,
+                          s.dh * (s.kh - 1) - s.ph, s.dw * (s.kw - 1) - s.pw, s.dh, s.dw,
+                          s.groups};
+        forward(t, gy, flipped.data(), bias, gx, false);
+        return;
+    }
+    // Stride > 1: dcols = W[g]^T @ gy[n, g] per tile, scattered into gx. Each (image, group)
+    // slice of gx is filled by one thread (or by all, split over channels).
+    const int threads = num_threads();
+    const Tiling t = plan_tiles(s.n * s.groups, d.p, d.rows, sizeof(T), threads, false);
+    run_items(s.n * s.groups, t.by_item, threads, [&](int64_t pair, int) {
+        const int64_t n = pair / s.groups, g = pair % s.groups;
+        const int inside = t.by_item ? 1 : threads;
+        T* gxg = gx + (n * s.c + g * d.cg) * d.hw;
+#pragma omp parallel for num_threads(inside) schedule(static)
+        for (int64_t c = 0; c < d.cg; ++c)
+            std::fill(gxg + c * d.hw, gxg + (c + 1) * d.hw, bias ? bias[g * d.cg + c] : T(0));
+        if (s.k == 0) return;
+        for (int64_t p0 = 0; p0 < d.p; p0 += t.width) {
+            const int64_t p1 = std::min(d.p, p0 + t.width);
+            T* dcols = column_buffer.get<T>(d.rows * (p1 - p0));
+            gemm<T>(d.rows, p1 - p0, d.kg, MatRef<T>{w + g * d.kg * d.rows, 1, d.rows},
+                    MatRef<T>{gy + (n * s.k + g * d.kg) * d.p + p0, d.p, 1}, dcols, p1 - p0,
+                    Epilogue<T>{});
+#pragma omp parallel for num_threads(inside) schedule(static)
+            for (int64_t c = 0; c < d.cg; ++c) col2im(s, d, dcols, c, c + 1, p0, p1, gxg);
+        }
+    });
+}
+
+}  // namespace
+
+template <typename T>
+void conv2d_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, bool relu) {
+    forward(s, x, w, bias, y, relu);
+}
+
+template <typename T>
+void conv2d_backward(const ConvShape& s, const T* gy, const T* x, const T* w, T* gx, T* gw,
+                     T* gb) {
+    if (gb) bias_grad(s, gy, gb);
+    if (gw) weight_grad(s, gy, x, gw);
+    if (gx) {
+        if (s.k == 0 || s.oh * s.ow == 0)
+            std::fill(gx, gx + s.n * s.c * s.h * s.w, T(0));
+        else
+            input_grad(s, gy, w, static_cast<const T*>(nullptr), gx);
+    }
+}
+
+template <typename T>
+void conv_transpose2d(const ConvShape& s, const T* in, const T* w, const T* bias, T* out) {
+    const int64_t size = s.n * s.c * s.h * s.w;
+    if (s.k == 0 || s.oh * s.ow == 0) {
+        for (int64_t e = 0; e < size; ++e) out[e] = bias ? bias[e / (s.h * s.w) % s.c] : T(0);
+        return;
+    }
+    input_grad(s, in, w, bias, out);
+}
+
+#define PYFAST_CONV_INSTANTIATE(T)                                                            \
+    template void conv2d_forward<T>(const ConvShape&, const T*, const T*, const T*, T*, bool); \
+    template void conv2d_backward<T>(const ConvShape&, const T*, const T*, const T*, T*, T*,   \
+                                     T*);                                                      \
+    template void conv_transpose2d<T>(const ConvShape&, const T*, const T*, const T*, T*);
+PYFAST_CONV_INSTANTIATE(float)
+PYFAST_CONV_INSTANTIATE(double)
+#undef PYFAST_CONV_INSTANTIATE
+
+}  // namespace pyfast
