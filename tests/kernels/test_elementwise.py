@@ -134,3 +134,31 @@ def test_native_bindings_check_their_arguments():
         _C.dropout(x, np.empty_like(x), 0, (1 << 24) + 1, 1.0)
     with pytest.raises(TypeError, match="float32 or float64"):
         _C.sigmoid(np.ones(3, np.int32), np.empty(3, np.int32))
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh"])
+def test_native_float32_sigmoid_tanh_within_4_ulp_on_every_code_path(name):
+    """The native float32 sigmoid/tanh use their own vectorised exp: sweep the whole range
+    (tiny arguments, the small-|x| polynomial's edge, saturation, NaN, infinities) on every
+    ISA this CPU runs."""
+    _C = pytest.importorskip("pyfast._C")
+    x = np.concatenate([np.linspace(-95, 95, 200001), np.logspace(-30, 1, 20001),
+                        -np.logspace(-30, 1, 20001), [0.625, -0.625, 0.0, -0.0, np.inf,
+                                                      -np.inf, np.nan]]).astype(np.float32)
+    x64 = x.astype(np.float64)
+    want = 1 / (1 + np.exp(-x64)) if name == "sigmoid" else np.tanh(x64)
+    ulp = np.spacing(np.abs(want).astype(np.float32)).astype(np.float64)
+    normal = np.abs(want) >= np.finfo(np.float32).tiny
+    before = _C.isa()
+    try:
+        for isa in _C.supported_isas():
+            _C.set_isa(isa)
+            got = getattr(pf.ops, name)(x, backend="native").astype(np.float64)
+            ok = np.isnan(want)
+            assert np.array_equal(np.isnan(got), ok), isa
+            err = np.abs(got - want)
+            assert (err[normal & ~ok] <= 4 * ulp[normal & ~ok]).all(), (isa, err[normal].max())
+            assert (err[~normal & ~ok] < 2e-38).all(), isa         # below the normal range
+            assert np.array_equal(np.signbit(got[~ok]), np.signbit(want[~ok])), isa
+    finally:
+        _C.set_isa(before)
