@@ -276,8 +276,8 @@ struct DirectCfg {
 //                                type   vec MR NV
 using DirectGenericF32 = DirectCfg<float,  16, 4, 2>;  // 4 x 8
 using DirectGenericF64 = DirectCfg<double, 16, 4, 2>;  // 4 x 4
-using DirectAvx2F32    = DirectCfg<float,  32, 4, 3>;  // 4 x 24, 12 ymm accumulators
-using DirectAvx2F64    = DirectCfg<double, 32, 4, 3>;  // 4 x 12
+using DirectAvx2F32    = DirectCfg<float,  32, 6, 2>;  // 6 x 16, 12 ymm accumulators
+using DirectAvx2F64    = DirectCfg<double, 32, 6, 2>;  // 6 x 8
 using DirectAvx512F32  = DirectCfg<float,  64, 8, 3>;  // 8 x 48, 24 zmm accumulators
 using DirectAvx512F64  = DirectCfg<double, 64, 8, 3>;  // 8 x 24
 
