@@ -488,22 +488,15 @@ void bind_resample(py::module_& m) {
 
 // ---- conv ---------------------------------------------------------------------------------
 
-using Pair = std::array<std::int64_t, 2>;
+using pyfast::ConvPair;
+using pyfast::ConvShape4;
 
-// Stride, padding and dilation beyond this cannot describe a real array and could overflow
-// the index arithmetic.
-constexpr std::int64_t kMaxConvParam = std::int64_t(1) << 30;
-
-void check_pair(const Pair& v, const char* name, std::int64_t minimum) {
-    for (const std::int64_t e : v)
-        PYFAST_CHECK(e >= minimum && e <= kMaxConvParam, name, " must be in ", minimum, "..",
-                     kMaxConvParam, ", got (", v[0], ", ", v[1], ")");
-}
-
-void check_4d(const py::array& x, const char* name) {
+ConvShape4 shape4(const py::array& x, const char* name) {
     PYFAST_CHECK(x.ndim() == 4, name, " must be 4-D, got shape ", shape_of(x));
+    return {x.shape(0), x.shape(1), x.shape(2), x.shape(3)};
 }
 
+// The data of an input: dtype T (else ValueError), C-contiguous.
 template <typename T>
 const T* conv_in(const py::array& x, const char* name) {
     const T* p = data_of<T>(x, name);
@@ -511,110 +504,70 @@ const T* conv_in(const py::array& x, const char* name) {
     return p;
 }
 
-// The convolution of input shape (n, c, h, w) by w (k, c/groups, kh, kw) with the output
-// extent given (oh, ow); checks the parameters and that w and groups fit the channels.
-pyfast::ConvShape conv_shape(const char* what, std::int64_t n, std::int64_t c, std::int64_t h,
-                             std::int64_t wd, const py::array& w, std::int64_t oh,
-                             std::int64_t ow, const Pair& stride, const Pair& padding,
-                             const Pair& dilation, std::int64_t groups) {
-    check_pair(stride, "stride", 1);
-    check_pair(padding, "padding", 0);
-    check_pair(dilation, "dilation", 1);
-    check_4d(w, "w");
-    PYFAST_CHECK(groups >= 1, "groups must be >= 1, got ", groups);
-    const std::int64_t k = w.shape(0), kh = w.shape(2), kw = w.shape(3);
-    PYFAST_CHECK(c % groups == 0 && k % groups == 0 && w.shape(1) * groups == c, what,
-                 ": w has shape ", shape_of(w), ", which does not fit ", c,
-                 " input channels with groups=", groups);
-    PYFAST_CHECK(kh >= 1 && kw >= 1, what, ": w has an empty kernel, shape ", shape_of(w));
-    return {n, c, h, wd, k, kh, kw, oh, ow, stride[0], stride[1], padding[0], padding[1],
-            dilation[0], dilation[1], groups};
+// An output: exactly `shape`, dtype T, C-contiguous and writeable.
+template <typename T>
+T* conv_out(py::array& x, const char* name, const ConvShape4& shape) {
+    const bool fits = x.ndim() == 4 && x.shape(0) == shape[0] && x.shape(1) == shape[1] &&
+                      x.shape(2) == shape[2] && x.shape(3) == shape[3];
+    PYFAST_CHECK(fits, name, " must have shape ", pyfast::conv_shape_str(shape), ", got ",
+                 shape_of(x));
+    return out_data<T>(x, name);
 }
 
-// Output extent of a convolution along one axis; the kernel must fit the padded input.
-std::int64_t conv_extent(const char* what, std::int64_t size, std::int64_t k, std::int64_t s,
-                         std::int64_t p, std::int64_t d, const char* axis) {
-    const std::int64_t span = d * (k - 1) + 1;
-    PYFAST_CHECK(span <= size + 2 * p, what, ": the kernel spans ", span, " ", axis,
-                 " but the padded input has only ", size + 2 * p);
-    return (size + 2 * p - span) / s + 1;
+template <typename T>
+const T* conv_bias(const std::optional<py::array>& bias, std::int64_t channels) {
+    if (!bias) return nullptr;
+    PYFAST_CHECK(bias->ndim() == 1 && bias->shape(0) == channels, "bias must have shape (",
+                 channels, ",), got ", shape_of(*bias));
+    return conv_in<T>(*bias, "bias");
 }
 
 template <typename T>
 void conv2d_typed(const py::array& x, const py::array& w, const std::optional<py::array>& bias,
-                  py::array& out, const Pair& stride, const Pair& padding, const Pair& dilation,
-                  std::int64_t groups, bool relu) {
-    check_4d(x, "x");
-    const auto s = conv_shape("conv2d", x.shape(0), x.shape(1), x.shape(2), x.shape(3), w, 0, 0,
-                              stride, padding, dilation, groups);
-    const std::int64_t oh = conv_extent("conv2d", s.h, s.kh, s.sh, s.ph, s.dh, "rows");
-    const std::int64_t ow = conv_extent("conv2d", s.w, s.kw, s.sw, s.pw, s.dw, "columns");
-    PYFAST_CHECK(out.ndim() == 4 && out.shape(0) == s.n && out.shape(1) == s.k &&
-                     out.shape(2) == oh && out.shape(3) == ow,
-                 "out must have shape (", s.n, ", ", s.k, ", ", oh, ", ", ow, "), got ",
-                 shape_of(out));
+                  py::array& out, const ConvPair& stride, const ConvPair& padding,
+                  const ConvPair& dilation, std::int64_t groups, bool relu) {
+    const auto s = pyfast::conv2d_shape("conv2d", shape4(x, "x"), shape4(w, "w"), stride, padding,
+                                        dilation, groups);
     const T* xp = conv_in<T>(x, "x");
     const T* wp = conv_in<T>(w, "w");
-    const T* bp = nullptr;
-    if (bias) {
-        PYFAST_CHECK(bias->ndim() == 1 && bias->shape(0) == s.k, "bias must have shape (", s.k,
-                     ",), got ", shape_of(*bias));
-        bp = conv_in<T>(*bias, "bias");
-    }
-    T* yp = out_data<T>(out, "out");
-    auto shape = s;
-    shape.oh = oh, shape.ow = ow;
+    const T* bp = conv_bias<T>(bias, s.k);
+    T* yp = conv_out<T>(out, "out", {s.n, s.k, s.oh, s.ow});
     py::gil_scoped_release release;
-    pyfast::conv2d_forward<T>(shape, xp, wp, bp, yp, relu);
+    pyfast::conv2d_forward<T>(s, xp, wp, bp, yp, relu);
 }
 
 template <typename T>
 void conv2d_backward_typed(const py::array& gy, const std::optional<py::array>& x,
                            const py::array& w, std::optional<py::array>& gx,
                            std::optional<py::array>& gw, std::optional<py::array>& gb,
-                           const Pair& stride, const Pair& padding, const Pair& dilation,
-                           std::int64_t groups) {
-    check_4d(gy, "gy");
-    check_4d(w, "w");
+                           const ConvPair& stride, const ConvPair& padding,
+                           const ConvPair& dilation, std::int64_t groups) {
+    const ConvShape4 gy_shape = shape4(gy, "gy"), w_shape = shape4(w, "w");
     PYFAST_CHECK(!gw || x, "conv2d_backward: the weight gradient gw needs x");
+    PYFAST_CHECK(gy_shape[1] == w_shape[0], "conv2d_backward: gy has shape ", shape_of(gy),
+                 " but w has shape ", shape_of(w), " (output channels differ)");
     const T* gyp = conv_in<T>(gy, "gy");
     const T* wp = conv_in<T>(w, "w");
-    PYFAST_CHECK(gy.shape(1) == w.shape(0), "conv2d_backward: gy has shape ", shape_of(gy),
-                 " but w has shape ", shape_of(w), " (output channels differ)");
-    // The input's shape comes from x, or from gx when x is not needed.
-    const py::array* input = x ? &*x : gx ? &*gx : nullptr;
+    // The input's shape is x's, or gx's when x is not needed; with neither, only gb is
+    // asked for and gy alone decides.
     pyfast::ConvShape s{};
-    if (input) {
-        const char* name = x ? "x" : "gx";
-        PYFAST_CHECK(input->ndim() == 4, name, " must be 4-D, got shape ", shape_of(*input));
-        s = conv_shape("conv2d_backward", input->shape(0), input->shape(1), input->shape(2),
-                       input->shape(3), w, 0, 0, stride, padding, dilation, groups);
-        s.oh = conv_extent("conv2d_backward", s.h, s.kh, s.sh, s.ph, s.dh, "rows");
-        s.ow = conv_extent("conv2d_backward", s.w, s.kw, s.sw, s.pw, s.dw, "columns");
-        PYFAST_CHECK(gy.shape(0) == s.n && gy.shape(2) == s.oh && gy.shape(3) == s.ow,
-                     "gy must have shape (", s.n, ", ", s.k, ", ", s.oh, ", ", s.ow, "), got ",
-                     shape_of(gy));
-    } else {  // only the bias gradient: gy alone decides
-        s.n = gy.shape(0), s.k = gy.shape(1), s.oh = gy.shape(2), s.ow = gy.shape(3);
+    s.n = gy_shape[0], s.k = gy_shape[1], s.oh = gy_shape[2], s.ow = gy_shape[3];
+    if (x || gx) {
+        s = pyfast::conv2d_shape("conv2d_backward", x ? shape4(*x, "x") : shape4(*gx, "gx"),
+                                 w_shape, stride, padding, dilation, groups);
+        const ConvShape4 want{s.n, s.k, s.oh, s.ow};
+        PYFAST_CHECK(gy_shape == want, "gy must have shape ", pyfast::conv_shape_str(want),
+                     ", got ", shape_of(gy));
     }
     const T* xp = x ? conv_in<T>(*x, "x") : nullptr;
-    auto output = [&](std::optional<py::array>& a, const char* name,
-                      std::initializer_list<std::int64_t> shape) -> T* {
-        if (!a) return nullptr;
-        bool ok = a->ndim() == static_cast<py::ssize_t>(shape.size());
-        std::string want = "(";
-        py::ssize_t i = 0;
-        for (const std::int64_t e : shape) {
-            want += (i ? ", " : "") + std::to_string(e);
-            ok = ok && a->shape(i++) == e;
-        }
-        want += shape.size() == 1 ? ",)" : ")";
-        PYFAST_CHECK(ok, name, " must have shape ", want, ", got ", shape_of(*a));
-        return out_data<T>(*a, name);
-    };
-    T* gxp = output(gx, "gx", {s.n, s.c, s.h, s.w});
-    T* gwp = output(gw, "gw", {w.shape(0), w.shape(1), w.shape(2), w.shape(3)});
-    T* gbp = output(gb, "gb", {s.k});
+    T* gxp = gx ? conv_out<T>(*gx, "gx", {s.n, s.c, s.h, s.w}) : nullptr;
+    T* gwp = gw ? conv_out<T>(*gw, "gw", w_shape) : nullptr;
+    T* gbp = nullptr;
+    if (gb) {
+        PYFAST_CHECK(gb->ndim() == 1 && gb->shape(0) == s.k, "gb must have shape (", s.k,
+                     ",), got ", shape_of(*gb));
+        gbp = out_data<T>(*gb, "gb");
+    }
     py::gil_scoped_release release;
     pyfast::conv2d_backward<T>(s, gyp, xp, wp, gxp, gwp, gbp);
 }
@@ -622,38 +575,15 @@ void conv2d_backward_typed(const py::array& gy, const std::optional<py::array>& 
 template <typename T>
 void conv_transpose2d_typed(const py::array& x, const py::array& w,
                             const std::optional<py::array>& bias, py::array& out,
-                            const Pair& stride, const Pair& padding, const Pair& dilation,
-                            std::int64_t groups) {
-    check_4d(x, "x");
-    check_4d(w, "w");
-    check_4d(out, "out");
-    // The convolution this is the input gradient of: input out, output x, weight w.
-    PYFAST_CHECK(w.shape(0) == x.shape(1), "conv_transpose2d: w has shape ", shape_of(w),
-                 " but x has shape ", shape_of(x), " (input channels differ)");
-    PYFAST_CHECK(out.shape(0) == x.shape(0) && out.shape(1) == w.shape(1) * groups,
-                 "out has shape ", shape_of(out), " but x ", shape_of(x), " and w ", shape_of(w),
-                 " with groups=", groups, " give ", x.shape(0), " images of ",
-                 w.shape(1) * groups, " channels");
-    const auto s = conv_shape("conv_transpose2d", out.shape(0), out.shape(1), out.shape(2),
-                              out.shape(3), w, x.shape(2), x.shape(3), stride, padding,
-                              dilation, groups);
-    const std::int64_t extent[2] = {s.h, s.w}, in[2] = {s.oh, s.ow}, kernel[2] = {s.kh, s.kw};
-    for (int a = 0; a < 2; ++a) {
-        const std::int64_t op = extent[a] - ((in[a] - 1) * stride[a] - 2 * padding[a] +
-                                             dilation[a] * (kernel[a] - 1) + 1);
-        PYFAST_CHECK(op >= 0 && op < std::max(stride[a], dilation[a]), "conv_transpose2d: out has shape ",
-                     shape_of(out), ", which no output_padding gives for x of shape ",
-                     shape_of(x), " and w of shape ", shape_of(w));
-    }
+                            const ConvPair& stride, const ConvPair& padding,
+                            const ConvPair& dilation, std::int64_t groups) {
+    const ConvShape4 out_shape = shape4(out, "out");
+    const auto s = pyfast::conv_transpose2d_shape(shape4(x, "x"), shape4(w, "w"), out_shape,
+                                                  stride, padding, dilation, groups);
     const T* xp = conv_in<T>(x, "x");
     const T* wp = conv_in<T>(w, "w");
-    const T* bp = nullptr;
-    if (bias) {
-        PYFAST_CHECK(bias->ndim() == 1 && bias->shape(0) == s.c, "bias must have shape (", s.c,
-                     ",), got ", shape_of(*bias));
-        bp = conv_in<T>(*bias, "bias");
-    }
-    T* op = out_data<T>(out, "out");
+    const T* bp = conv_bias<T>(bias, s.c);
+    T* op = conv_out<T>(out, "out", out_shape);
     py::gil_scoped_release release;
     pyfast::conv_transpose2d<T>(s, xp, wp, bp, op);
 }
@@ -667,8 +597,8 @@ void by_dtype(const py::array& w, F&& f) {
 }
 
 void conv2d(const py::array& x, const py::array& w, const std::optional<py::array>& bias,
-            py::array out, const Pair& stride, const Pair& padding, const Pair& dilation,
-            std::int64_t groups, bool relu) {
+            py::array out, const ConvPair& stride, const ConvPair& padding,
+            const ConvPair& dilation, std::int64_t groups, bool relu) {
     by_dtype(w, [&](auto t) {
         conv2d_typed<decltype(t)>(x, w, bias, out, stride, padding, dilation, groups, relu);
     });
@@ -676,8 +606,8 @@ void conv2d(const py::array& x, const py::array& w, const std::optional<py::arra
 
 void conv2d_backward(const py::array& gy, const std::optional<py::array>& x, const py::array& w,
                      std::optional<py::array> gx, std::optional<py::array> gw,
-                     std::optional<py::array> gb, const Pair& stride, const Pair& padding,
-                     const Pair& dilation, std::int64_t groups) {
+                     std::optional<py::array> gb, const ConvPair& stride,
+                     const ConvPair& padding, const ConvPair& dilation, std::int64_t groups) {
     by_dtype(w, [&](auto t) {
         conv2d_backward_typed<decltype(t)>(gy, x, w, gx, gw, gb, stride, padding, dilation,
                                            groups);
@@ -685,8 +615,9 @@ void conv2d_backward(const py::array& gy, const std::optional<py::array>& x, con
 }
 
 void conv_transpose2d(const py::array& x, const py::array& w,
-                      const std::optional<py::array>& bias, py::array out, const Pair& stride,
-                      const Pair& padding, const Pair& dilation, std::int64_t groups) {
+                      const std::optional<py::array>& bias, py::array out,
+                      const ConvPair& stride, const ConvPair& padding,
+                      const ConvPair& dilation, std::int64_t groups) {
     by_dtype(w, [&](auto t) {
         conv_transpose2d_typed<decltype(t)>(x, w, bias, out, stride, padding, dilation, groups);
     });

@@ -245,17 +245,25 @@ void im2col_tile(const ConvShape& s, const Dims& d, const T* xg, int64_t p0, int
 // ---- direct (stride 1) ----------------------------------------------------------------------
 //
 // A stride-1 convolution needs no column matrix at all. Copy the input of one (image, group)
-// into zero-padded planes of width wp = w + 2*pw and compute the output on that "wide" grid
+// into zero-padded planes of width wp (wide_row) and compute the output on that "wide" grid
 // of wp columns per row: output position q = oh * wp + ow reads tap (i, j) of channel c at
 // plane[c][q + i*dh*wp + j*dw], so for every tap the positions q..q+NR-1 are NR consecutive
 // elements of the padded input. The micro-kernel keeps an MR (output channels) x NR
 // (positions) tile in vector registers and runs the whole reduction over (c, i, j) in one
 // go: per step NV vector loads straight from the padded planes and MR broadcasts from the
 // packed weights, nothing packed per position. The wp - ow columns of each wide row that
-// are not outputs ((kw-1)*dw of them) are computed and dropped as the tile is written, with
+// are not outputs are computed and dropped as the tile is written, with
 // bias and ReLU. A band of output rows at a time keeps the planes within kBandBytes.
 
 constexpr int64_t kBandBytes = 512 << 10;
+
+// Width of a padded row. Its left padding doubles as the right padding of the row before:
+// the reads of output column ow under tap j reach padded column ow + j*dw < w + 2*pw, and
+// what lies past the row's end is the next row's first pw zeros (the last row's are the
+// band's tail). So a row needs only w + pw elements, and only wp - ow wide positions per
+// row are dropped (1 instead of 2 for a padded 3x3; 15/14 rather than 16/14 of the work on a
+// 14x14 image). The output row must fit too, when the padding exceeds the kernel's reach.
+int64_t wide_row(const ConvShape& s) { return std::max(s.w + s.pw, s.ow); }
 
 template <typename T, int VecBytes, int MR_, int NV_>
 struct DirectCfg {
@@ -268,8 +276,8 @@ struct DirectCfg {
 //                                type   vec MR NV
 using DirectGenericF32 = DirectCfg<float,  16, 4, 2>;  // 4 x 8
 using DirectGenericF64 = DirectCfg<double, 16, 4, 2>;  // 4 x 4
-using DirectAvx2F32    = DirectCfg<float,  32, 4, 3>;  // 4 x 24, 12 ymm accumulators
-using DirectAvx2F64    = DirectCfg<double, 32, 4, 3>;  // 4 x 12
+using DirectAvx2F32    = DirectCfg<float,  32, 6, 2>;  // 6 x 16, 12 ymm accumulators
+using DirectAvx2F64    = DirectCfg<double, 32, 6, 2>;  // 6 x 8
 using DirectAvx512F32  = DirectCfg<float,  64, 8, 3>;  // 8 x 48, 24 zmm accumulators
 using DirectAvx512F64  = DirectCfg<double, 64, 8, 3>;  // 8 x 24
 
@@ -410,7 +418,7 @@ void direct_forward(const ConvShape& s, const typename Cfg::type* x, const typen
     const Dims d(s);
     const int threads = num_threads();
     const int64_t slivers = ceil_div(d.kg, MR);
-    const int64_t wp = s.w + 2 * s.pw, halo = (s.kh - 1) * s.dh;
+    const int64_t wp = wide_row(s), halo = (s.kh - 1) * s.dh;
 
     // Weights of every group as MR-row slivers, zero rows past kg: weights[g][sliver][r][i].
     std::vector<T> packed(static_cast<size_t>(s.groups * slivers * d.rows * MR), T(0));
@@ -504,6 +512,218 @@ void direct_forward_dispatch(const ConvShape& s, const T* x, const T* w, const T
     }
 }
 
+// ---- direct weight gradient (stride 1) -------------------------------------------------------
+//
+// gW[k, (c, i, j)] = sum over wide positions q of gy[k, q] * plane[c][q + offset(i, j)], the
+// positions of dropped columns carrying gy = 0. The reduction runs along q, so the tile is
+// transposed with respect to the forward one: MR rows (c, tap) x NR output channels k. gy is
+// packed once per band as gyT[q][k] (zeros in dropped columns), whose rows give the NV
+// vectors of a step; the MR broadcasts come straight from the padded planes, one pointer per
+// row. A tile sums over every position of the band in registers, then adds into the
+// caller's gW^T (rows x K), which run_items keeps per thread.
+
+template <typename T, int VecBytes, int MR_, int NV_>
+using WgradCfg = DirectCfg<T, VecBytes, MR_, NV_>;
+
+//                               type   vec  MR NV
+using WgradGenericF32 = WgradCfg<float,  16, 4, 2>;   // 4 x 8
+using WgradGenericF64 = WgradCfg<double, 16, 4, 2>;   // 4 x 4
+using WgradAvx2F32    = WgradCfg<float,  32, 6, 2>;   // 6 x 16, 12 ymm accumulators
+using WgradAvx2F64    = WgradCfg<double, 32, 6, 2>;   // 6 x 8
+using WgradAvx512F32  = WgradCfg<float,  64, 12, 2>;  // 12 x 32, 24 zmm accumulators
+using WgradAvx512F64  = WgradCfg<double, 64, 12, 2>;  // 12 x 16
+
+template <typename T>
+struct WgradBand {
+    const T* planes;        // as DirectBand
+    int64_t plane;
+    const int64_t* offset;
+    int64_t reduce, taps;   // rows of the tile grid: cg * taps
+    const T* gyt;           // positions x ldg (kg rounded up to NR, zero-padded)
+    int64_t ldg, positions;
+    int64_t kg;
+    int64_t rtiles;         // MR-row tiles over reduce
+    T* acc;                 // gW^T of the group: reduce x kg, added to
+    const T* zeros;         // `positions` zeros: the row pointer of rows past reduce
+};
+
+template <class Cfg>
+PYFAST_INLINE void wgrad_tile(const WgradBand<typename Cfg::type>& b, int64_t rtile,
+                              int64_t ktile) {
+    using T = typename Cfg::type;
+    typedef T V __attribute__((vector_size(Cfg::vec_bytes)));
+    constexpr int MR = Cfg::MR, NV = Cfg::NV, NR = Cfg::NR, L = Cfg::lanes;
+    const int64_t r0 = rtile * MR, k0 = ktile * NR;
+    const T* src[MR];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+        const int64_t r = r0 + i;
+        src[i] = r < b.reduce ? b.planes + r / b.taps * b.plane + b.offset[r % b.taps] : b.zeros;
+    }
+    V acc[MR][NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) acc[i][j] = V{};
+    const T* g = b.gyt + k0;
+    for (int64_t q = 0; q < b.positions; ++q, g += b.ldg) {
+        V v[NV];
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) std::memcpy(&v[j], g + j * L, sizeof(V));
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; ++i) {
+            const T ai = src[i][q];
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; ++j) acc[i][j] += v[j] * ai;
+        }
+    }
+    const int rows = static_cast<int>(std::min<int64_t>(MR, b.reduce - r0));
+    const int64_t cols = std::min<int64_t>(NR, b.kg - k0);
+    alignas(64) T tile[NR];
+    for (int i = 0; i < rows; ++i) {
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) std::memcpy(&tile[j * L], &acc[i][j], sizeof(V));
+        T* dst = b.acc + (r0 + i) * b.kg + k0;
+        for (int64_t e = 0; e < cols; ++e) dst[e] += tile[e];
+    }
+}
+
+template <class Cfg>
+PYFAST_INLINE void run_wgrad_tiles(const WgradBand<typename Cfg::type>& b, int64_t t0,
+                                   int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) wgrad_tile<Cfg>(b, t % b.rtiles, t / b.rtiles);
+}
+
+template <typename T>
+using WgradTilesFn = void (*)(const WgradBand<T>&, int64_t, int64_t);
+
+void wgrad_generic_f32(const WgradBand<float>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradGenericF32>(b, t0, t1); }
+void wgrad_generic_f64(const WgradBand<double>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradGenericF64>(b, t0, t1); }
+PYFAST_TARGET("avx2,fma")
+void wgrad_avx2_f32(const WgradBand<float>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradAvx2F32>(b, t0, t1); }
+PYFAST_TARGET("avx2,fma")
+void wgrad_avx2_f64(const WgradBand<double>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradAvx2F64>(b, t0, t1); }
+PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
+void wgrad_avx512_f32(const WgradBand<float>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradAvx512F32>(b, t0, t1); }
+PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
+void wgrad_avx512_f64(const WgradBand<double>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradAvx512F64>(b, t0, t1); }
+
+thread_local ThreadBuffer gy_buffer;
+
+// gW (K x cg*taps) of a stride-1 convolution; the planes as direct_forward builds them.
+template <class Cfg>
+void direct_weight_grad(const ConvShape& s, const typename Cfg::type* gy,
+                        const typename Cfg::type* x, typename Cfg::type* gw,
+                        WgradTilesFn<typename Cfg::type> tiles) {
+    using T = typename Cfg::type;
+    constexpr int MR = Cfg::MR, NR = Cfg::NR;
+    const Dims d(s);
+    const int threads = num_threads();
+    const int64_t wp = wide_row(s), halo = (s.kh - 1) * s.dh;
+    const int64_t ldg = ceil_div(d.kg, NR) * NR;
+    std::vector<int64_t> offset(d.taps);
+    for (int64_t i = 0; i < s.kh; ++i)
+        for (int64_t j = 0; j < s.kw; ++j) offset[i * s.kw + j] = i * s.dh * wp + j * s.dw;
+
+    const int64_t row_bytes = (d.cg + ldg) * wp * static_cast<int64_t>(sizeof(T));
+    int64_t band = std::max<int64_t>(1, kBandBytes / row_bytes - halo);
+    int64_t bands = ceil_div(s.oh, std::min(band, s.oh));
+    const int64_t pairs = s.n * s.groups;
+    while (threads > 1 && (pairs * bands) % threads != 0 && pairs * bands < 4 * threads &&
+           bands < s.oh)
+        ++bands;
+    band = ceil_div(s.oh, bands);
+    bands = ceil_div(s.oh, band);
+    const int64_t items = pairs * bands, size = s.k * d.rows;
+    bool by_item = threads_take_items(items, threads) &&
+                   threads * size * static_cast<int64_t>(sizeof(T)) <= kPartialBytes;
+
+    // gW^T per thread (thread 0's is sums[0]); static scheduling fixes who sums what.
+    const int partials = by_item ? threads : 1;
+    std::vector<T> sums(static_cast<size_t>(partials) * size, T(0));
+    std::vector<T> zeros(static_cast<size_t>(band * wp), T(0));
+    run_items(items, by_item, threads, [&](int64_t item, int tid) {
+        const int64_t pair = item / bands, oh0 = item % bands * band;
+        const int64_t n = pair / s.groups, g = pair % s.groups;
+        const int64_t rows = std::min(band, s.oh - oh0), in_rows = rows + halo;
+        const int64_t positions = rows * wp;
+        const int inside = by_item ? 1 : threads;
+        T* planes = column_buffer.get<T>(d.cg * in_rows * wp);
+        fill_band(s, d, x + (n * s.c + g * d.cg) * d.hw, oh0, in_rows, wp, 0, planes,
+                  d.cg * in_rows * wp < 16384 ? 1 : inside);
+        // gyT[q][k]: gy of the band on the wide grid, zero in the dropped columns.
+        T* gyt = gy_buffer.get<T>(positions * ldg);
+        const T* gyg = gy + (n * s.k + g * d.kg) * d.p + oh0 * s.ow;
+#pragma omp parallel for num_threads(positions * ldg < 16384 ? 1 : inside) schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+            T* dst = gyt + r * wp * ldg;
+            std::fill(dst, dst + wp * ldg, T(0));
+            for (int64_t k = 0; k < d.kg; ++k) {
+                const T* src = gyg + k * d.p + r * s.ow;
+                for (int64_t c = 0; c < s.ow; ++c) dst[c * ldg + k] = src[c];
+            }
+        }
+        WgradBand<T> b{planes, in_rows * wp, offset.data(), d.rows, d.taps, gyt, ldg,
+                       positions, d.kg, ceil_div(d.rows, MR),
+                       sums.data() + tid * size + g * d.rows * d.kg, zeros.data()};
+        const int64_t count = b.rtiles * ceil_div(d.kg, NR);
+        if (inside == 1) {
+            tiles(b, 0, count);
+            return;
+        }
+#pragma omp parallel num_threads(inside)
+        {
+            const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
+            tiles(b, count * t / nth, count * (t + 1) / nth);
+        }
+    });
+    // gw[g*kg + k][r] = sum over partials of sums[.][g][r][k]
+#pragma omp parallel for num_threads(size < 65536 ? 1 : threads) schedule(static)
+    for (int64_t k = 0; k < s.k; ++k) {
+        const int64_t g = k / d.kg, kl = k % d.kg;
+        for (int64_t r = 0; r < d.rows; ++r) {
+            T v = T(0);
+            for (int p = 0; p < partials; ++p)
+                v += sums[p * size + (g * d.rows + r) * d.kg + kl];
+            gw[k * d.rows + r] = v;
+        }
+    }
+}
+
+template <typename T>
+struct WgradPaths;
+template <>
+struct WgradPaths<float> {
+    using generic = WgradGenericF32;
+    using avx2 = WgradAvx2F32;
+    using avx512 = WgradAvx512F32;
+    static constexpr WgradTilesFn<float> tiles_generic = wgrad_generic_f32,
+                                         tiles_avx2 = wgrad_avx2_f32,
+                                         tiles_avx512 = wgrad_avx512_f32;
+};
+template <>
+struct WgradPaths<double> {
+    using generic = WgradGenericF64;
+    using avx2 = WgradAvx2F64;
+    using avx512 = WgradAvx512F64;
+    static constexpr WgradTilesFn<double> tiles_generic = wgrad_generic_f64,
+                                          tiles_avx2 = wgrad_avx2_f64,
+                                          tiles_avx512 = wgrad_avx512_f64;
+};
+
+template <typename T>
+void direct_weight_grad_dispatch(const ConvShape& s, const T* gy, const T* x, T* gw) {
+    using P = WgradPaths<T>;
+    switch (active_isa()) {
+        case Isa::avx512:
+            return direct_weight_grad<typename P::avx512>(s, gy, x, gw, P::tiles_avx512);
+        case Isa::avx2:
+            return direct_weight_grad<typename P::avx2>(s, gy, x, gw, P::tiles_avx2);
+        default:
+            return direct_weight_grad<typename P::generic>(s, gy, x, gw, P::tiles_generic);
+    }
+}
+
 // ---- forward ------------------------------------------------------------------------------
 
 template <typename T>
@@ -563,6 +783,8 @@ template <typename T>
 void weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw) {
     const Dims d(s);
     const int64_t size = s.k * d.rows;
+    if (s.n > 0 && d.p > 0 && size > 0 && takes_direct(s, d))
+        return direct_weight_grad_dispatch(s, gy, x, gw);
     std::fill(gw, gw + size, T(0));
     if (s.n == 0 || d.p == 0 || size == 0) return;
     const int threads = num_threads();

@@ -4,7 +4,8 @@ Kernels take cupy arrays (numpy arrays under NUMBA_ENABLE_CUDASIM=1) and launch 
 current stream; cupy itself is imported only when a kernel runs on cupy arrays."""
 
 from .gemm import matmul
+from .conv import conv2d, conv2d_backward, conv_transpose2d
 
-FAMILIES = ("gemm",)
+FAMILIES = ("gemm", "conv")
 
-__all__ = ["FAMILIES", "matmul"]
+__all__ = ["FAMILIES", "matmul", "conv2d", "conv2d_backward", "conv_transpose2d"]

@@ -1,0 +1,279 @@
+"""Numba CPU convolution (NCHW, float32 and float64): im2col tiles and the numba GEMM.
+
+Per image n and group g, with P = OH*OW positions and CRS = C/groups * kh * kw:
+    forward      y[n,g] (Kg x P)   = W[g] (Kg x CRS) @ cols (CRS x P), then bias and ReLU
+    weight grad  gW[g] (Kg x CRS) += gy[n,g] (Kg x P) @ cols^T
+    input grad   stride 1: the forward convolution of gy with the flipped, transposed weights
+                 (padding d*(k-1) - p); stride > 1: dcols = W[g]^T @ gy[n,g], then col2im.
+The GEMMs are the serial tiles of kernels/cpu/gemm.py (packed panels, row-update
+micro-kernel) on flat views with strides, so transposes cost nothing. The column buffer
+covers a tile of positions of at most COLUMN_BYTES, so memory stays bounded for large
+images. A prange runs over (image, group, tile) items: forward tiles write disjoint
+outputs; the weight gradient sums into one partial per thread, added in a fixed order; the
+input gradient's col2im takes whole (image, group) slices, so no two threads add into one
+element. A 1x1, stride-1, unpadded convolution reads x directly, without im2col.
+"""
+
+import math
+
+import numpy as np
+from numba import get_num_threads, njit, prange
+
+from .gemm import MC, NC_BYTES, gemm_tile
+
+COLUMN_BYTES = 1 << 20   # column buffer per item
+TILE_QUANTUM = 16        # tile widths are multiples of the GEMM panels' padding
+
+_JIT = dict(cache=True, fastmath=True, nogil=True)
+
+
+@njit(**_JIT)
+def block_matmul(a, sa_m, sa_k, b, sb_k, sb_n, out, ldo, m, n, k):
+    """out[i*ldo + j] = sum over p of a[i*sa_m + p*sa_k] * b[p*sb_k + j*sb_n], i < m, j < n:
+    the numba GEMM's tiles, serially."""
+    nc_max = NC_BYTES // out.itemsize
+    for i0 in range(0, m, MC):
+        for j0 in range(0, n, nc_max):
+            gemm_tile(a, sa_m, sa_k, b, sb_k, sb_n, out, ldo, out[:0], False, False, k,
+                      i0, min(MC, m - i0), j0, min(nc_max, n - j0))
+
+
+@njit(**_JIT)
+def im2col(x, x0, cg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ow, p0, p1, cols):
+    """cols[r*(p1-p0) + p-p0] = x under tap r = (c, i, j) at output position p (zero in the
+    padding); x0 is the offset of the channel slice in the flat x."""
+    width = p1 - p0
+    for c in range(cg):
+        for i in range(kh):
+            for j in range(kw):
+                dst = cols[((c * kh + i) * kw + j) * width:((c * kh + i) * kw + j + 1) * width]
+                off = j * dw - pw
+                for oh in range(p0 // ow, (p1 - 1) // ow + 1):
+                    a = max(p0 - oh * ow, 0)
+                    b = min(p1 - oh * ow, ow)
+                    at = oh * ow + a - p0
+                    ih = oh * sh - ph + i * dh
+                    if ih < 0 or ih >= h:
+                        for o in range(a, b):
+                            dst[at + o - a] = 0
+                        continue
+                    row = x0 + (c * h + ih) * w
+                    for o in range(a, b):
+                        iw = o * sw + off
+                        if 0 <= iw < w:
+                            dst[at + o - a] = x[row + iw]
+                        else:
+                            dst[at + o - a] = 0
+
+
+@njit(**_JIT)
+def col2im(cols, cg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ow, p0, p1, gx, x0):
+    """gx (flat, channel slice at x0) += each element of cols where im2col took it from."""
+    width = p1 - p0
+    for c in range(cg):
+        for i in range(kh):
+            for j in range(kw):
+                src = cols[((c * kh + i) * kw + j) * width:((c * kh + i) * kw + j + 1) * width]
+                off = j * dw - pw
+                for oh in range(p0 // ow, (p1 - 1) // ow + 1):
+                    a = max(p0 - oh * ow, 0)
+                    b = min(p1 - oh * ow, ow)
+                    at = oh * ow + a - p0
+                    ih = oh * sh - ph + i * dh
+                    if ih < 0 or ih >= h:
+                        continue
+                    row = x0 + (c * h + ih) * w
+                    for o in range(a, b):
+                        iw = o * sw + off
+                        if 0 <= iw < w:
+                            gx[row + iw] += src[at + o - a]
+
+
+@njit(parallel=True, **_JIT)
+def forward_kernel(x, w, bias, has_bias, relu, y, n, c, h, wd, k, kh, kw, oh, ow, sh, sw, ph,
+                   pw, dh, dw, groups, width, tiles):
+    cg, kg = c // groups, k // groups
+    rows, p, hw = cg * kh * kw, oh * ow, h * wd
+    direct = kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0 \
+        and oh == h and ow == wd
+    for item in prange(n * groups * tiles):
+        pair = item // tiles
+        ni, g = pair // groups, pair % groups
+        p0 = (item % tiles) * width
+        p1 = min(p, p0 + width)
+        x0 = (ni * c + g * cg) * hw
+        y0 = (ni * k + g * kg) * p + p0
+        if direct:
+            block_matmul(w[g * kg * rows:], rows, 1, x[x0 + p0:], hw, 1, y[y0:], p,
+                         kg, p1 - p0, rows)
+        else:
+            cols = np.empty(rows * (p1 - p0), y.dtype)
+            im2col(x, x0, cg, h, wd, kh, kw, sh, sw, ph, pw, dh, dw, ow, p0, p1, cols)
+            block_matmul(w[g * kg * rows:], rows, 1, cols, p1 - p0, 1, y[y0:], p,
+                         kg, p1 - p0, rows)
+        # Bias and ReLU on the tile just written (the numba GEMM's epilogue has per-column
+        # bias only); a literal 0 is stored, never assigned, to keep the dtype.
+        for kk in range(kg):
+            out = y[y0 + kk * p:y0 + kk * p + p1 - p0]
+            if has_bias:
+                add = bias[g * kg + kk]
+                for e in range(p1 - p0):
+                    out[e] += add
+            if relu:
+                for e in range(p1 - p0):
+                    if out[e] < 0:
+                        out[e] = 0
+
+
+@njit(parallel=True, **_JIT)
+def weight_grad_kernel(gy, x, gw, n, c, h, wd, k, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw,
+                       groups, width, tiles, threads):
+    cg, kg = c // groups, k // groups
+    rows, p, hw = cg * kh * kw, oh * ow, h * wd
+    direct = kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0 \
+        and oh == h and ow == wd
+    items = n * groups * tiles
+    # gW^T (rows x Kg per group) = cols @ gy^T: the long side (rows) is the GEMM's M and the
+    # column matrix its row-major A; B = gy^T packs only Kg columns. One chunk of items per
+    # thread, summed in its own partial: no races, and a fixed order for the final sum.
+    partial = np.zeros((threads, k * rows), gw.dtype)
+    for t in prange(threads):
+        product = np.empty(rows * kg, gw.dtype)
+        cols = np.empty(0 if direct else rows * width, gw.dtype)
+        for item in range(items * t // threads, items * (t + 1) // threads):
+            pair = item // tiles
+            ni, g = pair // groups, pair % groups
+            p0 = (item % tiles) * width
+            p1 = min(p, p0 + width)
+            x0 = (ni * c + g * cg) * hw
+            g0 = (ni * k + g * kg) * p + p0
+            if direct:
+                block_matmul(x[x0 + p0:], hw, 1, gy[g0:], 1, p, product, kg,
+                             rows, kg, p1 - p0)
+            else:
+                im2col(x, x0, cg, h, wd, kh, kw, sh, sw, ph, pw, dh, dw, ow, p0, p1, cols)
+                block_matmul(cols, p1 - p0, 1, gy[g0:], 1, p, product, kg,
+                             rows, kg, p1 - p0)
+            acc = partial[t, g * kg * rows:(g + 1) * kg * rows]
+            for e in range(rows * kg):
+                acc[e] += product[e]
+    for e in prange(k * rows):  # gw[g, kl, r] from the partials' gW^T[g, r, kl]
+        g, rest = e // (kg * rows), e % (kg * rows)
+        src = g * kg * rows + (rest % rows) * kg + rest // rows
+        total = partial[0, src]
+        for t in range(1, threads):
+            total += partial[t, src]
+        gw[e] = total
+
+
+@njit(parallel=True, **_JIT)
+def input_grad_kernel(gy, w, bias, has_bias, gx, n, c, h, wd, k, kh, kw, oh, ow, sh, sw, ph,
+                      pw, dh, dw, groups, width):
+    """gx = the input gradient (+ bias per channel) by GEMM and col2im, for any stride."""
+    cg, kg = c // groups, k // groups
+    rows, p, hw = cg * kh * kw, oh * ow, h * wd
+    for pair in prange(n * groups):
+        ni, g = pair // groups, pair % groups
+        x0 = (ni * c + g * cg) * hw
+        for cc in range(cg):
+            if has_bias:
+                gx[x0 + cc * hw:x0 + (cc + 1) * hw] = bias[g * cg + cc]
+            else:
+                gx[x0 + cc * hw:x0 + (cc + 1) * hw] = 0
+        dcols = np.empty(rows * min(width, p), gx.dtype)
+        for p0 in range(0, p, width):
+            p1 = min(p, p0 + width)
+            block_matmul(w[g * kg * rows:], 1, rows, gy[(ni * k + g * kg) * p + p0:], p, 1,
+                         dcols, p1 - p0, rows, p1 - p0, kg)
+            col2im(dcols, cg, h, wd, kh, kw, sh, sw, ph, pw, dh, dw, ow, p0, p1, gx, x0)
+
+
+# ---------------------------------------------------------------------------- entry points
+
+def _tiling(pairs, positions, rows, itemsize, threads, split=True):
+    """(width, tiles): positions per tile, within COLUMN_BYTES of column buffer (rows > 0),
+    cut finer until every thread has an item."""
+    width = positions
+    if rows:
+        width = max(TILE_QUANTUM, COLUMN_BYTES // (rows * itemsize) // TILE_QUANTUM * TILE_QUANTUM)
+    tiles = math.ceil(positions / min(width, positions))
+    while split and pairs * tiles < threads and positions // (tiles + 1) >= TILE_QUANTUM:
+        tiles += 1
+    width = min(positions, math.ceil(math.ceil(positions / tiles) / TILE_QUANTUM) * TILE_QUANTUM)
+    return width, math.ceil(positions / width)
+
+
+def _geometry(x_shape, w_shape, y_shape, stride, padding, dilation, groups):
+    n, c, h, wd = x_shape
+    k, _, kh, kw = w_shape
+    return (n, c, h, wd, k, kh, kw, y_shape[2], y_shape[3], stride[0], stride[1],
+            padding[0], padding[1], dilation[0], dilation[1], groups)
+
+
+def _is_direct(geo):
+    n, c, h, wd, k, kh, kw, oh, ow, sh, sw, ph, pw = geo[:13]
+    return kh == kw == sh == sw == 1 and ph == pw == 0 and (oh, ow) == (h, wd)
+
+
+def _forward(x, w, bias, out, geo, relu):
+    n, c, h, wd, k, kh, kw, oh, ow = geo[:9]
+    groups = geo[-1]
+    rows = 0 if _is_direct(geo) else c // groups * kh * kw
+    width, tiles = _tiling(n * groups, oh * ow, rows, out.itemsize, get_num_threads())
+    y = out.reshape(-1)
+    forward_kernel(x.reshape(-1), w.reshape(-1), y[:0] if bias is None else bias,
+                   bias is not None, bool(relu), y, *geo, width, tiles)
+
+
+def _input_grad(gy, w, bias, gx, geo):
+    """gx = the input gradient of the convolution geo for gy, plus bias per channel."""
+    n, c, h, wd, k, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, groups = geo
+    if sh == 1 and sw == 1:
+        # A stride-1 input gradient is a convolution of gy: taps reversed, in and out
+        # channels swapped within each group, padding d*(k-1) - p (negative is a crop).
+        cg, kg = c // groups, k // groups
+        flipped = (w[:, :, ::-1, ::-1].reshape(groups, kg, cg, kh, kw).transpose(0, 2, 1, 3, 4)
+                   .reshape(c, kg, kh, kw))
+        flipped = np.ascontiguousarray(flipped)
+        _forward(gy, flipped, bias, gx, (n, k, oh, ow, c, kh, kw, h, wd, 1, 1,
+                                         dh * (kh - 1) - ph, dw * (kw - 1) - pw, dh, dw, groups),
+                 False)
+        return
+    rows = c // groups * kh * kw
+    width, _ = _tiling(n * groups, oh * ow, rows, gx.itemsize, 1, split=False)
+    g = gx.reshape(-1)
+    input_grad_kernel(gy.reshape(-1), w.reshape(-1), g[:0] if bias is None else bias,
+                      bias is not None, g, *geo, width)
+
+
+def conv2d(x, w, bias, out, stride, padding, dilation, groups, relu):
+    """out = relu?(conv2d(x, w) + bias); C-contiguous numpy arrays of one float dtype."""
+    _forward(x, w, bias, out, _geometry(x.shape, w.shape, out.shape, stride, padding, dilation,
+                                        groups), relu)
+
+
+def conv2d_backward(gy, x, w, gx, gw, gb, stride, padding, dilation, groups):
+    """Overwrites gx, gw, gb (each may be None) with conv2d's gradients given gy."""
+    shape = (x if x is not None else gx).shape if (x is not None or gx is not None) else None
+    if gb is not None:
+        gb[...] = gy.sum(axis=(0, 2, 3), dtype=gy.dtype)
+    if shape is None:
+        return
+    geo = _geometry(shape, w.shape, gy.shape, stride, padding, dilation, groups)
+    if gw is not None:
+        n, c, h, wd, k, kh, kw, oh, ow = geo[:9]
+        rows = c // groups * kh * kw
+        threads = get_num_threads()
+        width, tiles = _tiling(n * groups, oh * ow, 0 if _is_direct(geo) else rows,
+                               gw.itemsize, threads)
+        weight_grad_kernel(gy.reshape(-1), x.reshape(-1), gw.reshape(-1), *geo, width, tiles,
+                           threads)
+    if gx is not None:
+        _input_grad(gy, w, None, gx, geo)
+
+
+def conv_transpose2d(x, w, bias, out, stride, padding, dilation, groups):
+    """out = conv_transpose2d(x, w) + bias: the input gradient of the convolution whose input
+    has out's shape, whose output has x's and whose weight is w."""
+    _input_grad(x, w, bias, out, _geometry(out.shape, w.shape, x.shape, stride, padding,
+                                           dilation, groups))
