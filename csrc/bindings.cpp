@@ -5,13 +5,21 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
+#include <cmath>
+#include <cstdint>
 #include <optional>
 #include <string>
+#include <type_traits>
 
 #include "common/checks.h"
 #include "common/runtime.h"
 #include "cpu/gemm.h"
 #include "cpu/peak.h"
+#include "cpu/elementwise.h"
+#include "cpu/norm.h"
+#include "cpu/pool.h"
+#include "cpu/resample.h"
 
 namespace py = pybind11;
 using pyfast::fail;
@@ -80,6 +88,403 @@ void matmul(const py::array& a, const py::array& b, py::array out,
     throw py::type_error("a must be float32 or float64, got " + std::string(py::str(a.dtype())));
 }
 
+
+// ---- companion families (elementwise, norm, pool, resample) -------------------------------
+// Arrays arrive from pf.ops already validated and C-contiguous; these checks repeat what
+// memory safety needs (dtypes, shapes, contiguity, index ranges) for direct calls.
+
+template <typename T>
+const T* in_data(const py::array& x, const char* name) {
+    const T* p = data_of<T>(x, name);
+    PYFAST_CHECK(x.flags() & py::array::c_style, name, " must be C-contiguous");
+    return p;
+}
+
+template <typename T>
+const T* optional_in(const std::optional<py::array>& x, const char* name, py::ssize_t size) {
+    if (!x) return nullptr;
+    PYFAST_CHECK(x->ndim() == 1 && x->shape(0) == size, name, " must have shape (", size,
+                 ",), got ", shape_of(*x));
+    return in_data<T>(*x, name);
+}
+
+template <typename T>
+T* optional_out(const std::optional<py::array>& x, const char* name, py::ssize_t size) {
+    if (!x) return nullptr;
+    PYFAST_CHECK(x->ndim() == 1 && x->shape(0) == size, name, " must have shape (", size,
+                 ",), got ", shape_of(*x));
+    py::array a = *x;
+    return out_data<T>(a, name);
+}
+
+void check_same_shape(const py::array& a, const char* an, const py::array& b, const char* bn) {
+    bool same = a.ndim() == b.ndim();
+    for (py::ssize_t i = 0; same && i < a.ndim(); ++i) same = a.shape(i) == b.shape(i);
+    PYFAST_CHECK(same, an, " must have the shape of ", bn, " ", shape_of(b), ", got ", shape_of(a));
+}
+
+void check_ndim(const py::array& x, py::ssize_t ndim, const char* name, const char* layout) {
+    PYFAST_CHECK(x.ndim() == ndim, name, " must be ", layout, ", got shape ", shape_of(x));
+}
+
+template <class F>
+void with_float(const py::array& x, const char* name, F&& f) {
+    if (x.dtype().is(py::dtype::of<float>())) return f(float{});
+    if (x.dtype().is(py::dtype::of<double>())) return f(double{});
+    throw py::type_error(std::string(name) + " must be float32 or float64, got " +
+                         std::string(py::str(x.dtype())));
+}
+
+// y = kernel(x) elementwise
+template <class Kernel>
+void unary_op(const py::array& x, py::array& out, Kernel kernel) {
+    with_float(x, "x", [&](auto tag) {
+        using T = decltype(tag);
+        const T* px = in_data<T>(x, "x");
+        check_same_shape(out, "out", x, "x");
+        T* po = out_data<T>(out, "out");
+        const std::int64_t n = x.size();
+        py::gil_scoped_release release;
+        kernel(px, po, n);
+    });
+}
+
+// out = kernel(a, b) elementwise
+template <class Kernel>
+void binary_op(const py::array& a, const char* an, const py::array& b, const char* bn,
+               py::array& out, Kernel kernel) {
+    with_float(a, an, [&](auto tag) {
+        using T = decltype(tag);
+        const T* pa = in_data<T>(a, an);
+        const T* pb = in_data<T>(b, bn);
+        check_same_shape(b, bn, a, an);
+        check_same_shape(out, "out", a, an);
+        T* po = out_data<T>(out, "out");
+        const std::int64_t n = a.size();
+        py::gil_scoped_release release;
+        kernel(pa, pb, po, n);
+    });
+}
+
+void bind_elementwise(py::module_& m) {
+    m.def("relu", [](const py::array& x, py::array out) {
+        unary_op(x, out, [](auto x, auto y, std::int64_t n) { pyfast::relu(x, y, n); });
+    }, py::arg("x"), py::arg("out"));
+    m.def("relu_backward", [](const py::array& gy, const py::array& y, py::array out) {
+        binary_op(gy, "gy", y, "y", out, [](auto g, auto y, auto o, std::int64_t n) {
+            pyfast::relu_backward(g, y, o, n);
+        });
+    }, py::arg("gy"), py::arg("y"), py::arg("out"));
+    m.def("leaky_relu", [](const py::array& x, py::array out, double slope) {
+        unary_op(x, out, [slope](auto x, auto y, std::int64_t n) {
+            using T = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
+            pyfast::leaky_relu(x, y, n, static_cast<T>(slope));
+        });
+    }, py::arg("x"), py::arg("out"), py::arg("negative_slope"));
+    m.def("leaky_relu_backward", [](const py::array& gy, const py::array& x, py::array out,
+                                    double slope) {
+        binary_op(gy, "gy", x, "x", out, [slope](auto g, auto x, auto o, std::int64_t n) {
+            using T = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
+            pyfast::leaky_relu_backward(g, x, o, n, static_cast<T>(slope));
+        });
+    }, py::arg("gy"), py::arg("x"), py::arg("out"), py::arg("negative_slope"));
+    m.def("sigmoid", [](const py::array& x, py::array out) {
+        unary_op(x, out, [](auto x, auto y, std::int64_t n) { pyfast::sigmoid(x, y, n); });
+    }, py::arg("x"), py::arg("out"));
+    m.def("sigmoid_backward", [](const py::array& gy, const py::array& y, py::array out) {
+        binary_op(gy, "gy", y, "y", out, [](auto g, auto y, auto o, std::int64_t n) {
+            pyfast::sigmoid_backward(g, y, o, n);
+        });
+    }, py::arg("gy"), py::arg("y"), py::arg("out"));
+    m.def("tanh", [](const py::array& x, py::array out) {
+        unary_op(x, out, [](auto x, auto y, std::int64_t n) { pyfast::tanh_fwd(x, y, n); });
+    }, py::arg("x"), py::arg("out"));
+    m.def("tanh_backward", [](const py::array& gy, const py::array& y, py::array out) {
+        binary_op(gy, "gy", y, "y", out, [](auto g, auto y, auto o, std::int64_t n) {
+            pyfast::tanh_backward(g, y, o, n);
+        });
+    }, py::arg("gy"), py::arg("y"), py::arg("out"));
+    m.def("dropout", [](const py::array& x, py::array out, std::uint64_t seed,
+                        std::uint32_t threshold, double scale) {
+        PYFAST_CHECK(threshold <= (1u << 24), "threshold must be in [0, 2**24], got ", threshold);
+        unary_op(x, out, [=](auto x, auto y, std::int64_t n) {
+            using T = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
+            pyfast::dropout(x, y, n, seed, threshold, static_cast<T>(scale));
+        });
+    }, py::arg("x"), py::arg("out"), py::arg("seed"), py::arg("threshold"), py::arg("scale"),
+       "y = x * keep * scale; keep = top 24 bits of splitmix64(seed + (i+1) * golden) >= threshold");
+    m.def("add", [](const py::array& a, const py::array& b, py::array out) {
+        binary_op(a, "a", b, "b", out, [](auto a, auto b, auto o, std::int64_t n) {
+            pyfast::add(a, b, o, n);
+        });
+    }, py::arg("a"), py::arg("b"), py::arg("out"));
+}
+
+void batch_norm(const py::array& x, const std::optional<py::array>& weight,
+                const std::optional<py::array>& bias, const std::optional<py::array>& running_mean,
+                const std::optional<py::array>& running_var, py::array y, py::array mean,
+                py::array invstd, bool training, double momentum, double eps) {
+    check_ndim(x, 3, "x", "(N, C, S)");
+    check_same_shape(y, "y", x, "x");
+    PYFAST_CHECK(std::isfinite(momentum) && momentum >= 0 && std::isfinite(eps) && eps >= 0,
+                 "momentum and eps must be finite and >= 0, got ", momentum, " and ", eps);
+    const py::ssize_t n = x.shape(0), c = x.shape(1), s = x.shape(2);
+    PYFAST_CHECK(!training || n * s > 1, "Expected more than 1 value per channel when training, "
+                 "got input size ", shape_of(x));
+    PYFAST_CHECK(training || (running_mean && running_var),
+                 "eval mode needs running_mean and running_var");
+    with_float(x, "x", [&](auto tag) {
+        using T = decltype(tag);
+        const T* px = in_data<T>(x, "x");
+        T* py_ = out_data<T>(y, "y");
+        const T* w = optional_in<T>(weight, "weight", c);
+        const T* b = optional_in<T>(bias, "bias", c);
+        T* rm = optional_out<T>(running_mean, "running_mean", c);
+        T* rv = optional_out<T>(running_var, "running_var", c);
+        T* pm = optional_out<T>(mean, "mean", c);
+        T* pi = optional_out<T>(invstd, "invstd", c);
+        py::gil_scoped_release release;
+        pyfast::batch_norm_forward<T>(px, py_, n, c, s, w, b, rm, rv, pm, pi, training, momentum,
+                                      eps);
+    });
+}
+
+void batch_norm_backward(const py::array& gy, const py::array& x,
+                         const std::optional<py::array>& weight, const py::array& mean,
+                         const py::array& invstd, const std::optional<py::array>& gx,
+                         const std::optional<py::array>& gweight,
+                         const std::optional<py::array>& gbias, bool training) {
+    check_ndim(x, 3, "x", "(N, C, S)");
+    check_same_shape(gy, "gy", x, "x");
+    const py::ssize_t n = x.shape(0), c = x.shape(1), s = x.shape(2);
+    with_float(x, "x", [&](auto tag) {
+        using T = decltype(tag);
+        const T* pg = in_data<T>(gy, "gy");
+        const T* px = in_data<T>(x, "x");
+        const T* w = optional_in<T>(weight, "weight", c);
+        const T* pm = optional_in<T>(std::optional<py::array>(mean), "mean", c);
+        const T* pi = optional_in<T>(std::optional<py::array>(invstd), "invstd", c);
+        T* pgx = nullptr;
+        if (gx) {
+            check_same_shape(*gx, "gx", x, "x");
+            py::array a = *gx;
+            pgx = out_data<T>(a, "gx");
+        }
+        T* pgw = optional_out<T>(gweight, "gweight", c);
+        T* pgb = optional_out<T>(gbias, "gbias", c);
+        py::gil_scoped_release release;
+        pyfast::batch_norm_backward<T>(pg, px, n, c, s, w, pm, pi, pgx, pgw, pgb, training);
+    });
+}
+
+// (N, C, H, W) input and (N, C, OH, OW) output of one pooling/resampling call
+std::array<py::ssize_t, 5> planes_of(const py::array& in, const char* in_name,
+                                     const py::array& out, const char* out_name) {
+    check_ndim(in, 4, in_name, "(N, C, H, W)");
+    check_ndim(out, 4, out_name, "(N, C, H, W)");
+    PYFAST_CHECK(in.shape(0) == out.shape(0) && in.shape(1) == out.shape(1), out_name,
+                 " must have the N and C of ", in_name, " ", shape_of(in), ", got ", shape_of(out));
+    return {in.shape(0) * in.shape(1), in.shape(2), in.shape(3), out.shape(2), out.shape(3)};
+}
+
+pyfast::PoolGeometry pool_geometry(const std::array<py::ssize_t, 5>& p, std::int64_t kh,
+                                   std::int64_t kw, std::int64_t sh, std::int64_t sw,
+                                   std::int64_t ph, std::int64_t pw, std::int64_t dh,
+                                   std::int64_t dw) {
+    PYFAST_CHECK(kh >= 1 && kw >= 1 && sh >= 1 && sw >= 1 && dh >= 1 && dw >= 1 && ph >= 0 &&
+                 pw >= 0, "kernel size, stride and dilation must be >= 1 and padding >= 0");
+    return {p[0], p[1], p[2], p[3], p[4], kh, kw, sh, sw, ph, pw, dh, dw};
+}
+
+const std::int64_t* index_data(const py::array& a, const char* name) {
+    PYFAST_CHECK(a.dtype().is(py::dtype::of<std::int64_t>()), name, " must be int64, got ",
+                 std::string(py::str(a.dtype())));
+    PYFAST_CHECK(a.flags() & py::array::c_style, name, " must be C-contiguous");
+    return static_cast<const std::int64_t*>(a.data());
+}
+
+void bind_pool(py::module_& m) {
+    m.def("max_pool2d", [](const py::array& x, py::array y, py::array indices, std::int64_t kh,
+                           std::int64_t kw, std::int64_t sh, std::int64_t sw, std::int64_t ph,
+                           std::int64_t pw, std::int64_t dh, std::int64_t dw) {
+        const auto g = pool_geometry(planes_of(x, "x", y, "y"), kh, kw, sh, sw, ph, pw, dh, dw);
+        check_same_shape(indices, "indices", y, "y");
+        PYFAST_CHECK(indices.writeable(), "indices is read-only");
+        auto* idx = const_cast<std::int64_t*>(index_data(indices, "indices"));
+        with_float(x, "x", [&](auto tag) {
+            using T = decltype(tag);
+            const T* px = in_data<T>(x, "x");
+            T* py_ = out_data<T>(y, "y");
+            py::gil_scoped_release release;
+            pyfast::max_pool2d<T>(px, py_, idx, g);
+        });
+    }, py::arg("x"), py::arg("y"), py::arg("indices"), py::arg("kh"), py::arg("kw"),
+       py::arg("sh"), py::arg("sw"), py::arg("ph"), py::arg("pw"), py::arg("dh"), py::arg("dw"));
+    m.def("max_pool2d_backward", [](const py::array& gy, const py::array& indices, py::array gx) {
+        const auto g = pool_geometry(planes_of(gx, "gx", gy, "gy"), 1, 1, 1, 1, 0, 0, 1, 1);
+        check_same_shape(indices, "indices", gy, "gy");
+        const std::int64_t* idx = index_data(indices, "indices");
+        std::int64_t bad = 0;
+        with_float(gy, "gy", [&](auto tag) {
+            using T = decltype(tag);
+            const T* pg = in_data<T>(gy, "gy");
+            T* pgx = out_data<T>(gx, "gx");
+            py::gil_scoped_release release;
+            bad = pyfast::max_pool2d_backward<T>(pg, idx, pgx, g);
+        });
+        PYFAST_CHECK(bad == 0, bad, " indices lie outside [0, ", g.h * g.w, ") (positions in a ",
+                     g.h, "x", g.w, " plane); their gradients were dropped");
+    }, py::arg("gy"), py::arg("indices"), py::arg("gx"));
+    m.def("avg_pool2d", [](const py::array& x, py::array y, std::int64_t kh, std::int64_t kw,
+                           std::int64_t sh, std::int64_t sw, std::int64_t ph, std::int64_t pw,
+                           bool count_include_pad, std::int64_t divisor) {
+        const auto g = pool_geometry(planes_of(x, "x", y, "y"), kh, kw, sh, sw, ph, pw, 1, 1);
+        with_float(x, "x", [&](auto tag) {
+            using T = decltype(tag);
+            const T* px = in_data<T>(x, "x");
+            T* py_ = out_data<T>(y, "y");
+            py::gil_scoped_release release;
+            pyfast::avg_pool2d<T>(px, py_, g, count_include_pad, divisor);
+        });
+    }, py::arg("x"), py::arg("y"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"),
+       py::arg("ph"), py::arg("pw"), py::arg("count_include_pad"), py::arg("divisor"));
+    m.def("avg_pool2d_backward", [](const py::array& gy, py::array gx, std::int64_t kh,
+                                    std::int64_t kw, std::int64_t sh, std::int64_t sw,
+                                    std::int64_t ph, std::int64_t pw, bool count_include_pad,
+                                    std::int64_t divisor) {
+        const auto g = pool_geometry(planes_of(gx, "gx", gy, "gy"), kh, kw, sh, sw, ph, pw, 1, 1);
+        with_float(gy, "gy", [&](auto tag) {
+            using T = decltype(tag);
+            const T* pg = in_data<T>(gy, "gy");
+            T* pgx = out_data<T>(gx, "gx");
+            py::gil_scoped_release release;
+            pyfast::avg_pool2d_backward<T>(pg, pgx, g, count_include_pad, divisor);
+        });
+    }, py::arg("gy"), py::arg("gx"), py::arg("kh"), py::arg("kw"), py::arg("sh"), py::arg("sw"),
+       py::arg("ph"), py::arg("pw"), py::arg("count_include_pad"), py::arg("divisor"));
+    m.def("adaptive_avg_pool2d", [](const py::array& x, py::array y) {
+        const auto g = pool_geometry(planes_of(x, "x", y, "y"), 1, 1, 1, 1, 0, 0, 1, 1);
+        PYFAST_CHECK(g.h >= 1 && g.w >= 1 && g.oh >= 1 && g.ow >= 1,
+                     "adaptive_avg_pool2d needs non-empty planes, got x ", shape_of(x), " and y ",
+                     shape_of(y));
+        with_float(x, "x", [&](auto tag) {
+            using T = decltype(tag);
+            const T* px = in_data<T>(x, "x");
+            T* py_ = out_data<T>(y, "y");
+            py::gil_scoped_release release;
+            pyfast::adaptive_avg_pool2d<T>(px, py_, g);
+        });
+    }, py::arg("x"), py::arg("y"));
+    m.def("adaptive_avg_pool2d_backward", [](const py::array& gy, py::array gx) {
+        const auto g = pool_geometry(planes_of(gx, "gx", gy, "gy"), 1, 1, 1, 1, 0, 0, 1, 1);
+        PYFAST_CHECK(g.h >= 1 && g.w >= 1 && g.oh >= 1 && g.ow >= 1,
+                     "adaptive_avg_pool2d_backward needs non-empty planes, got gy ", shape_of(gy),
+                     " and gx ", shape_of(gx));
+        with_float(gy, "gy", [&](auto tag) {
+            using T = decltype(tag);
+            const T* pg = in_data<T>(gy, "gy");
+            T* pgx = out_data<T>(gx, "gx");
+            py::gil_scoped_release release;
+            pyfast::adaptive_avg_pool2d_backward<T>(pg, pgx, g);
+        });
+    }, py::arg("gy"), py::arg("gx"));
+}
+
+// A table of `size` source indices, each in [0, limit).
+const std::int64_t* index_table(const py::array& t, const char* name, py::ssize_t size,
+                                py::ssize_t limit) {
+    PYFAST_CHECK(t.ndim() == 1 && t.shape(0) == size, name, " must have shape (", size, ",), got ",
+                 shape_of(t));
+    const std::int64_t* p = index_data(t, name);
+    for (py::ssize_t i = 0; i < size; ++i)
+        PYFAST_CHECK(p[i] >= 0 && p[i] < limit, name, "[", i, "] = ", p[i], " is outside [0, ",
+                     limit, ")");
+    return p;
+}
+
+template <typename T>
+const T* weight_table(const py::array& t, const char* name, py::ssize_t size) {
+    PYFAST_CHECK(t.ndim() == 1 && t.shape(0) == size, name, " must have shape (", size, ",), got ",
+                 shape_of(t));
+    return in_data<T>(t, name);
+}
+
+void bind_resample(py::module_& m) {
+    // forward: (x, y) = (input, output); backward: (gy, gx) = (output grad, input grad)
+    m.def("upsample_nearest2d", [](const py::array& x, py::array y, const py::array& src_h,
+                                   const py::array& src_w) {
+        const auto p = planes_of(x, "x", y, "y");
+        const pyfast::ResampleGeometry g{p[0], p[1], p[2], p[3], p[4]};
+        const auto* th = index_table(src_h, "src_h", g.oh, g.h);
+        const auto* tw = index_table(src_w, "src_w", g.ow, g.w);
+        with_float(x, "x", [&](auto tag) {
+            using T = decltype(tag);
+            const T* px = in_data<T>(x, "x");
+            T* py_ = out_data<T>(y, "y");
+            py::gil_scoped_release release;
+            pyfast::upsample_nearest2d<T>(px, py_, th, tw, g);
+        });
+    }, py::arg("x"), py::arg("y"), py::arg("src_h"), py::arg("src_w"));
+    m.def("upsample_nearest2d_backward", [](const py::array& gy, py::array gx,
+                                            const py::array& src_h, const py::array& src_w) {
+        const auto p = planes_of(gx, "gx", gy, "gy");
+        const pyfast::ResampleGeometry g{p[0], p[1], p[2], p[3], p[4]};
+        const auto* th = index_table(src_h, "src_h", g.oh, g.h);
+        const auto* tw = index_table(src_w, "src_w", g.ow, g.w);
+        with_float(gy, "gy", [&](auto tag) {
+            using T = decltype(tag);
+            const T* pg = in_data<T>(gy, "gy");
+            T* pgx = out_data<T>(gx, "gx");
+            py::gil_scoped_release release;
+            pyfast::upsample_nearest2d_backward<T>(pg, pgx, th, tw, g);
+        });
+    }, py::arg("gy"), py::arg("gx"), py::arg("src_h"), py::arg("src_w"));
+    auto bilinear = [](bool backward, const py::array& in, py::array out, const py::array& h0,
+                       const py::array& h1, const py::array& lh0, const py::array& lh1,
+                       const py::array& w0, const py::array& w1, const py::array& lw0,
+                       const py::array& lw1) {
+        const char* in_name = backward ? "gy" : "x";
+        const char* out_name = backward ? "gx" : "y";
+        const auto p = backward ? planes_of(out, out_name, in, in_name)
+                                : planes_of(in, in_name, out, out_name);
+        const pyfast::ResampleGeometry g{p[0], p[1], p[2], p[3], p[4]};
+        const pyfast::BilinearTables t{index_table(h0, "h0", g.oh, g.h),
+                                       index_table(h1, "h1", g.oh, g.h),
+                                       index_table(w0, "w0", g.ow, g.w),
+                                       index_table(w1, "w1", g.ow, g.w)};
+        with_float(in, in_name, [&](auto tag) {
+            using T = decltype(tag);
+            const T* pin = in_data<T>(in, in_name);
+            T* pout = out_data<T>(out, out_name);
+            const T* a = weight_table<T>(lh0, "lh0", g.oh);
+            const T* b = weight_table<T>(lh1, "lh1", g.oh);
+            const T* c = weight_table<T>(lw0, "lw0", g.ow);
+            const T* d = weight_table<T>(lw1, "lw1", g.ow);
+            py::gil_scoped_release release;
+            if (backward)
+                pyfast::upsample_bilinear2d_backward<T>(pin, pout, t, a, b, c, d, g);
+            else
+                pyfast::upsample_bilinear2d<T>(pin, pout, t, a, b, c, d, g);
+        });
+    };
+    m.def("upsample_bilinear2d", [bilinear](const py::array& x, py::array y, const py::array& h0,
+                                            const py::array& h1, const py::array& lh0,
+                                            const py::array& lh1, const py::array& w0,
+                                            const py::array& w1, const py::array& lw0,
+                                            const py::array& lw1) {
+        bilinear(false, x, y, h0, h1, lh0, lh1, w0, w1, lw0, lw1);
+    }, py::arg("x"), py::arg("y"), py::arg("h0"), py::arg("h1"), py::arg("lh0"), py::arg("lh1"),
+       py::arg("w0"), py::arg("w1"), py::arg("lw0"), py::arg("lw1"));
+    m.def("upsample_bilinear2d_backward", [bilinear](const py::array& gy, py::array gx,
+                                                     const py::array& h0, const py::array& h1,
+                                                     const py::array& lh0, const py::array& lh1,
+                                                     const py::array& w0, const py::array& w1,
+                                                     const py::array& lw0, const py::array& lw1) {
+        bilinear(true, gy, gx, h0, h1, lh0, lh1, w0, w1, lw0, lw1);
+    }, py::arg("gy"), py::arg("gx"), py::arg("h0"), py::arg("h1"), py::arg("lh0"), py::arg("lh1"),
+       py::arg("w0"), py::arg("w1"), py::arg("lw0"), py::arg("lw1"));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -117,4 +522,18 @@ PYBIND11_MODULE(_C, m) {
     m.def("copy_bandwidth_gbs", &pyfast::copy_bandwidth_gbs, py::arg("threads"), py::arg("nbytes"),
           py::call_guard<py::gil_scoped_release>(),
           "Measured copy bandwidth (GB/s, read + write) of an nbytes buffer on `threads` threads.");
+
+    // companion families
+    m.attr("FAMILIES") = m.attr("FAMILIES").attr("__add__")(
+        py::make_tuple("norm", "pool", "resample", "elementwise"));
+    bind_elementwise(m);
+    m.def("batch_norm", &batch_norm, py::arg("x"), py::arg("weight"), py::arg("bias"),
+          py::arg("running_mean"), py::arg("running_var"), py::arg("y"), py::arg("mean"),
+          py::arg("invstd"), py::arg("training"), py::arg("momentum"), py::arg("eps"),
+          "Batch norm of x (N, C, S) into y; mean/invstd (C,) receive the statistics used.");
+    m.def("batch_norm_backward", &batch_norm_backward, py::arg("gy"), py::arg("x"),
+          py::arg("weight"), py::arg("mean"), py::arg("invstd"), py::arg("gx"),
+          py::arg("gweight"), py::arg("gbias"), py::arg("training"));
+    bind_pool(m);
+    bind_resample(m);
 }

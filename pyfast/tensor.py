@@ -93,7 +93,11 @@ def _to_device(array, device):
     kind, _, index = device.partition(":")
     if kind == "cpu":
         return array if isinstance(array, np.ndarray) else array.get()
-    import cupy
+    try:
+        import cupy
+    except ImportError as exc:
+        raise RuntimeError(f"moving to {device} needs CuPy, which is not installed ({exc})") \
+            from None
     dev = cupy.cuda.Device(int(index)) if index else cupy.cuda.Device()
     if is_cupy(array) and array.device.id == dev.id:
         return array
@@ -120,6 +124,8 @@ def _as_data(obj, dtype=None, copy=False):
     """A numpy or cupy array from an array, a Tensor, a DLPack object or nested lists."""
     if isinstance(obj, Tensor):
         obj = obj._data
+    elif not isinstance(obj, np.ndarray) and hasattr(obj, "detach"):
+        obj = obj.detach()  # torch refuses to export tensors that require grad
     if isinstance(obj, np.ndarray) or is_cupy(obj) or hasattr(obj, "__dlpack__"):
         array = as_array(obj, "data")
         if dtype is not None and array.dtype != dtype:
@@ -678,6 +684,8 @@ def from_dlpack(x):
     numpy, cupy)."""
     if isinstance(x, Tensor):
         return x.detach()
+    if hasattr(x, "detach") and not isinstance(x, np.ndarray):
+        x = x.detach()
     return Tensor(as_array(x, "x"))
 
 

@@ -21,8 +21,19 @@ class Sequential(Module):
                 self.add_module(str(i), module)
 
     def forward(self, input):
-        for module in self._modules.values():
-            input = module(input)
+        # A Conv2d or Linear followed by a ReLU runs as one kernel with the ReLU fused into
+        # its epilogue (same numbers, one pass over the output fewer, one tape node fewer).
+        modules = list(self._modules.values())
+        i, n = 0, len(modules)
+        while i < n:
+            module = modules[i]
+            if i + 1 < n and type(modules[i + 1]) is _relu_type() and \
+                    type(module) in _fusable_types():
+                input = module(input, activation="relu")
+                i += 2
+            else:
+                input = module(input)
+                i += 1
         return input
 
     def __len__(self):
@@ -39,6 +50,17 @@ class Sequential(Module):
     def append(self, module):
         self.add_module(str(len(self)), module)
         return self
+
+
+def _relu_type():
+    from .activation import ReLU
+    return ReLU
+
+
+def _fusable_types():
+    from .conv import Conv2d
+    from .linear import Linear
+    return (Conv2d, Linear)
 
 
 def _index(i, n):

@@ -14,12 +14,14 @@ import numbers
 import numpy as np
 
 from pyfast import ops
+from pyfast._arrays import array_module
 from pyfast._random import generator
 from pyfast.tensor import Function, Tensor, _as_data
 
-__all__ = ["linear", "relu", "leaky_relu", "sigmoid", "tanh", "dropout", "batch_norm",
-           "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "interpolate", "upsample",
-           "flatten"]
+__all__ = ["linear", "conv2d", "conv_transpose2d", "relu", "leaky_relu", "sigmoid", "tanh",
+           "softmax", "log_softmax", "dropout", "batch_norm", "max_pool2d", "avg_pool2d",
+           "adaptive_avg_pool2d", "interpolate", "upsample", "flatten", "cross_entropy",
+           "binary_cross_entropy_with_logits", "mse_loss", "dice_loss"]
 
 
 def _data(x, name):
@@ -340,3 +342,224 @@ def _pair(value, name, number=False):
         if isinstance(v, bool) or not isinstance(v, kinds):
             raise TypeError(f"{name} must be {'numbers' if number else 'ints'}, got {value!r}")
     return tuple(float(v) for v in items) if number else tuple(int(v) for v in items)
+
+
+# ---------------------------------------------------------------------------- convolution
+
+class _Conv2d(Function):
+    @staticmethod
+    def forward(ctx, x, w, b, stride, padding, dilation, groups, activation):
+        y = ops.conv2d(x, w, b, stride, padding, dilation, groups, activation=activation)
+        ctx.x, ctx.w = x, w
+        ctx.params = (stride, padding, dilation, groups)
+        ctx.y = y if activation else None
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        if ctx.y is not None:
+            g = ops.relu_backward(g, ctx.y)
+        needs = tuple(n for n, want in zip(("x", "w", "b"), ctx.needs_input_grad[:3]) if want)
+        return ops.conv2d_backward(g, ctx.x, ctx.w, *ctx.params, needs=needs)
+
+
+def _conv_padding(padding, weight_shape, dilation, stride):
+    """torch's string paddings: 'valid' is 0; 'same' keeps the size (stride 1, and here only
+    when the total padding splits evenly between the two sides)."""
+    if not isinstance(padding, str):
+        return padding
+    if padding == "valid":
+        return 0
+    if padding != "same":
+        raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+    if stride not in (1, (1, 1), [1, 1]):
+        raise ValueError("padding='same' is not supported for strided convolutions")
+    dil = dilation if isinstance(dilation, (tuple, list)) else (dilation, dilation)
+    pads = []
+    for d, k in zip(dil, weight_shape[2:]):
+        total = d * (k - 1)
+        if total % 2:
+            raise ValueError(f"padding='same' with kernel {tuple(weight_shape[2:])} and dilation "
+                             f"{dilation} needs uneven padding, which pyfast does not support")
+        pads.append(total // 2)
+    return tuple(pads)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           activation=None):
+    """2-D convolution (torch.nn.functional.conv2d), bias fused; ``activation="relu"``
+    (a pyfast extension) fuses a following ReLU into the same kernel."""
+    w = _data(weight, "weight")
+    padding = _conv_padding(padding, w.shape, dilation, stride)
+    return _Conv2d.apply(input, weight, bias, stride=stride, padding=padding, dilation=dilation,
+                         groups=groups, activation=activation)
+
+
+class _ConvTranspose2d(Function):
+    @staticmethod
+    def forward(ctx, x, w, b, stride, padding, output_padding, groups, dilation):
+        ctx.x, ctx.w = x, w
+        ctx.params = dict(stride=stride, padding=padding, output_padding=output_padding,
+                          dilation=dilation, groups=groups)
+        return ops.conv_transpose2d(x, w, b, **ctx.params)
+
+    @staticmethod
+    def backward(ctx, g):
+        needs = tuple(n for n, want in zip(("x", "w", "b"), ctx.needs_input_grad[:3]) if want)
+        return ops.conv_transpose2d_backward(g, ctx.x, ctx.w, needs=needs, **ctx.params)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """Transposed 2-D convolution (torch.nn.functional.conv_transpose2d: note groups comes
+    before dilation). weight (in_channels, out_channels/groups, kh, kw)."""
+    return _ConvTranspose2d.apply(input, weight, bias, stride=stride, padding=padding,
+                                  output_padding=output_padding, groups=groups, dilation=dilation)
+
+
+# ---------------------------------------------------------------------------- softmax
+
+class _Softmax(Function):
+    @staticmethod
+    def forward(ctx, x, dim, log):
+        y = (ops.log_softmax if log else ops.softmax)(x, axis=dim)
+        ctx.y, ctx.dim, ctx.log = y, dim, log
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        y, dim = ctx.y, ctx.dim
+        if ctx.log:  # y = log p: gx = g - p * sum(g)
+            return (g - _xp_exp(y) * g.sum(axis=dim, keepdims=True),)
+        return (y * (g - (g * y).sum(axis=dim, keepdims=True)),)
+
+
+def _xp_exp(a):
+    return array_module(a).exp(a)
+
+
+def softmax(input, dim=-1):
+    return _Softmax.apply(input, dim=dim, log=False)
+
+
+def log_softmax(input, dim=-1):
+    return _Softmax.apply(input, dim=dim, log=True)
+
+
+# ---------------------------------------------------------------------------- losses
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+def _legacy_reduction(size_average, reduce, reduction):
+    """torch's handling of the deprecated size_average/reduce arguments."""
+    if size_average is None and reduce is None:
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        return reduction
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    if not reduce:
+        return "none"
+    return "mean" if size_average else "sum"
+
+
+def _scale_gradient(d, g, axis=None):
+    """d * g for the loss gradient ``d`` and the upstream gradient ``g`` of the loss (a
+    scalar for mean/sum, per-element for 'none'); g == 1 (the usual case) costs nothing."""
+    if g.ndim == 0:
+        if float(g) == 1.0:
+            return d
+        return d * g
+    if axis is not None:  # per-row losses of a class-axis-1 loss: broadcast over classes
+        g = g.reshape(g.shape[:axis] + (1,) + g.shape[axis:])
+    return d * g
+
+
+class _CrossEntropy(Function):
+    @staticmethod
+    def forward(ctx, logits, labels, weight, ignore_index, reduction, label_smoothing):
+        loss, ctx.d = ops.softmax_cross_entropy(logits, labels, weight=weight,
+                                                ignore_index=ignore_index,
+                                                label_smoothing=label_smoothing,
+                                                reduction=reduction)
+        ctx.axis = 1 if logits.ndim > 1 else None
+        return loss
+
+    @staticmethod
+    def backward(ctx, g):
+        return (_scale_gradient(ctx.d, g, ctx.axis if g.ndim else None),)
+
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100,
+                  reduce=None, reduction="mean", label_smoothing=0.0):
+    """Softmax cross-entropy against integer class labels (torch semantics), through the
+    fused kernel: the gradient is computed in the forward pass and handed to backward."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    labels = target.data if isinstance(target, Tensor) else target
+    w = None if weight is None else _data(weight, "weight")
+    return _CrossEntropy.apply(input, labels, w, ignore_index=ignore_index,
+                               reduction=reduction, label_smoothing=label_smoothing)
+
+
+class _BCEWithLogits(Function):
+    @staticmethod
+    def forward(ctx, logits, target, weight, pos_weight, reduction):
+        loss, ctx.d = ops.binary_cross_entropy_with_logits(
+            logits, target, weight=weight, pos_weight=pos_weight, reduction=reduction)
+        return loss
+
+    @staticmethod
+    def backward(ctx, g):
+        return (_scale_gradient(ctx.d, g),)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
+                                     reduction="mean", pos_weight=None):
+    """Sigmoid + binary cross-entropy in one fused kernel (torch semantics). The target is a
+    constant: no gradient flows to it."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    t = _data(target, "target")
+    w = None if weight is None else _data(weight, "weight")
+    pw = None if pos_weight is None else _data(pos_weight, "pos_weight")
+    return _BCEWithLogits.apply(input, t, w, pw, reduction=reduction)
+
+
+class _MSE(Function):
+    @staticmethod
+    def forward(ctx, x, target, reduction):
+        loss, ctx.d = ops.mse_loss(x, target, reduction=reduction)
+        return loss
+
+    @staticmethod
+    def backward(ctx, g):
+        gx = _scale_gradient(ctx.d, g)
+        return gx, (-gx if ctx.needs_input_grad[1] else None)
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    """Mean squared error (torch semantics); gradients flow to both input and target."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    return _MSE.apply(input, target, reduction=reduction)
+
+
+def dice_loss(logits, target, smooth=1.0):
+    """1 - mean over samples of the soft Dice of sigmoid(logits) with ``target``:
+    Dice_n = (2 * sum(p * t) + smooth) / (sum(p) + sum(t) + smooth), sums over every axis
+    but the first."""
+    x = logits if isinstance(logits, Tensor) else Tensor(_as_data(logits))
+    t = target if isinstance(target, Tensor) else Tensor(_as_data(target))
+    if x.shape != t.shape:
+        raise ValueError(f"dice_loss: target must have the shape of logits {tuple(x.shape)}, "
+                         f"got {tuple(t.shape)}")
+    if x.ndim < 2:
+        raise ValueError(f"dice_loss: logits must be (N, ...) with at least 2 dimensions, got "
+                         f"shape {tuple(x.shape)}")
+    if t.dtype != x.dtype:
+        t = t.detach().to(dtype=x.dtype)
+    p = sigmoid(x)
+    axes = tuple(range(1, x.ndim))
+    inter = (p * t).sum(axis=axes)
+    total = p.sum(axis=axes) + t.sum(axis=axes)
+    dice = (inter * 2.0 + smooth) / (total + smooth)
+    return 1.0 - dice.mean()

@@ -54,8 +54,8 @@ class Linear(Module):
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, input):
-        return F.linear(input, self.weight, self.bias)
+    def forward(self, input, activation=None):
+        return F.linear(input, self.weight, self.bias, activation=activation)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

@@ -63,6 +63,24 @@ CASES = {
                                                   align_corners=True), (2, 3, 4, 5)),
     "upsample-bilinear-odd": (lambda: nn.Upsample(size=(7, 4), mode="bilinear"),
                               lambda: tnn.Upsample(size=(7, 4), mode="bilinear"), (1, 2, 5, 9)),
+    "conv": (lambda: nn.Conv2d(3, 4, 3), lambda: tnn.Conv2d(3, 4, 3), (2, 3, 7, 6)),
+    "conv-s2p1-nobias": (lambda: nn.Conv2d(4, 6, 3, stride=2, padding=1, bias=False),
+                         lambda: tnn.Conv2d(4, 6, 3, stride=2, padding=1, bias=False), (2, 4, 9, 8)),
+    "conv-groups-dil": (lambda: nn.Conv2d(4, 6, (3, 2), padding=(2, 1), dilation=2, groups=2),
+                        lambda: tnn.Conv2d(4, 6, (3, 2), padding=(2, 1), dilation=2, groups=2),
+                        (1, 4, 8, 7)),
+    "conv-same": (lambda: nn.Conv2d(2, 3, 3, padding="same"),
+                  lambda: tnn.Conv2d(2, 3, 3, padding="same"), (2, 2, 5, 6)),
+    "convT-2x2s2": (lambda: nn.ConvTranspose2d(4, 3, 2, stride=2),
+                    lambda: tnn.ConvTranspose2d(4, 3, 2, stride=2), (2, 4, 5, 6)),
+    "convT-odd": (lambda: nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1,
+                                             groups=2, bias=False, dilation=1),
+                  lambda: tnn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1,
+                                              groups=2, bias=False, dilation=1), (1, 4, 4, 5)),
+    "conv-relu-fused": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                                              nn.Linear(6, 2)),
+                        lambda: tnn.Sequential(tnn.Conv2d(3, 4, 3, padding=1), tnn.ReLU(),
+                                               tnn.Linear(6, 2)), (2, 3, 5, 6)),
     "flatten": (nn.Flatten, tnn.Flatten, (2, 3, 4, 5)),
     "identity": (nn.Identity, tnn.Identity, (2, 3)),
     "sequential": (lambda: nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(),
@@ -144,6 +162,9 @@ def test_dropout_statistics_and_backward():
 
 @pytest.mark.parametrize("make,fan_in", [
     (lambda: nn.Linear(40, 30), 40),
+    (lambda: nn.Conv2d(6, 8, 3), 6 * 9),
+    (lambda: nn.Conv2d(6, 8, (3, 5), groups=2), 3 * 15),
+    (lambda: nn.ConvTranspose2d(6, 8, 2, stride=2), 8 * 4),   # torch takes fan_in from dim 1
 ])
 def test_default_initialisation_bounds(make, fan_in):
     pf.manual_seed(0)
@@ -190,6 +211,14 @@ def test_pool_and_upsample_errors():
         nn.ReLU()(np.ones(3, np.int32))
     with pytest.raises(ValueError, match="in_features=7"):
         nn.Linear(7, 2)(rand(3, 6))
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        nn.Conv2d(3, 4, 3)(rand(2, 4, 8, 8))
+    with pytest.raises(ValueError, match="divisible by groups"):
+        nn.Conv2d(3, 4, 3, groups=2)
+    with pytest.raises(ValueError, match="padding_mode"):
+        nn.Conv2d(3, 4, 3, padding_mode="reflect")
+    with pytest.raises(ValueError, match="uneven"):
+        nn.Conv2d(3, 4, 2, padding="same")(rand(1, 3, 4, 4))
 
 
 def test_unbatched_pooling():
@@ -207,3 +236,22 @@ def test_interpolate_recompute_scale_factor_matches_torch():
         got = pf.nn.functional.interpolate(x, **kw)
         want = torch.nn.functional.interpolate(to_torch(x), **kw)
         assert_close(got, want, what=str(kw))
+
+
+def test_sequential_fuses_conv_relu_into_one_node():
+    m = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU())
+    y = m(pf.tensor(rand(1, 2, 5, 5), requires_grad=True))
+    assert type(y.grad_fn).__name__ == "_Conv2d" and y.grad_fn.y is not None
+    assert (y.numpy() >= 0).all()
+
+
+def test_conv_transpose_output_size_matches_torch():
+    ours, theirs = nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1), \
+        tnn.ConvTranspose2d(2, 3, 3, stride=2, padding=1)
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    x = rand(1, 2, 4, 4)
+    for size in [(7, 7), (8, 8), (1, 3, 8, 7)]:
+        assert_close(ours(x, output_size=size), theirs(to_torch(x), output_size=size),
+                     what=str(size))
+    with pytest.raises(ValueError, match="not reachable"):
+        ours(x, output_size=(10, 10))

@@ -246,6 +246,8 @@ def test_dlpack_round_trip_with_torch():
     q.data[0, 1] = -1.0
     assert t[0, 1].item() == 1.0
     assert p.__dlpack_device__()[0] == 1
+    w = torch.ones(3, requires_grad=True)                      # torch exports only detached
+    assert pf.from_dlpack(w).shape == (3,) and pf.tensor(w).dtype == np.float32
 
 
 def test_item_numpy_to_and_repr():

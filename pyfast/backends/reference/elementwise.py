@@ -20,9 +20,9 @@ def relu(x, out):
 
 
 def relu_backward(gy, y, out):
-    # gradient 0 at y == 0, as torch (threshold_backward)
+    # torch's threshold_backward: 0 where y <= 0 (so at y == 0 too), gy elsewhere
     xp = array_module(gy)
-    xp.multiply(gy, y > 0, out=out)
+    out[...] = xp.where(y <= 0, gy.dtype.type(0), gy)
 
 
 def leaky_relu(x, out, negative_slope):

@@ -1,0 +1,374 @@
+"""The layer API's cost on top of the kernels (issue 5's benchmark).
+
+Two measurements, each side by side with a competitor in the same process:
+
+1. Python overhead per layer call, in microseconds: a tiny Linear / ReLU / BatchNorm2d layer
+   call (autograd recording on, and under no_grad) against the pf.ops call it makes and
+   against the bare backend kernel; also forward+backward of a tiny Linear.
+2. One training step (forward + backward) of a ResNet basic block (conv3x3-bn-relu-conv3x3-bn
+   + identity, relu; 64 channels, 32x32, batch 32): total time, time inside backend kernels
+   and inside pf.ops calls (a timing wrapper around ``backends.select``'s namespaces and
+   around the pf.ops functions the layers call), so the share spent outside kernels is
+   total - kernels. The same block in torch CPU on the same thread count for reference.
+
+Run as a script for the table (``python benchmarks/bench_layers.py [--json PATH]
+[--threads N ...] [--quick]``) or under pytest-benchmark with the other benchmarks. Timings
+are medians of repeated runs; the machine may be shared, so compare figures of one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import pyfast as pf
+from pyfast import nn
+from pyfast.nn import functional as F
+
+BLOCK = dict(batch=32, channels=64, size=32)
+
+
+# ---------------------------------------------------------------------------- timing
+
+def median_time(fn, repeat=7, min_time=0.05):
+    """Median seconds per call of ``fn`` over ``repeat`` samples of at least ``min_time``."""
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - t0, 1e-7)
+    number = max(1, int(min_time / once))
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        samples.append((time.perf_counter() - t0) / number)
+    return statistics.median(samples)
+
+
+class KernelClock:
+    """Accumulates the time spent inside backend kernels and inside pf.ops functions.
+
+    Backend kernels are timed by wrapping the namespaces ``backends.select`` hands to
+    pf.ops; pf.ops functions by wrapping the module attributes the layers call (nested ops
+    calls, e.g. conv_transpose2d_backward -> conv2d, are counted once)."""
+
+    def __init__(self):
+        self.kernel_s = 0.0
+        self.ops_s = 0.0
+        self.kernel_calls = 0
+        self.ops_calls = 0
+        self._depth = 0
+
+    @contextlib.contextmanager
+    def installed(self):
+        backends = pf.backends
+        real_select = backends.select
+        clock = self
+
+        class Timed:
+            def __init__(self, ns):
+                self._ns = ns
+
+            def __getattr__(self, name):
+                fn = getattr(self._ns, name)
+                if not callable(fn):
+                    return fn
+
+                def timed(*args, **kwargs):
+                    t0 = time.perf_counter()
+                    try:
+                        return fn(*args, **kwargs)
+                    finally:
+                        clock.kernel_s += time.perf_counter() - t0
+                        clock.kernel_calls += 1
+                return timed
+
+        def select(family, device, backend=None):
+            name, ns = real_select(family, device, backend)
+            return name, Timed(ns)
+
+        originals = {name: getattr(pf.ops, name) for name in pf.ops.__all__}
+
+        def wrap(fn):
+            def timed(*args, **kwargs):
+                clock._depth += 1
+                t0 = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    clock._depth -= 1
+                    if clock._depth == 0:
+                        clock.ops_s += time.perf_counter() - t0
+                        clock.ops_calls += 1
+            return timed
+
+        backends.select = select
+        for name, fn in originals.items():
+            setattr(pf.ops, name, wrap(fn))
+        try:
+            yield self
+        finally:
+            backends.select = real_select
+            for name, fn in originals.items():
+                setattr(pf.ops, name, fn)
+
+
+# ---------------------------------------------------------------------------- overhead
+
+def layer_overhead():
+    """Rows (what, layer call us, pf.ops call us, kernel call us, overhead us)."""
+    rng = np.random.default_rng(0)
+    rows = []
+
+    def add(what, layer_call, ops_call, kernel_call):
+        t_layer, t_ops, t_kernel = (median_time(f) * 1e6 for f in (layer_call, ops_call,
+                                                                  kernel_call))
+        rows.append(dict(what=what, layer_us=t_layer, ops_us=t_ops, kernel_us=t_kernel,
+                         overhead_us=t_layer - t_kernel))
+
+    native = pf.backends.select("gemm", "cpu")[1]
+    elementwise = pf.backends.select("elementwise", "cpu")[1]
+    norm = pf.backends.select("norm", "cpu")[1]
+
+    lin = nn.Linear(16, 16)
+    x = rng.standard_normal((4, 16)).astype(np.float32)
+    xt = pf.tensor(x)
+    w, b = lin.weight.data, lin.bias.data
+    out = np.empty((4, 16), np.float32)
+    add("Linear(16,16), batch 4, recording", lambda: lin(xt),
+        lambda: pf.ops.matmul(x, w, trans_b=True, bias=b),
+        lambda: native.matmul(x, w.T, out, b, False))
+    with pf.no_grad():
+        add("Linear(16,16), batch 4, no_grad", lambda: lin(xt),
+            lambda: pf.ops.matmul(x, w, trans_b=True, bias=b),
+            lambda: native.matmul(x, w.T, out, b, False))
+
+    relu = nn.ReLU()
+    xr = pf.tensor(rng.standard_normal((4, 16)).astype(np.float32), requires_grad=True)
+    add("ReLU, 4x16, recording", lambda: relu(xr), lambda: pf.ops.relu(xr.data),
+        lambda: elementwise.relu(xr.data, out))
+
+    bn = nn.BatchNorm2d(8)
+    xb = pf.tensor(rng.standard_normal((4, 8, 4, 4)).astype(np.float32))
+    y = np.empty((4, 8, 16), np.float32)
+    m, s = np.empty(8, np.float32), np.empty(8, np.float32)
+    x3 = xb.data.reshape(4, 8, 16)
+    add("BatchNorm2d(8), 4x8x4x4, train", lambda: bn(xb),
+        lambda: pf.ops.batch_norm(xb.data, bn.weight.data, bn.bias.data, bn.running_mean.data,
+                                  bn.running_var.data, training=True),
+        lambda: norm.batch_norm(x3, bn.weight.data, bn.bias.data, bn.running_mean.data,
+                                bn.running_var.data, y, m, s, True, 0.1, 1e-5))
+
+    g = np.ones((4, 16), np.float32)
+    gx, gw = np.empty((4, 16), np.float32), np.empty((16, 16), np.float32)
+    xg = pf.tensor(x, requires_grad=True)
+
+    def step():
+        lin.weight.grad = None
+        lin.bias.grad = None
+        xg.grad = None
+        lin(xg).backward(g)
+
+    def ops_calls():  # the three GEMMs of forward and backward, bias grad by numpy
+        pf.ops.matmul(x, w, trans_b=True, bias=b)
+        pf.ops.matmul(g, w)
+        pf.ops.matmul(g, x, trans_a=True)
+        g.sum(axis=0)
+
+    def kernels():
+        native.matmul(x, w.T, out, b, False)
+        native.matmul(g, w, gx, None, False)
+        native.matmul(g.T, x, gw, None, False)
+        g.sum(axis=0)
+
+    add("Linear(16,16) forward+backward", step, ops_calls, kernels)
+    return rows
+
+
+# ---------------------------------------------------------------------------- ResNet block
+
+class BasicBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + x)
+
+
+def torch_block(c):
+    import torch
+
+    class TorchBlock(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(c, c, 3, padding=1, bias=False)
+            self.bn1 = torch.nn.BatchNorm2d(c)
+            self.relu = torch.nn.ReLU(inplace=True)
+            self.conv2 = torch.nn.Conv2d(c, c, 3, padding=1, bias=False)
+            self.bn2 = torch.nn.BatchNorm2d(c)
+
+        def forward(self, x):
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            return self.relu(out + x)
+
+    return TorchBlock()
+
+
+def block_inputs(batch, channels, size):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((batch, channels, size, size)).astype(np.float32)
+    g = rng.standard_normal((batch, channels, size, size)).astype(np.float32)
+    return x, g
+
+
+def pyfast_block_step(batch, channels, size):
+    pf.manual_seed(0)
+    block = BasicBlock(channels)
+    x, g = block_inputs(batch, channels, size)
+    xt = pf.tensor(x, requires_grad=True)
+    params = list(block.parameters())
+
+    def step():
+        for p in params:
+            p.grad = None
+        xt.grad = None
+        block(xt).backward(g)
+
+    return step
+
+
+def torch_block_step(batch, channels, size):
+    import torch
+    torch.manual_seed(0)
+    block = torch_block(channels)
+    x, g = block_inputs(batch, channels, size)
+    xt = torch.from_numpy(x).requires_grad_()
+    gt = torch.from_numpy(g)
+
+    def step():
+        block.zero_grad(set_to_none=True)
+        xt.grad = None
+        block(xt).backward(gt)
+
+    return step
+
+
+def block_breakdown(threads, batch, channels, size, repeat=5):
+    """Total, in-kernel and in-ops seconds of one pyfast step (medians), and torch's."""
+    from pyfast.bench import limit_threads
+    step = pyfast_block_step(batch, channels, size)
+    with limit_threads(threads):
+        step()
+        totals, kernels, ops_times, calls = [], [], [], 0
+        for _ in range(repeat):
+            clock = KernelClock()
+            with clock.installed():
+                t0 = time.perf_counter()
+                step()
+                totals.append(time.perf_counter() - t0)
+            kernels.append(clock.kernel_s)
+            ops_times.append(clock.ops_s)
+            calls = clock.kernel_calls
+        plain = median_time(step, repeat=repeat, min_time=0.0)  # without the clock's wrappers
+    row = dict(threads=threads, shape=f"N{batch} C{channels} {size}x{size}",
+               pyfast_ms=plain * 1e3, instrumented_ms=statistics.median(totals) * 1e3,
+               kernels_ms=statistics.median(kernels) * 1e3,
+               ops_ms=statistics.median(ops_times) * 1e3, kernel_calls=calls,
+               backends={f: pf.backends.select(f, "cpu")[0]
+                         for f in ("conv", "norm", "elementwise")})
+    row["outside_kernels_pct"] = 100 * (1 - row["kernels_ms"] / row["instrumented_ms"])
+    row["outside_ops_pct"] = 100 * (1 - row["ops_ms"] / row["instrumented_ms"])
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        row["torch_ms"] = None
+        return row
+    tstep = torch_block_step(batch, channels, size)
+    with limit_threads(threads):
+        import torch
+        torch.set_num_threads(threads)
+        row["torch_ms"] = median_time(tstep, repeat=repeat, min_time=0.0) * 1e3
+    row["torch_over_pyfast"] = row["torch_ms"] / row["pyfast_ms"]
+    return row
+
+
+# ---------------------------------------------------------------------------- pytest
+
+def test_layer_call_overhead(benchmark):
+    lin = nn.Linear(16, 16)
+    x = pf.tensor(np.ones((4, 16), np.float32))
+    benchmark(lambda: lin(x))
+    benchmark.extra_info["rows"] = layer_overhead()
+
+
+def test_resnet_block_step_pyfast(benchmark):
+    step = pyfast_block_step(**BLOCK)
+    benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+    row = block_breakdown(pf.get_num_threads(), **BLOCK, repeat=3)
+    benchmark.extra_info.update(row)
+
+
+def test_resnet_block_step_torch(benchmark):
+    import pytest
+    pytest.importorskip("torch")
+    step = torch_block_step(**BLOCK)
+    benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+
+
+# ---------------------------------------------------------------------------- script
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, nargs="*", default=sorted({1, pf.get_num_threads()}))
+    parser.add_argument("--quick", action="store_true", help="batch 8 instead of 32")
+    parser.add_argument("--json", help="write the figures to this file")
+    args = parser.parse_args(argv)
+    shape = dict(BLOCK, batch=8) if args.quick else BLOCK
+
+    print("Python overhead per layer call (median, microseconds)")
+    rows = layer_overhead()
+    print(f"{'call':40s} {'layer':>9s} {'pf.ops':>9s} {'kernel':>9s} {'overhead':>9s}")
+    for r in rows:
+        print(f"{r['what']:40s} {r['layer_us']:9.1f} {r['ops_us']:9.1f} {r['kernel_us']:9.1f} "
+              f"{r['overhead_us']:9.1f}")
+
+    print("\nResNet basic block, one training step (forward + backward), float32")
+    blocks = []
+    for n in args.threads:
+        r = block_breakdown(n, **shape)
+        blocks.append(r)
+        torch_part = "" if r["torch_ms"] is None else \
+            f"  torch {r['torch_ms']:.1f} ms (torch/pyfast {r['torch_over_pyfast']:.2f}x)"
+        print(f"{n} thread(s), {r['shape']}: pyfast {r['pyfast_ms']:.1f} ms; kernels "
+              f"{r['kernels_ms']:.1f} ms in {r['kernel_calls']} calls, pf.ops {r['ops_ms']:.1f} ms "
+              f"of {r['instrumented_ms']:.1f} ms instrumented -> outside kernels "
+              f"{r['outside_kernels_pct']:.1f}%, outside pf.ops {r['outside_ops_pct']:.1f}%"
+              f"{torch_part}")
+        print(f"    backends: {r['backends']}")
+    if args.json:
+        report = dict(machine=platform.processor() or platform.machine(), python=sys.version,
+                      load_average=os.getloadavg(), overhead=rows, block=blocks)
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

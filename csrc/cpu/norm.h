@@ -1,0 +1,24 @@
+// Batch normalisation over (N, C, S) arrays (S = product of the spatial axes): statistics
+// per channel over N and S, torch's semantics (biased variance normalises, unbiased goes
+// into running_var; running statistics move by `momentum`).
+#pragma once
+
+#include <cstdint>
+
+namespace pyfast {
+
+// Training: batch statistics normalise; running_mean/var (may be null) are updated.
+// Eval: running statistics normalise. weight/bias may be null (1 and 0).
+// mean_out/invstd_out (C) receive the mean and 1/sqrt(var + eps) that were used.
+template <typename T>
+void batch_norm_forward(const T* x, T* y, std::int64_t n, std::int64_t c, std::int64_t s,
+                        const T* weight, const T* bias, T* running_mean, T* running_var,
+                        T* mean_out, T* invstd_out, bool training, double momentum, double eps);
+
+// gx, gweight, gbias may each be null (not needed). weight may be null (1).
+template <typename T>
+void batch_norm_backward(const T* gy, const T* x, std::int64_t n, std::int64_t c, std::int64_t s,
+                         const T* weight, const T* mean, const T* invstd, T* gx, T* gweight,
+                         T* gbias, bool training);
+
+}  // namespace pyfast

@@ -1,0 +1,219 @@
+// 2-D pooling, float32 and float64: max (argmax indices), average, adaptive average, each
+// with its backward.
+//
+// Threads take whole (n, c) planes, so a backward's scatter into its input plane never
+// races and needs no atomics. Window bounds follow torch's CPU kernels exactly: a max
+// window starts at its first in-bounds row/column (that position is the argmax if every
+// value is -inf), a larger value or any NaN takes over (so ties keep the first maximum in
+// scan order); an average window's divisor counts the padding up to H + pad (not the
+// ceil-mode overhang) unless count_include_pad is false or divisor_override is given;
+// adaptive windows are [floor(i*H/OH), ceil((i+1)*H/OH)).
+
+#include "cpu/pool.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/runtime.h"
+
+namespace pyfast {
+namespace {
+
+using std::int64_t;
+
+int team(int64_t work, int64_t planes) {
+    if (work < (1 << 14)) return 1;
+    return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), planes)));
+}
+
+// First in-bounds position of a window starting at `start` (stepping by dilation).
+inline int64_t first_inside(int64_t start, int64_t dilation) {
+    while (start < 0) start += dilation;
+    return start;
+}
+
+struct AvgWindow {
+    int64_t h0, h1, w0, w1;
+    double divisor;
+};
+
+inline AvgWindow avg_window(const PoolGeometry& g, int64_t oh, int64_t ow,
+                            bool count_include_pad, int64_t divisor) {
+    int64_t h0 = oh * g.sh - g.ph, w0 = ow * g.sw - g.pw;
+    int64_t h1 = std::min(h0 + g.kh, g.h + g.ph), w1 = std::min(w0 + g.kw, g.w + g.pw);
+    const int64_t padded_size = (h1 - h0) * (w1 - w0);
+    h0 = std::max<int64_t>(h0, 0);
+    w0 = std::max<int64_t>(w0, 0);
+    h1 = std::min(h1, g.h);
+    w1 = std::min(w1, g.w);
+    double d;
+    if (divisor != 0)
+        d = static_cast<double>(divisor);
+    else if (count_include_pad)
+        d = static_cast<double>(padded_size);
+    else
+        d = static_cast<double>((h1 - h0) * (w1 - w0));
+    return {h0, h1, w0, w1, d};
+}
+
+inline int64_t adaptive_start(int64_t i, int64_t in, int64_t out) { return (i * in) / out; }
+inline int64_t adaptive_end(int64_t i, int64_t in, int64_t out) {
+    return ((i + 1) * in + out - 1) / out;
+}
+
+}  // namespace
+
+template <typename T>
+void max_pool2d(const T* x, T* y, int64_t* indices, const PoolGeometry& g) {
+    const int64_t in_plane = g.h * g.w, out_plane = g.oh * g.ow;
+#pragma omp parallel for schedule(static) num_threads(team(g.planes * in_plane, g.planes))
+    for (int64_t p = 0; p < g.planes; ++p) {
+        const T* src = x + p * in_plane;
+        T* dst = y + p * out_plane;
+        int64_t* idx = indices + p * out_plane;
+        for (int64_t oh = 0; oh < g.oh; ++oh) {
+            const int64_t h_start = oh * g.sh - g.ph;
+            const int64_t h0 = first_inside(h_start, g.dh);
+            const int64_t h1 = std::min(h_start + (g.kh - 1) * g.dh + 1, g.h);
+            for (int64_t ow = 0; ow < g.ow; ++ow) {
+                const int64_t w_start = ow * g.sw - g.pw;
+                const int64_t w0 = first_inside(w_start, g.dw);
+                const int64_t w1 = std::min(w_start + (g.kw - 1) * g.dw + 1, g.w);
+                int64_t best_at = h0 * g.w + w0;
+                T best = -INFINITY;
+                for (int64_t ih = h0; ih < h1; ih += g.dh)
+                    for (int64_t iw = w0; iw < w1; iw += g.dw) {
+                        const T v = src[ih * g.w + iw];
+                        if (v > best || std::isnan(v)) {
+                            best = v;
+                            best_at = ih * g.w + iw;
+                        }
+                    }
+                dst[oh * g.ow + ow] = best;
+                idx[oh * g.ow + ow] = best_at;
+            }
+        }
+    }
+}
+
+template <typename T>
+int64_t max_pool2d_backward(const T* gy, const int64_t* indices, T* gx, const PoolGeometry& g) {
+    const int64_t in_plane = g.h * g.w, out_plane = g.oh * g.ow;
+    int64_t bad = 0;
+#pragma omp parallel for schedule(static) reduction(+ : bad) \
+    num_threads(team(g.planes * (in_plane + out_plane), g.planes))
+    for (int64_t p = 0; p < g.planes; ++p) {
+        T* dst = gx + p * in_plane;
+        const T* src = gy + p * out_plane;
+        const int64_t* idx = indices + p * out_plane;
+        std::fill(dst, dst + in_plane, T(0));
+        for (int64_t o = 0; o < out_plane; ++o) {
+            const int64_t at = idx[o];
+            if (at < 0 || at >= in_plane) {
+                ++bad;
+                continue;
+            }
+            dst[at] += src[o];
+        }
+    }
+    return bad;
+}
+
+template <typename T>
+void avg_pool2d(const T* x, T* y, const PoolGeometry& g, bool count_include_pad,
+                int64_t divisor) {
+    const int64_t in_plane = g.h * g.w, out_plane = g.oh * g.ow;
+#pragma omp parallel for schedule(static) num_threads(team(g.planes * in_plane, g.planes))
+    for (int64_t p = 0; p < g.planes; ++p) {
+        const T* src = x + p * in_plane;
+        T* dst = y + p * out_plane;
+        for (int64_t oh = 0; oh < g.oh; ++oh)
+            for (int64_t ow = 0; ow < g.ow; ++ow) {
+                const AvgWindow win = avg_window(g, oh, ow, count_include_pad, divisor);
+                T sum = 0;
+                for (int64_t ih = win.h0; ih < win.h1; ++ih)
+                    for (int64_t iw = win.w0; iw < win.w1; ++iw) sum += src[ih * g.w + iw];
+                dst[oh * g.ow + ow] = sum / static_cast<T>(win.divisor);
+            }
+    }
+}
+
+template <typename T>
+void avg_pool2d_backward(const T* gy, T* gx, const PoolGeometry& g, bool count_include_pad,
+                         int64_t divisor) {
+    const int64_t in_plane = g.h * g.w, out_plane = g.oh * g.ow;
+#pragma omp parallel for schedule(static) num_threads(team(g.planes * in_plane, g.planes))
+    for (int64_t p = 0; p < g.planes; ++p) {
+        T* dst = gx + p * in_plane;
+        const T* src = gy + p * out_plane;
+        std::fill(dst, dst + in_plane, T(0));
+        for (int64_t oh = 0; oh < g.oh; ++oh)
+            for (int64_t ow = 0; ow < g.ow; ++ow) {
+                const AvgWindow win = avg_window(g, oh, ow, count_include_pad, divisor);
+                const T share = src[oh * g.ow + ow] / static_cast<T>(win.divisor);
+                for (int64_t ih = win.h0; ih < win.h1; ++ih)
+                    for (int64_t iw = win.w0; iw < win.w1; ++iw) dst[ih * g.w + iw] += share;
+            }
+    }
+}
+
+template <typename T>
+void adaptive_avg_pool2d(const T* x, T* y, const PoolGeometry& g) {
+    const int64_t in_plane = g.h * g.w, out_plane = g.oh * g.ow;
+#pragma omp parallel for schedule(static) num_threads(team(g.planes * in_plane, g.planes))
+    for (int64_t p = 0; p < g.planes; ++p) {
+        const T* src = x + p * in_plane;
+        T* dst = y + p * out_plane;
+        for (int64_t oh = 0; oh < g.oh; ++oh) {
+            const int64_t h0 = adaptive_start(oh, g.h, g.oh), h1 = adaptive_end(oh, g.h, g.oh);
+            for (int64_t ow = 0; ow < g.ow; ++ow) {
+                const int64_t w0 = adaptive_start(ow, g.w, g.ow), w1 = adaptive_end(ow, g.w, g.ow);
+                T sum = 0;
+                for (int64_t ih = h0; ih < h1; ++ih) {
+                    const T* row = src + ih * g.w;
+#pragma omp simd reduction(+ : sum)
+                    for (int64_t iw = w0; iw < w1; ++iw) sum += row[iw];
+                }
+                dst[oh * g.ow + ow] = sum / static_cast<T>((h1 - h0) * (w1 - w0));
+            }
+        }
+    }
+}
+
+template <typename T>
+void adaptive_avg_pool2d_backward(const T* gy, T* gx, const PoolGeometry& g) {
+    const int64_t in_plane = g.h * g.w, out_plane = g.oh * g.ow;
+#pragma omp parallel for schedule(static) num_threads(team(g.planes * in_plane, g.planes))
+    for (int64_t p = 0; p < g.planes; ++p) {
+        T* dst = gx + p * in_plane;
+        const T* src = gy + p * out_plane;
+        std::fill(dst, dst + in_plane, T(0));
+        for (int64_t oh = 0; oh < g.oh; ++oh) {
+            const int64_t h0 = adaptive_start(oh, g.h, g.oh), h1 = adaptive_end(oh, g.h, g.oh);
+            for (int64_t ow = 0; ow < g.ow; ++ow) {
+                const int64_t w0 = adaptive_start(ow, g.w, g.ow), w1 = adaptive_end(ow, g.w, g.ow);
+                const T share = src[oh * g.ow + ow] / static_cast<T>((h1 - h0) * (w1 - w0));
+                for (int64_t ih = h0; ih < h1; ++ih) {
+                    T* row = dst + ih * g.w;
+#pragma omp simd
+                    for (int64_t iw = w0; iw < w1; ++iw) row[iw] += share;
+                }
+            }
+        }
+    }
+}
+
+#define PYFAST_INSTANTIATE(T)                                                               \
+    template void max_pool2d<T>(const T*, T*, int64_t*, const PoolGeometry&);               \
+    template int64_t max_pool2d_backward<T>(const T*, const int64_t*, T*, const PoolGeometry&); \
+    template void avg_pool2d<T>(const T*, T*, const PoolGeometry&, bool, int64_t);          \
+    template void avg_pool2d_backward<T>(const T*, T*, const PoolGeometry&, bool, int64_t); \
+    template void adaptive_avg_pool2d<T>(const T*, T*, const PoolGeometry&);                \
+    template void adaptive_avg_pool2d_backward<T>(const T*, T*, const PoolGeometry&);
+PYFAST_INSTANTIATE(float)
+PYFAST_INSTANTIATE(double)
+#undef PYFAST_INSTANTIATE
+
+}  // namespace pyfast
