@@ -12,16 +12,7 @@ from pyfast.train import Callback, Checkpoint, EarlyStopping
 
 pytest.importorskip("safetensors")
 
-
-def xent(out, y):
-    """Cross-entropy from Tensor ops (pf.nn.functional.cross_entropy when it exists)."""
-    F = pf.nn.functional
-    if hasattr(F, "cross_entropy"):
-        return F.cross_entropy(out, y)
-    z = out - out.max(axis=1, keepdims=True).detach()
-    log_p = z - z.exp().sum(axis=1, keepdims=True).log()
-    onehot = np.eye(out.shape[1], dtype=out.dtype)[np.asarray(y)]
-    return -(log_p * onehot).sum(axis=1).mean()
+xent = pf.nn.functional.cross_entropy
 
 
 def blobs(n=90, seed=0):
