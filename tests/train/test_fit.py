@@ -12,16 +12,7 @@ from pyfast.train import Callback, Checkpoint, EarlyStopping
 
 pytest.importorskip("safetensors")
 
-
-def xent(out, y):
-    """Cross-entropy from Tensor ops (pf.nn.functional.cross_entropy when it exists)."""
-    F = pf.nn.functional
-    if hasattr(F, "cross_entropy"):
-        return F.cross_entropy(out, y)
-    z = out - out.max(axis=1, keepdims=True).detach()
-    log_p = z - z.exp().sum(axis=1, keepdims=True).log()
-    onehot = np.eye(out.shape[1], dtype=out.dtype)[np.asarray(y)]
-    return -(log_p * onehot).sum(axis=1).mean()
+xent = pf.nn.functional.cross_entropy
 
 
 def blobs(n=90, seed=0):
@@ -277,3 +268,23 @@ def test_breast_cancer_end_to_end(tmp_path):
     assert h["val_accuracy"][-1] > 0.9 and h["val_auroc"][-1] > 0.95
     best = pf.load(tmp_path / "bc.st")
     assert best["history"]["val_loss"][-1] == min(h["val_loss"])
+
+
+def test_segmentation_metrics_through_fit():
+    pf.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 1, 6, 6)).astype(np.float32)
+    masks = (x > 0.6).astype(np.float32)
+    ds = pf.data.ArrayDataset(x, masks)
+    model = pf.nn.Conv2d(1, 1, 1)              # learns a threshold: logit = w * x + b
+    opt = pf.optim.Adam(model.parameters(), lr=0.1)
+    h = pf.train.fit(model, pf.data.DataLoader(ds, 16, shuffle=True),
+                     loss_fn=pf.nn.functional.binary_cross_entropy_with_logits, optimizer=opt,
+                     epochs=15, val_loader=pf.data.DataLoader(ds, 64),
+                     metrics=("dice", "iou", "accuracy"), progress=False)
+    assert {"dice", "iou", "val_dice", "val_iou", "val_accuracy"} <= set(h)
+    assert h["val_dice"][-1] > 0.9 and h["val_iou"][-1] > 0.8
+    assert all(i <= d + 1e-12 for d, i in zip(h["val_dice"], h["val_iou"]))   # IoU <= Dice
+    with pf.no_grad():
+        logits = model(x).numpy()
+    assert h["val_dice"][-1] == pytest.approx(pf.train.metrics.dice(logits, masks))

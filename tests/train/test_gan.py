@@ -9,17 +9,6 @@ from pyfast.train import Callback, Checkpoint, SampleImages
 pytest.importorskip("safetensors")
 
 
-@pytest.fixture(autouse=True)
-def bce_with_logits(monkeypatch):
-    """fit_gan uses pf.nn.functional.binary_cross_entropy_with_logits; where the layers
-    package does not have it yet, stand in with the stable form built from Tensor ops."""
-    F = pf.nn.functional
-    if not hasattr(F, "binary_cross_entropy_with_logits"):
-        def bce(x, t):
-            return (x.relu() - x * t + (1 + (-x.abs()).exp()).log()).mean()
-        monkeypatch.setattr(F, "binary_cross_entropy_with_logits", bce, raising=False)
-
-
 class Squeeze(pf.nn.Module):
     def forward(self, x):
         return x.reshape(-1)
