@@ -38,6 +38,7 @@ SEGMENT = 1024    # elements per inner loop of the pointwise losses
 LINE = 64         # bytes per cache line
 MAX_LANES = 256   # running maxima in row_max (a long loop: the loop vectoriser takes it)
 PARALLEL_MIN = 1 << 15  # below this many elements one thread is faster
+STREAM_MIN_BYTES = 16 << 20  # outputs this large are written with non-temporal stores
 
 
 # ---------------------------------------------------------------------------- intrinsics
@@ -58,6 +59,42 @@ def _prefetch(typingctx, arr, index):
         return context.get_dummy_value()
 
     return types.none(arr, index), codegen
+
+
+@intrinsic
+def _stream_line(typingctx, dst, dst_index, src, src_index):
+    """dst[dst_index:dst_index + 64 / itemsize] = src[src_index:...] as one non-temporal
+    64-byte store (vmovntps/vmovntpd); &dst[dst_index] must be 64-byte aligned. LLVM does
+    not vectorise per-element non-temporal stores (it emits scalar movntss), so the whole
+    line is one vector store here."""
+    if not (isinstance(dst, types.Array) and isinstance(src, types.Array)
+            and dst.dtype == src.dtype and isinstance(dst.dtype, types.Float)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        elem = context.get_value_type(sig.args[0].dtype)
+        size = context.get_abi_sizeof(elem)
+        vec = ir.VectorType(elem, LINE // size)
+        d = context.make_array(sig.args[0])(context, builder, args[0])
+        s = context.make_array(sig.args[2])(context, builder, args[2])
+        src_ptr = builder.bitcast(builder.gep(s.data, [args[3]]), vec.as_pointer())
+        dst_ptr = builder.bitcast(builder.gep(d.data, [args[1]]), vec.as_pointer())
+        store = builder.store(builder.load(src_ptr, align=size), dst_ptr, align=LINE)
+        store.set_metadata("nontemporal",
+                           builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        return context.get_dummy_value()
+
+    return types.none(dst, dst_index, src, src_index), codegen
+
+
+@intrinsic
+def _store_fence(typingctx):
+    """Orders this thread's non-temporal stores before what follows (mfence)."""
+    def codegen(context, builder, sig, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.none(), codegen
 
 
 def _int_layout(bitwidth):
@@ -302,6 +339,25 @@ def sums(e, x, m, w):
 
 
 @njit(**_JIT)
+def copy_row(dst, src, stream):
+    """dst[:] = src[:dst.size]; with `stream`, whole aligned lines go out non-temporally
+    (no read-for-ownership of dst: the ideal one read + one write of the row)."""
+    n = dst.size
+    i = 0
+    if stream:
+        line = LINE // dst.itemsize
+        head = min(n, (-(dst.ctypes.data // dst.itemsize)) % line)
+        for j in range(head):
+            dst[j] = src[j]
+        i = head
+        while i + line <= n:
+            _stream_line(dst, i, src, i)
+            i += line
+    for j in range(i, n):
+        dst[j] = src[j]
+
+
+@njit(**_JIT)
 def label_grad(scale, hard, e_over_c, wsum, w_y, d_y, s):
     """The label's gradient in float64 from p_y = exp(x_y - m) / s: in float, a e_y - b
     minus the one-hot term cancels catastrophically when p_y is near 1."""
@@ -310,7 +366,8 @@ def label_grad(scale, hard, e_over_c, wsum, w_y, d_y, s):
 
 
 @njit(parallel=True, fastmath=_EXACT, **_JIT)
-def xent_rows(x, labels, w, ignore_index, smoothing, scale, wsum, g, losses, c, chunks, line):
+def xent_rows(x, labels, w, ignore_index, smoothing, scale, wsum, g, losses, c, chunks, line,
+              stream):
     n = labels.size
     e_over_c = smoothing / c
     for ch in prange(chunks):
@@ -322,7 +379,8 @@ def xent_rows(x, labels, w, ignore_index, smoothing, scale, wsum, g, losses, c, 
             y = labels[r]
             if y == ignore_index:
                 losses[r] = 0
-                gr[:] = 0
+                e[:] = 0
+                copy_row(gr, e, stream)
                 continue
             m = row_max(xr)
             exp_shifted(xr, m, e, x[(r + 1) * c:(r + 2) * c] if r + 1 < r1 else x[:0], line)
@@ -331,11 +389,18 @@ def xent_rows(x, labels, w, ignore_index, smoothing, scale, wsum, g, losses, c, 
             hard = (1.0 - smoothing) * float(w[y])
             a = cast_like(scale * (hard + e_over_c * wsum) / float(s), x)
             b = cast_like(scale * e_over_c, x)
-            for j in range(c):
-                gr[j] = a * e[j] - b * w[j]
+            if stream:  # the gradient in the scratch row, then out in whole lines
+                for j in range(c):
+                    e[j] = a * e[j] - b * w[j]
+                copy_row(gr, e, True)
+            else:
+                for j in range(c):
+                    gr[j] = a * e[j] - b * w[j]
             gr[y] = label_grad(scale, hard, e_over_c, wsum, w[y], xy - m, s)
             log_s = math.log(float(s))
             losses[r] = hard * (log_s + float(m - xy)) + e_over_c * (wsum * log_s - float(t))
+        if stream:
+            _store_fence()
 
 
 @njit(parallel=True, fastmath=_EXACT, **_JIT)
@@ -413,7 +478,7 @@ def total(e, n):
 
 
 @njit(parallel=True, fastmath=_EXACT, **_JIT)
-def softmax_rows(x, out, rows, c, log, chunks, line):
+def softmax_rows(x, out, rows, c, log, chunks, line, stream):
     for ch in prange(chunks):
         e = np.empty(c, x.dtype)
         r1 = (ch + 1) * rows // chunks
@@ -426,11 +491,14 @@ def softmax_rows(x, out, rows, c, log, chunks, line):
             if log:
                 log_s = cast_like(math.log(float(s)), x)
                 for j in range(c):
-                    o[j] = (xr[j] - m) - log_s
+                    e[j] = (xr[j] - m) - log_s
             else:
                 inv = cast_like(1.0 / float(s), x)
                 for j in range(c):
-                    o[j] = e[j] * inv
+                    e[j] = e[j] * inv
+            copy_row(o, e, stream)
+        if stream:
+            _store_fence()
 
 
 @njit(parallel=True, fastmath=_EXACT, **_JIT)
@@ -537,12 +605,19 @@ def _chunks(elements, items):
     return max(1, min(items, 1 if elements < PARALLEL_MIN else get_num_threads()))
 
 
+def _streams(out, x):
+    """Whether out is written with non-temporal stores: when it is too large to stay in the
+    caches for its reader anyway, and is not x itself (whose lines are already cached)."""
+    return out.nbytes >= STREAM_MIN_BYTES and not np.shares_memory(out, x)
+
+
 def softmax(x, out, log):
     """out = softmax (log: log-softmax) of x over axis 1; x, out (A, C, B) C-contiguous."""
     a, c, b = x.shape
     flat, out_flat = x.reshape(-1), out.reshape(-1)
     if b == 1:
-        softmax_rows(flat, out_flat, a, c, bool(log), _chunks(x.size, a), LINE // x.itemsize)
+        softmax_rows(flat, out_flat, a, c, bool(log), _chunks(x.size, a), LINE // x.itemsize,
+                     _streams(out, x))
     else:
         softmax_tiles(flat, out_flat, a, c, b, bool(log), _chunks(x.size, a * -(-b // TILE)))
 
@@ -556,7 +631,8 @@ def softmax_xent(logits, labels, weight, ignore_index, smoothing, grad_scale, dl
     args = (logits.reshape(-1), labels.reshape(-1), w, int(ignore_index), float(smoothing),
             float(grad_scale), wsum, dlogits.reshape(-1), losses.reshape(-1))
     if s == 1:
-        xent_rows(*args, c, _chunks(logits.size, n), LINE // logits.itemsize)
+        xent_rows(*args, c, _chunks(logits.size, n), LINE // logits.itemsize,
+                  _streams(dlogits, logits))
     else:
         xent_tiles(*args, n, c, s, _chunks(logits.size, n * -(-s // TILE)))
 
