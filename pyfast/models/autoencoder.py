@@ -104,11 +104,13 @@ class ConvAutoencoder(nn.Module):
     [0, 1] (sigmoid output).
 
     The encoder halves the resolution three times (4x4 stride-2 convolutions with batch
-    norm and ReLU, ``features``, 2x ``features``, 4x ``features`` channels), then a
-    convolution over the whole remaining map gives the code: ``latent_channels`` values per
-    image, a (latent_channels, 1, 1) map. The decoder mirrors it with transposed
-    convolutions. ``image_size`` must be divisible by 8. ``noise_std > 0`` adds Gaussian
-    noise to the input in training mode only (a denoising autoencoder)."""
+    norm and ReLU; ``features``, 2x and 4x ``features`` channels), then a 1x1 convolution
+    gives the code: a (latent_channels, image_size / 8, image_size / 8) map. The decoder
+    mirrors it with transposed convolutions. A spatial code keeps where things are, so the
+    decoder need not memorise positions and reconstructs anatomy sharply; what it cannot
+    reproduce (a lesion it never saw) then stands out in the residual. ``image_size`` must
+    be divisible by 8. ``noise_std > 0`` adds Gaussian noise to the input in training mode
+    only (a denoising autoencoder)."""
 
     def __init__(self, in_channels=1, latent_channels=64, image_size=32, *, features=32,
                  noise_std=0.0):
@@ -121,7 +123,7 @@ class ConvAutoencoder(nn.Module):
             raise ValueError(f"{owner}: image_size must be divisible by 8, got {image_size}")
         self.features = check_int(features, "features", 1, owner)
         self.noise_std = _check_noise(noise_std, owner)
-        f, cells = self.features, self.image_size // 8
+        f = self.features
 
         def down(cin, cout):
             return [nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=False),
@@ -133,10 +135,10 @@ class ConvAutoencoder(nn.Module):
 
         self.encoder = nn.Sequential(*down(self.in_channels, f), *down(f, 2 * f),
                                      *down(2 * f, 4 * f),
-                                     nn.Conv2d(4 * f, self.latent_channels, cells))
+                                     nn.Conv2d(4 * f, self.latent_channels, 1))
         self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(self.latent_channels, 4 * f, cells, bias=False),
-            nn.BatchNorm2d(4 * f), nn.ReLU(inplace=True), *up(4 * f, 2 * f), *up(2 * f, f),
+            nn.Conv2d(self.latent_channels, 4 * f, 1, bias=False), nn.BatchNorm2d(4 * f),
+            nn.ReLU(inplace=True), *up(4 * f, 2 * f), *up(2 * f, f),
             nn.ConvTranspose2d(f, self.in_channels, 4, stride=2, padding=1), nn.Sigmoid())
 
     def encode(self, x):

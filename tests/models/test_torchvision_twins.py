@@ -9,7 +9,7 @@ import pyfast as pf
 
 torch = pytest.importorskip("torch")
 
-from . import torch_twins  # noqa: E402  (imports torch)
+from pyfast.bench import _torch_models as torch_twins  # noqa: E402  (imports torch)
 
 COUNTS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
           "densenet121": 7_978_856, "densenet169": 14_149_480}
@@ -43,7 +43,8 @@ def test_state_dict_keys_order_and_shapes_match_torchvision(name, kw):
 
 
 def test_small_input_changes_only_the_stem():
-    big, small = pf.models.resnet18().state_dict(), pf.models.resnet18(small_input=True).state_dict()
+    big = pf.models.resnet18().state_dict()
+    small = pf.models.resnet18(small_input=True).state_dict()
     changed = [k for k in big if big[k].shape != small[k].shape]
     assert changed == ["conv1.weight"] and small["conv1.weight"].shape == (64, 3, 3, 3)
     dense = pf.models.densenet121(small_input=True, in_channels=1)

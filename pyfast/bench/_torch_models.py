@@ -1,6 +1,8 @@
-"""Hand-written PyTorch twins of torchvision's ResNet and DenseNet (torchvision is not a
-dependency): the reference the pyfast models must match key for key and logit for logit.
-Written from the architecture, in torchvision's module names and registration order."""
+"""Hand-written PyTorch twins of pf.models' ResNet, DenseNet (torchvision's architectures;
+torchvision is not a dependency) and U-Net, in the same module names and registration order:
+the reference the tests hold pyfast's models to, key for key and logit for logit, and the
+competitor of the end-to-end benchmark (pyfast.bench.models). Imports torch.
+"""
 
 from collections import OrderedDict
 
@@ -179,3 +181,63 @@ def randomise(model, seed=0):
             elif name.endswith("num_batches_tracked"):
                 b.fill_(7)
     return model
+
+
+class _DoubleConv(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))))
+
+
+class _Down(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.pool = nn.MaxPool2d(2)
+        self.conv = _DoubleConv(cin, cout)
+
+    def forward(self, x):
+        return self.conv(self.pool(x))
+
+
+class _Up(nn.Module):
+    def __init__(self, cin, cout, bilinear):
+        super().__init__()
+        if bilinear:
+            self.up = nn.Sequential(nn.Conv2d(cin, cout, 1),
+                                    nn.Upsample(scale_factor=2, mode="bilinear",
+                                                align_corners=False))
+        else:
+            self.up = nn.ConvTranspose2d(cin, cout, 2, stride=2)
+        self.conv = _DoubleConv(2 * cout, cout)
+
+    def forward(self, x, skip):
+        return self.conv(torch.cat([skip, self.up(x)], 1))
+
+
+class UNet(nn.Module):
+    """pf.models.UNet's twin: same module names, shapes and computation."""
+
+    def __init__(self, in_channels=1, out_channels=1, base_channels=64, depth=4, bilinear=False):
+        super().__init__()
+        widths = [base_channels << i for i in range(depth + 1)]
+        self.inc = _DoubleConv(in_channels, widths[0])
+        self.down = nn.ModuleList([_Down(widths[i], widths[i + 1]) for i in range(depth)])
+        self.up = nn.ModuleList([_Up(widths[i + 1], widths[i], bilinear)
+                                 for i in reversed(range(depth))])
+        self.head = nn.Conv2d(widths[0], out_channels, 1)
+
+    def forward(self, x):
+        skips = [self.inc(x)]
+        for stage in self.down:
+            skips.append(stage(skips[-1]))
+        x = skips.pop()
+        for stage in self.up:
+            x = stage(x, skips.pop())
+        return self.head(x)
