@@ -144,6 +144,9 @@ def main(argv=None):
 
     try:
         args = _parser().parse_args(argv)
+        if args.command in ("demo", "train", "bench"):
+            from pyfast._memory import keep_freed_memory
+            keep_freed_memory()   # same-sized arrays every step: reuse pages, no re-faulting
         return args.run(args)
     except (UsageError, cli_train.UsageError) as exc:
         print(f"pyfast: error: {exc}", file=sys.stderr)

@@ -59,8 +59,8 @@ class Settings:
 
 
 SCALES = {
-    "full": Settings(cls_epochs=6, cls_train=None, seg_train=800, seg_val=200, seg_epochs=6,
-                     seg_base=16, ae_train=1000, ae_test=400, ae_epochs=12, gan_epochs=25,
+    "full": Settings(cls_epochs=4, cls_train=None, seg_train=800, seg_val=200, seg_epochs=6,
+                     seg_base=16, ae_train=1000, ae_test=400, ae_epochs=20, gan_epochs=25,
                      gan_train=None, enforce_targets=True),
     "quick": Settings(cls_epochs=2, cls_train=640, seg_train=192, seg_val=64, seg_epochs=2,
                       seg_base=16, ae_train=192, ae_test=128, ae_epochs=3, gan_epochs=3,
