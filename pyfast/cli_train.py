@@ -235,7 +235,8 @@ class _Plan:
             depth = 3 if h % 8 == 0 else 2
             base = width or 64
             self.model = pf.models.UNet(data.shape[0], 1, base_channels=base, depth=depth)
-            self.describe = f"UNet(in_channels={data.shape[0]}, base_channels={base}, depth={depth})"
+            self.describe = (f"UNet(in_channels={data.shape[0]}, base_channels={base}, "
+                             f"depth={depth})")
 
             def loss_fn(logits, masks):
                 return F.binary_cross_entropy_with_logits(logits, masks) + \

@@ -37,6 +37,7 @@ class Network:
     batch: int
     shape: tuple          # one input (C, H, W)
     task: str             # "classes" or "masks"
+    options: tuple = ()   # (name, value) pairs for the model constructors
 
     @property
     def label(self):
@@ -48,23 +49,34 @@ NETWORKS = (Network("resnet18", 64, (3, 32, 32), "classes"),
             Network("unet", 16, (1, 64, 64), "masks"))
 
 
-def build_pyfast(name):
+def build_pyfast(network):
+    name, options = network.name, dict(network.options)
     if name == "resnet18":
-        return pf.models.resnet18(num_classes=10, small_input=True)
+        return pf.models.resnet18(num_classes=10, small_input=True, **options)
     if name == "densenet121":
-        return pf.models.densenet121(num_classes=10, small_input=True)
+        return pf.models.densenet121(num_classes=10, small_input=True, **options)
     if name == "unet":
-        return pf.models.UNet(1, 1)
+        return pf.models.UNet(1, 1, **options)
     raise ValueError(f"unknown network {name!r}; known: {', '.join(n.name for n in NETWORKS)}")
 
 
-def build_torch(name):
+def build_torch(network):
     from pyfast.bench import _torch_models as tm
+    name, options = network.name, dict(network.options)
     if name == "resnet18":
-        return tm.resnet(18, num_classes=10, small_input=True)
+        return tm.resnet(18, num_classes=10, small_input=True, **options)
     if name == "densenet121":
-        return tm.densenet(121, num_classes=10, small_input=True)
-    return tm.UNet(1, 1)
+        return tm.densenet(121, num_classes=10, small_input=True, **options)
+    return tm.UNet(1, 1, **options)
+
+
+@functools.lru_cache(maxsize=None)
+def step_flops(network):
+    """Flops of one training step: 3x the forward's, counted on one image (they scale with
+    the batch) of a fresh pyfast model."""
+    model = build_pyfast(network).eval()
+    x = np.zeros((1,) + network.shape, np.float32)
+    return 3.0 * network.batch * _forward_flops(model, x)
 
 
 # ---------------------------------------------------------------------------- flops
@@ -117,7 +129,7 @@ class Problem:
     def __init__(self, network, seed=0):
         self.network = network
         pf.manual_seed(seed)
-        model = build_pyfast(network.name)
+        model = build_pyfast(network)
         self.state = {k: np.array(v, copy=True) for k, v in model.state_dict().items()}
         rng = np.random.default_rng(seed)
         self.x = rng.standard_normal((network.batch,) + network.shape).astype(np.float32)
@@ -125,13 +137,12 @@ class Problem:
             self.y = rng.integers(0, 10, network.batch).astype(np.int64)
         else:
             self.y = (rng.random((network.batch, 1) + network.shape[1:]) < 0.1).astype(np.float32)
-        model.train()
-        self.flops = 3.0 * _forward_flops(model, self.x)
+        self.flops = step_flops(network)
 
     @functools.cached_property
     def loss64(self):
         import torch
-        model = build_torch(self.network.name).double()
+        model = build_torch(self.network).double()
         model.load_state_dict({k: torch.from_numpy(v.astype(np.float64) if v.dtype.kind == "f"
                                                    else v) for k, v in self.state.items()})
         model.train()
@@ -156,7 +167,7 @@ def pyfast_step(problem, backend=None):
     """A function running one training step of a fresh pyfast model; returns the loss."""
     from pyfast.nn import functional as F
 
-    model = build_pyfast(problem.network.name)
+    model = build_pyfast(problem.network)
     model.load_state_dict(problem.state)
     model.train()
     optimizer = pf.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -177,7 +188,7 @@ def pyfast_step(problem, backend=None):
 
 def torch_step(problem):
     import torch
-    model = build_torch(problem.network.name)
+    model = build_torch(problem.network)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in problem.state.items()})
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -250,7 +261,7 @@ class _LazyProblem:
 
     @property
     def flops(self):
-        return self.problem.flops
+        return step_flops(self.network)
 
     def check_result(self, loss):
         self.problem.check(loss)
@@ -281,13 +292,16 @@ OP_FAMILIES = {
 }
 
 
-def profile(name, steps=2, backend=None):
-    """Seconds per pyfast training step of network ``name`` spent in each kernel family
-    (time inside pf.ops calls), plus "outside kernels" (Python, autograd, NumPy glue) and
-    "total". Activations, dropout and add count as "elementwise"."""
-    network = next((n for n in NETWORKS if n.name == name), None)
-    if network is None:
-        raise ValueError(f"unknown network {name!r}")
+def profile(network, steps=2, backend=None):
+    """Seconds per pyfast training step of ``network`` (a name of NETWORKS or a Network)
+    spent in each kernel family (time inside pf.ops calls), plus "outside kernels" (Python,
+    autograd, NumPy glue) and "total". Activations, dropout and add count as "elementwise"."""
+    if not isinstance(network, Network):
+        name = network
+        network = next((n for n in NETWORKS if n.name == name), None)
+        if network is None:
+            raise ValueError(f"unknown network {name!r}; known: "
+                             f"{', '.join(n.name for n in NETWORKS)}")
     step = pyfast_step(Problem(network), backend)
     step()  # warm-up: first-call allocations, lazy loading
     spent = collections.defaultdict(float)
