@@ -2,7 +2,10 @@
 //
 // All are memory-bound streams: one OpenMP-parallel loop each, static schedule, with
 // `omp simd` so the compiler vectorises the body at the baseline ISA (bandwidth, not the
-// vector width, limits these). Small arrays stay on the calling thread: waking the team
+// vector width, limits these). Selects use quiet comparisons (__builtin_isgreater...) and
+// choose between constants or loaded values, never guard an operation: under the default
+// -ftrapping-math GCC will not if-convert anything that may trap, and a branch on the sign
+// of real data mispredicts half the time. Small arrays stay on the calling thread: waking the team
 // costs more than the work below ~32K elements. Gradients of relu/sigmoid/tanh read the
 // forward output; leaky_relu's reads the input (torch's conventions). Dropout recomputes its
 // mask from a counter-based hash, so the backward pass needs no stored mask.
@@ -31,6 +34,25 @@ namespace {
 constexpr std::int64_t kParallelMin = 1 << 15;
 
 inline int team(std::int64_t n) { return n >= kParallelMin ? num_threads() : 1; }
+
+template <typename T> struct Bits;
+template <> struct Bits<float> { using U = std::uint32_t; };
+template <> struct Bits<double> { using U = std::uint64_t; };
+
+// c ? a : b through integer masks: a select GCC vectorises where it would not if-convert
+// the floating-point form (the multiply it feeds would be sunk into a branch).
+template <typename T>
+PYFAST_INLINE T blend(bool c, T a, T b) {
+    using U = typename Bits<T>::U;
+    U ua, ub;
+    std::memcpy(&ua, &a, sizeof a);
+    std::memcpy(&ub, &b, sizeof b);
+    const U mask = U(0) - static_cast<U>(c);
+    const U r = (ua & mask) | (ub & ~mask);
+    T out;
+    std::memcpy(&out, &r, sizeof out);
+    return out;
+}
 
 inline std::uint64_t splitmix64(std::uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
@@ -185,17 +207,26 @@ void relu(const T* x, T* y, std::int64_t n) {
 
 template <typename T>
 void relu_backward(const T* gy, const T* y, T* gx, std::int64_t n) {
-    PYFAST_ELEMENTWISE_LOOP(n) gx[i] = y[i] <= T(0) ? T(0) : gy[i];  // torch's threshold_backward
+    PYFAST_ELEMENTWISE_LOOP(n) {
+        const T g = gy[i], v = y[i];
+        gx[i] = __builtin_islessequal(v, T(0)) ? T(0) : g;  // torch's threshold_backward
+    }
 }
 
 template <typename T>
 void leaky_relu(const T* x, T* y, std::int64_t n, T slope) {
-    PYFAST_ELEMENTWISE_LOOP(n) y[i] = x[i] > T(0) ? x[i] : x[i] * slope;
+    PYFAST_ELEMENTWISE_LOOP(n) {
+        const T v = x[i];
+        y[i] = v * blend(__builtin_isgreater(v, T(0)), T(1), slope);
+    }
 }
 
 template <typename T>
 void leaky_relu_backward(const T* gy, const T* x, T* gx, std::int64_t n, T slope) {
-    PYFAST_ELEMENTWISE_LOOP(n) gx[i] = x[i] > T(0) ? gy[i] : gy[i] * slope;
+    PYFAST_ELEMENTWISE_LOOP(n) {
+        const T v = x[i];
+        gx[i] = gy[i] * blend(__builtin_isgreater(v, T(0)), T(1), slope);
+    }
 }
 
 template <>
@@ -239,7 +270,7 @@ void dropout(const T* x, T* y, std::int64_t n, std::uint64_t seed, std::uint32_t
     for (std::int64_t i = 0; i < n; ++i) {
         const std::uint64_t h = splitmix64(seed + static_cast<std::uint64_t>(i + 1) * golden);
         const bool keep = (h >> 40) >= threshold;
-        y[i] = keep ? x[i] * scale : T(0);
+        y[i] = x[i] * (keep ? scale : T(0));  // x * mask * scale, as torch (inf * 0 is NaN)
     }
 }
 

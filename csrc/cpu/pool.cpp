@@ -85,11 +85,11 @@ void max_pool2d(const T* x, T* y, int64_t* indices, const PoolGeometry& g) {
                 T best = -INFINITY;
                 for (int64_t ih = h0; ih < h1; ih += g.dh)
                     for (int64_t iw = w0; iw < w1; iw += g.dw) {
+                        // selects, not branches: on real data the comparison is a coin flip
                         const T v = src[ih * g.w + iw];
-                        if (v > best || std::isnan(v)) {
-                            best = v;
-                            best_at = ih * g.w + iw;
-                        }
+                        const bool take = (v > best) | (v != v);
+                        best = take ? v : best;
+                        best_at = take ? ih * g.w + iw : best_at;
                     }
                 dst[oh * g.ow + ow] = best;
                 idx[oh * g.ow + ow] = best_at;
