@@ -18,5 +18,11 @@ from .tensor import (Tensor, cat, enable_grad, from_dlpack, no_grad, set_grad_en
 
 __all__ += ["Tensor", "tensor", "from_dlpack", "cat", "stack", "no_grad", "enable_grad",
             "set_grad_enabled", "nn"]
+
+from . import optim, train  # noqa: E402
+from .io import load, save  # noqa: E402
+
+__all__ += ["optim", "train", "save", "load"]
+
 from . import data  # noqa: E402  (NumPy only; scikit-learn and CuPy load on first use)
 __all__ += ["data"]
