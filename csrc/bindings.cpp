@@ -212,7 +212,8 @@ void bind_elementwise(py::module_& m) {
             pyfast::dropout(x, y, n, seed, threshold, static_cast<T>(scale));
         });
     }, py::arg("x"), py::arg("out"), py::arg("seed"), py::arg("threshold"), py::arg("scale"),
-       "y = x * keep * scale; keep = top 24 bits of splitmix64(seed + (i+1) * golden) >= threshold");
+       "y = x * keep * scale; keep = top 24 bits of splitmix64(seed + (i+1) * golden) "
+       ">= threshold");
     m.def("add", [](const py::array& a, const py::array& b, py::array out) {
         binary_op(a, "a", b, "b", out, [](auto a, auto b, auto o, std::int64_t n) {
             pyfast::add(a, b, o, n);

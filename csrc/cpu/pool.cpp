@@ -58,6 +58,20 @@ inline AvgWindow avg_window(const PoolGeometry& g, int64_t oh, int64_t ow,
     return {h0, h1, w0, w1, d};
 }
 
+// Sum of a contiguous run with 16 independent partial sums: a single running sum would be
+// bound by the add latency, not by memory.
+template <typename T>
+inline T sum_run(const T* p, int64_t len) {
+    T acc[16] = {};
+    int64_t j = 0;
+    for (; j + 16 <= len; j += 16)
+        for (int k = 0; k < 16; ++k) acc[k] += p[j + k];
+    T sum = 0;
+    for (; j < len; ++j) sum += p[j];
+    for (int k = 0; k < 16; ++k) sum += acc[k];
+    return sum;
+}
+
 inline int64_t adaptive_start(int64_t i, int64_t in, int64_t out) { return (i * in) / out; }
 inline int64_t adaptive_end(int64_t i, int64_t in, int64_t out) {
     return ((i + 1) * in + out - 1) / out;
@@ -171,10 +185,11 @@ void adaptive_avg_pool2d(const T* x, T* y, const PoolGeometry& g) {
             for (int64_t ow = 0; ow < g.ow; ++ow) {
                 const int64_t w0 = adaptive_start(ow, g.w, g.ow), w1 = adaptive_end(ow, g.w, g.ow);
                 T sum = 0;
-                for (int64_t ih = h0; ih < h1; ++ih) {
-                    const T* row = src + ih * g.w;
-#pragma omp simd reduction(+ : sum)
-                    for (int64_t iw = w0; iw < w1; ++iw) sum += row[iw];
+                if (w0 == 0 && w1 == g.w) {  // whole rows (global pooling): one flat run
+                    sum = sum_run(src + h0 * g.w, (h1 - h0) * g.w);
+                } else {
+                    for (int64_t ih = h0; ih < h1; ++ih)
+                        sum += sum_run(src + ih * g.w + w0, w1 - w0);
                 }
                 dst[oh * g.ow + ow] = sum / static_cast<T>((h1 - h0) * (w1 - w0));
             }

@@ -166,4 +166,5 @@ def test_native_bindings_check_their_arguments():
     with pytest.raises(ValueError, match="outside"):
         _C.max_pool2d_backward(y, idx, np.empty_like(x))
     with pytest.raises(ValueError, match="non-empty"):
-        _C.adaptive_avg_pool2d(np.ones((1, 2, 0, 3), np.float32), np.empty((1, 2, 1, 1), np.float32))
+        _C.adaptive_avg_pool2d(np.ones((1, 2, 0, 3), np.float32),
+                               np.empty((1, 2, 1, 1), np.float32))
