@@ -22,13 +22,12 @@ First-order only: backward functions work on arrays, not on Tensors.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import numpy as np
 
 from . import ops
-from ._arrays import array_module, as_array, describe, device_of, is_cupy
+from ._arrays import array_module, as_array, describe, is_cupy
 
 __all__ = ["Tensor", "Function", "tensor", "from_dlpack", "cat", "stack", "no_grad",
            "enable_grad", "set_grad_enabled", "is_grad_enabled"]

@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 import numbers
 
-import numpy as np
-
 from pyfast import ops
 from pyfast._arrays import array_module
 from pyfast._random import generator
