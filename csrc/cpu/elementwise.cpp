@@ -27,6 +27,7 @@
 #include <cstring>
 
 #include "common/runtime.h"
+#include "cpu/select.h"
 
 namespace pyfast {
 namespace {
@@ -34,25 +35,6 @@ namespace {
 constexpr std::int64_t kParallelMin = 1 << 15;
 
 inline int team(std::int64_t n) { return n >= kParallelMin ? num_threads() : 1; }
-
-template <typename T> struct Bits;
-template <> struct Bits<float> { using U = std::uint32_t; };
-template <> struct Bits<double> { using U = std::uint64_t; };
-
-// c ? a : b through integer masks: a select GCC vectorises where it would not if-convert
-// the floating-point form (the multiply it feeds would be sunk into a branch).
-template <typename T>
-PYFAST_INLINE T blend(bool c, T a, T b) {
-    using U = typename Bits<T>::U;
-    U ua, ub;
-    std::memcpy(&ua, &a, sizeof a);
-    std::memcpy(&ub, &b, sizeof b);
-    const U mask = U(0) - static_cast<U>(c);
-    const U r = (ua & mask) | (ub & ~mask);
-    T out;
-    std::memcpy(&out, &r, sizeof out);
-    return out;
-}
 
 PYFAST_INLINE std::uint64_t splitmix64(std::uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
