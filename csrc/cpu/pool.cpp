@@ -6,11 +6,12 @@
 // window lies inside the plane compare their k-th candidates together (a vectorised loop
 // with branch-free selects), the few clipped ones at the edges one by one.
 //
-// Window bounds follow torch's CPU kernels exactly: a max window starts at its first in-bounds row/column (that position is the argmax if every
-// value is -inf), a larger value or any NaN takes over (so ties keep the first maximum in
-// scan order); an average window's divisor counts the padding up to H + pad (not the
-// ceil-mode overhang) unless count_include_pad is false or divisor_override is given;
-// adaptive windows are [floor(i*H/OH), ceil((i+1)*H/OH)).
+// Window bounds follow torch's CPU kernels exactly: a max window starts at its first
+// in-bounds row/column (that position is the argmax if every value is -inf), a larger value
+// or any NaN takes over (so ties keep the first maximum in scan order); an average window's
+// divisor counts the padding up to H + pad (not the ceil-mode overhang) unless
+// count_include_pad is false or divisor_override is given; adaptive windows are
+// [floor(i*H/OH), ceil((i+1)*H/OH)).
 
 #include "cpu/pool.h"
 
