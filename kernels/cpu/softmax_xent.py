@@ -398,7 +398,10 @@ def xent_rows(x, labels, w, ignore_index, smoothing, scale, wsum, g, losses, c, 
                     gr[j] = a * e[j] - b * w[j]
             gr[y] = label_grad(scale, hard, e_over_c, wsum, w[y], xy - m, s)
             log_s = math.log(float(s))
-            losses[r] = hard * (log_s + float(m - xy)) + e_over_c * (wsum * log_s - float(t))
+            loss = hard * (log_s + float(m - xy))
+            if smoothing != 0:  # t is -inf with a masked (-inf) class: no 0 * inf
+                loss += e_over_c * (wsum * log_s - float(t))
+            losses[r] = loss
         if stream:
             _store_fence()
 
@@ -442,21 +445,22 @@ def xent_tiles(x, labels, w, ignore_index, smoothing, scale, wsum, g, losses, n,
             dyv = dy[:cnt]
             for q in range(cnt):
                 y = labs[q]
-                if y == ignore_index:
+                if y == ignore_index:  # b < 0 marks the position ignored
                     av[q] = 0
-                    bv[q] = 0
+                    bv[q] = -1
                     dyv[q] = 0
                 else:
                     hard = (1.0 - smoothing) * float(w[y])
                     av[q] = scale * (hard + e_over_c * wsum) / float(sv[q])
                     bv[q] = scale * e_over_c
                     dyv[q] = x[base + y * sp + q] - mv[q]  # before the gradient overwrites it
+            zero = cast_like(0.0, x)
             for j in range(c):
                 grow = g[base + j * sp:base + j * sp + cnt]
                 es = e[j * TILE:j * TILE + cnt]
                 wj = w[j]
-                for q in range(cnt):
-                    grow[q] = av[q] * es[q] - bv[q] * wj
+                for q in range(cnt):  # ignored positions: exactly 0, NaN logits or not
+                    grow[q] = av[q] * es[q] - bv[q] * wj if bv[q] >= zero else zero
             out = losses[item * sp + s0:item * sp + s0 + cnt]
             for q in range(cnt):
                 y = labs[q]
@@ -466,7 +470,10 @@ def xent_tiles(x, labels, w, ignore_index, smoothing, scale, wsum, g, losses, n,
                 hard = (1.0 - smoothing) * float(w[y])
                 log_s = math.log(float(sv[q]))
                 g[base + y * sp + q] = label_grad(scale, hard, e_over_c, wsum, w[y], dyv[q], sv[q])
-                out[q] = hard * (log_s - float(dyv[q])) + e_over_c * (wsum * log_s - float(twv[q]))
+                loss = hard * (log_s - float(dyv[q]))
+                if smoothing != 0:
+                    loss += e_over_c * (wsum * log_s - float(twv[q]))
+                out[q] = loss
 
 
 @njit(fastmath=_SUM, **_JIT)
