@@ -21,9 +21,11 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import get_num_threads, njit, prange, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
+
+from .optim import threads_for
 
 # fastmath flag sets: _EXACT for loops with exp (no reassociation, no approximate
 # division), _SUM adds "reassoc" for vectorised sums; the max pass takes every flag (its
@@ -37,7 +39,6 @@ TILE = 64         # positions per tile when s > 1
 SEGMENT = 1024    # elements per inner loop of the pointwise losses
 LINE = 64         # bytes per cache line
 MAX_LANES = 256   # running maxima in row_max (a long loop: the loop vectoriser takes it)
-PARALLEL_MIN = 1 << 15  # below this many elements one thread is faster
 STREAM_MIN_BYTES = 16 << 20  # outputs this large are written with non-temporal stores
 
 
@@ -607,11 +608,6 @@ def mse_kernel(x, y, scale, grad, losses, m, chunks, partial):
 
 # ---------------------------------------------------------------------------- entry points
 
-def _chunks(elements, items):
-    """How many equal parts a kernel splits into: one per thread, one when small."""
-    return max(1, min(items, 1 if elements < PARALLEL_MIN else get_num_threads()))
-
-
 def _streams(out, x):
     """Whether out is written with non-temporal stores: when it is too large to stay in the
     caches for its reader anyway, and is not x itself (whose lines are already cached)."""
@@ -622,11 +618,12 @@ def softmax(x, out, log):
     """out = softmax (log: log-softmax) of x over axis 1; x, out (A, C, B) C-contiguous."""
     a, c, b = x.shape
     flat, out_flat = x.reshape(-1), out.reshape(-1)
-    if b == 1:
-        softmax_rows(flat, out_flat, a, c, bool(log), _chunks(x.size, a), LINE // x.itemsize,
-                     _streams(out, x))
-    else:
-        softmax_tiles(flat, out_flat, a, c, b, bool(log), _chunks(x.size, a * -(-b // TILE)))
+    with threads_for(x.size) as threads:
+        if b == 1:
+            softmax_rows(flat, out_flat, a, c, bool(log), min(threads, a), LINE // x.itemsize,
+                         _streams(out, x))
+        else:
+            softmax_tiles(flat, out_flat, a, c, b, bool(log), min(threads, a * -(-b // TILE)))
 
 
 def softmax_xent(logits, labels, weight, ignore_index, smoothing, grad_scale, dlogits, losses):
@@ -637,11 +634,12 @@ def softmax_xent(logits, labels, weight, ignore_index, smoothing, grad_scale, dl
     wsum = float(c) if weight is None else float(weight.sum(dtype=np.float64))
     args = (logits.reshape(-1), labels.reshape(-1), w, int(ignore_index), float(smoothing),
             float(grad_scale), wsum, dlogits.reshape(-1), losses.reshape(-1))
-    if s == 1:
-        xent_rows(*args, c, _chunks(logits.size, n), LINE // logits.itemsize,
-                  _streams(dlogits, logits))
-    else:
-        xent_tiles(*args, n, c, s, _chunks(logits.size, n * -(-s // TILE)))
+    with threads_for(logits.size) as threads:
+        if s == 1:
+            xent_rows(*args, c, min(threads, n), LINE // logits.itemsize,
+                      _streams(dlogits, logits))
+        else:
+            xent_tiles(*args, n, c, s, min(threads, n * -(-s // TILE)))
 
 
 def _periodic(arr, like):
@@ -656,9 +654,9 @@ def _periodic(arr, like):
 
 
 def _pointwise(kernel, x, args, losses):
-    chunks = _chunks(x.size, x.size)
-    partial = np.zeros(chunks)
-    kernel(*args, losses if losses is not None else x[:0], x.size, chunks, partial)
+    with threads_for(x.size) as chunks:
+        partial = np.zeros(chunks)
+        kernel(*args, losses if losses is not None else x[:0], x.size, chunks, partial)
     return None if losses is not None else float(partial.sum())
 
 
