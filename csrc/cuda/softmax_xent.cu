@@ -220,8 +220,8 @@ __global__ void xent_positions_kernel(XentArgs<T> a, XentConsts<T> k) {
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kMaxRowThreads) softmax_rows_kernel(const T* x_all, T* out_all, int64_t rows, int64_t c,
-                                    bool log) {
+__global__ void __launch_bounds__(kMaxRowThreads)
+softmax_rows_kernel(const T* x_all, T* out_all, int64_t rows, int64_t c, bool log) {
     __shared__ T scratch[2 * kWarp];
     for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
         const T* x = x_all + row * c;
