@@ -5,8 +5,10 @@ The passes are those of csrc/cpu/softmax_xent.cpp. Plain rows (s == 1): the row'
 one read from memory), e = exp(x - m) into a per-thread scratch row (summed in a second,
 cache-resident loop), then the gradient a e - b w from the scratch row, with the label's own
 entry recomputed in float64 (see label_grad); the next row is prefetched into L2 during the
-exp pass so memory streams while this row computes. Positions (s > 1): tiles of TILE
-positions walk the classes with the position loop innermost and contiguous.
+exp pass so memory streams while this row computes, and a large output leaves in whole
+64-byte non-temporal stores (_stream_line). Positions (s > 1): tiles of TILE positions walk
+the classes with the position loop innermost and contiguous. error_model="numpy" keeps
+divisions free of per-element zero checks (which stop vectorisation).
 
 Numba has no vector exp here (no SVML), so exp and log are polynomials with the exponent
 built in the float's bits (llvmlite intrinsics below), which LLVM vectorises. Three things
