@@ -3,7 +3,11 @@
 Each family module holds @njit(cache=True) kernels; they compile on first use per dtype."""
 
 from .gemm import matmul
+from .optim import adam_step, rmsprop_step, sgd_step
+from .softmax_xent import bce_with_logits, mse, softmax, softmax_xent
 
-FAMILIES = ("gemm",)
+FAMILIES = ("gemm", "softmax_xent", "optim")
 
 __all__ = ["FAMILIES", "matmul"]
+__all__ += ["softmax", "softmax_xent", "bce_with_logits", "mse"]
+__all__ += ["sgd_step", "rmsprop_step", "adam_step"]

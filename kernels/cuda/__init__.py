@@ -4,7 +4,11 @@ Kernels take cupy arrays (numpy arrays under NUMBA_ENABLE_CUDASIM=1) and launch 
 current stream; cupy itself is imported only when a kernel runs on cupy arrays."""
 
 from .gemm import matmul
+from .optim import adam_step, rmsprop_step, sgd_step
+from .softmax_xent import bce_with_logits, mse, softmax, softmax_xent
 
-FAMILIES = ("gemm",)
+FAMILIES = ("gemm", "softmax_xent", "optim")
 
 __all__ = ["FAMILIES", "matmul"]
+__all__ += ["softmax", "softmax_xent", "bce_with_logits", "mse"]
+__all__ += ["sgd_step", "rmsprop_step", "adam_step"]

@@ -1,0 +1,253 @@
+// Fused optimizer steps on the CPU: SGD (momentum, dampening, Nesterov), RMSprop (centered,
+// momentum) and Adam/AdamW (AMSGrad), with torch.optim's single-tensor update rules in
+// torch's order of operations.
+//
+// Memory-bound by design: each element's parameter, gradient and state are read once and
+// written once (Adam: 16 bytes in and 12 out per float32 parameter) and everything else
+// lives in registers. A list of tensors is one parallel region: the tensors are laid end to
+// end in one index space that is cut into equal, 64-byte aligned ranges, one per thread, so
+// a thread may finish one tensor and start the next and 100 small tensors balance as well
+// as one large one. Vector code per ISA (vec_math.h's dispatch); the last partial vector of
+// a range goes through the same vector code on a padded copy, so an element's result never
+// depends on where a thread range or a tensor ended (a list call equals per-tensor calls
+// bit for bit, on any thread count). Plain stores: every line written was just read, so
+// non-temporal stores would save nothing.
+
+#include "cpu/optim.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/runtime.h"
+#include "cpu/vec_math.h"
+
+namespace pyfast {
+namespace {
+
+using std::int64_t;
+
+// Below this many elements a parallel region costs more than it saves.
+constexpr int64_t kParallelMin = 1 << 16;
+// Thread ranges start on multiples of this many elements (a 64-byte line of float32).
+constexpr int64_t kSplitQuantum = 16;
+
+// Scalars of one step in the element type, and the switches of the rule.
+template <typename T>
+struct SgdK {
+    T lr, momentum, one_minus_dampening, weight_decay;
+    bool decay, has_momentum, nesterov, first;
+};
+
+template <typename T>
+struct RmspropK {
+    T lr, alpha, one_minus_alpha, eps, weight_decay, momentum;
+    bool decay, has_momentum, centered, lerp_from_start;
+};
+
+template <typename T>
+struct AdamK {
+    T lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay_factor,
+        step_size, bias_correction2_sqrt;
+    bool decay, decoupled, amsgrad, lerp_from_start;
+};
+
+// torch.lerp(start, end, w): start + w (end - start) for w < 0.5, else end - (end - start)(1 - w)
+template <class V, typename T>
+PYFAST_INLINE V lerp(V start, V end, T w, bool from_start) {
+    return from_start ? start + w * (end - start) : end - (end - start) * (T(1) - w);
+}
+
+struct SgdRule {
+    template <class S, typename T, class V = typename S::V>
+    static PYFAST_INLINE void update(V& p, V g, V& buf, V&, V&, const SgdK<T>& k) {
+        if (k.decay) g = g + k.weight_decay * p;
+        if (k.has_momentum) {
+            buf = k.first ? g : buf * k.momentum + k.one_minus_dampening * g;
+            g = k.nesterov ? g + k.momentum * buf : buf;
+        }
+        p = p - k.lr * g;
+    }
+};
+
+struct RmspropRule {
+    template <class S, typename T, class V = typename S::V>
+    static PYFAST_INLINE void update(V& p, V g, V& sq, V& buf, V& gavg, const RmspropK<T>& k) {
+        if (k.decay) g = g + k.weight_decay * p;
+        sq = sq * k.alpha + k.one_minus_alpha * g * g;
+        V avg;
+        if (k.centered) {
+            gavg = lerp(gavg, g, k.one_minus_alpha, k.lerp_from_start);
+            avg = S::sqrt(sq - gavg * gavg) + k.eps;
+        } else {
+            avg = S::sqrt(sq) + k.eps;
+        }
+        if (k.has_momentum) {
+            buf = buf * k.momentum + g / avg;
+            p = p - k.lr * buf;
+        } else {
+            p = p - k.lr * (g / avg);
+        }
+    }
+};
+
+struct AdamRule {
+    template <class S, typename T, class V = typename S::V>
+    static PYFAST_INLINE void update(V& p, V g, V& m, V& v, V& vmax, const AdamK<T>& k) {
+        if (k.decay) {
+            if (k.decoupled)
+                p = p * k.decay_factor;
+            else
+                g = g + k.weight_decay * p;
+        }
+        m = lerp(m, g, k.one_minus_beta1, k.lerp_from_start);
+        v = v * k.beta2 + k.one_minus_beta2 * g * g;
+        V second = v;
+        if (k.amsgrad) {
+            vmax = S::max(vmax, v);
+            second = vmax;
+        }
+        const V denom = S::sqrt(second) / k.bias_correction2_sqrt + k.eps;
+        p = p - k.step_size * (m / denom);
+    }
+};
+
+// Elements [i0, i1) of one tensor. States that are nullptr are neither read nor written.
+template <class S, class Rule, typename T, class K>
+PYFAST_INLINE void update_range(const OptimTensor<T>& x, int64_t i0, int64_t i1, const K& k) {
+    using V = typename S::V;
+    constexpr int L = S::lanes;
+    T* const s0 = x.state[0];
+    T* const s1 = x.state[1];
+    T* const s2 = x.state[2];
+    int64_t i = i0;
+    for (; i + L <= i1; i += L) {
+        V p = S::load(x.param + i);
+        const V g = S::load(x.grad + i);
+        V a = s0 ? S::load(s0 + i) : V{}, b = s1 ? S::load(s1 + i) : V{};
+        V c = s2 ? S::load(s2 + i) : V{};
+        Rule::template update<S>(p, g, a, b, c, k);
+        S::store(x.param + i, p);
+        if (s0) S::store(s0 + i, a);
+        if (s1) S::store(s1 + i, b);
+        if (s2) S::store(s2 + i, c);
+    }
+    if (i < i1) {
+        // Padded lanes hold zeros; whatever they compute (0/0 with eps = 0) is never stored.
+        const int n = static_cast<int>(i1 - i);
+        V p = S::load_partial(x.param + i, n, T(0));
+        const V g = S::load_partial(x.grad + i, n, T(0));
+        V a = s0 ? S::load_partial(s0 + i, n, T(0)) : V{};
+        V b = s1 ? S::load_partial(s1 + i, n, T(0)) : V{};
+        V c = s2 ? S::load_partial(s2 + i, n, T(0)) : V{};
+        Rule::template update<S>(p, g, a, b, c, k);
+        S::store_partial(x.param + i, p, n);
+        if (s0) S::store_partial(s0 + i, a, n);
+        if (s1) S::store_partial(s1 + i, b, n);
+        if (s2) S::store_partial(s2 + i, c, n);
+    }
+}
+
+// Thread tid's share of the concatenated index space [0, prefix.back()).
+template <class Rule, typename T, class K>
+struct ListJob {
+    template <int Bytes>
+    static PYFAST_INLINE void run(const std::vector<OptimTensor<T>>& tensors,
+                                  const std::vector<int64_t>& prefix, const K& k, const int& tid,
+                                  const int& nth) {
+        using S = Simd<T, Bytes>;
+        const int64_t total = prefix.back();
+        const auto split = [&](int64_t t) {
+            return t == nth ? total : total * t / nth / kSplitQuantum * kSplitQuantum;
+        };
+        int64_t lo = split(tid);
+        const int64_t hi = split(tid + 1);
+        if (lo >= hi) return;
+        size_t t = std::upper_bound(prefix.begin(), prefix.end(), lo) - prefix.begin() - 1;
+        while (lo < hi) {
+            const int64_t end = std::min(hi, prefix[t + 1]);
+            if (end > lo)
+                update_range<S, Rule>(tensors[t], lo - prefix[t], end - prefix[t], k);
+            lo = std::max(lo, end);
+            ++t;
+        }
+    }
+};
+
+template <class Rule, typename T, class K>
+void run_lists(const std::vector<OptimTensor<T>>& tensors, const K& k) {
+    std::vector<int64_t> prefix(tensors.size() + 1, 0);
+    for (size_t t = 0; t < tensors.size(); ++t) prefix[t + 1] = prefix[t] + tensors[t].size;
+    const int64_t total = prefix.back();
+    if (total == 0) return;
+    const int threads = total < kParallelMin ? 1 : num_threads();
+#pragma omp parallel num_threads(threads)
+    simd_dispatch<ListJob<Rule, T, K>>(tensors, prefix, k, omp_get_thread_num(),
+                                       omp_get_num_threads());
+}
+
+}  // namespace
+
+template <typename T>
+void sgd_step(const std::vector<OptimTensor<T>>& tensors, const SgdHyper& h) {
+    SgdK<T> k;
+    k.lr = static_cast<T>(h.lr);
+    k.momentum = static_cast<T>(h.momentum);
+    k.one_minus_dampening = static_cast<T>(1 - h.dampening);
+    k.weight_decay = static_cast<T>(h.weight_decay);
+    k.decay = h.weight_decay != 0;
+    k.has_momentum = h.momentum != 0;
+    k.nesterov = h.nesterov;
+    k.first = h.first;
+    run_lists<SgdRule>(tensors, k);
+}
+
+template <typename T>
+void rmsprop_step(const std::vector<OptimTensor<T>>& tensors, const RmspropHyper& h) {
+    RmspropK<T> k;
+    k.lr = static_cast<T>(h.lr);
+    k.alpha = static_cast<T>(h.alpha);
+    k.one_minus_alpha = static_cast<T>(1 - h.alpha);
+    k.eps = static_cast<T>(h.eps);
+    k.weight_decay = static_cast<T>(h.weight_decay);
+    k.momentum = static_cast<T>(h.momentum);
+    k.decay = h.weight_decay != 0;
+    k.has_momentum = h.momentum > 0;
+    k.centered = h.centered;
+    k.lerp_from_start = 1 - h.alpha < 0.5;
+    run_lists<RmspropRule>(tensors, k);
+}
+
+template <typename T>
+void adam_step(const std::vector<OptimTensor<T>>& tensors, const AdamHyper& h) {
+    // The bias corrections in double, as torch computes them from Python floats.
+    const double step = static_cast<double>(h.step);
+    const double bias_correction1 = 1 - std::pow(h.beta1, step);
+    const double bias_correction2 = 1 - std::pow(h.beta2, step);
+    AdamK<T> k;
+    k.lr = static_cast<T>(h.lr);
+    k.beta1 = static_cast<T>(h.beta1);
+    k.one_minus_beta1 = static_cast<T>(1 - h.beta1);
+    k.beta2 = static_cast<T>(h.beta2);
+    k.one_minus_beta2 = static_cast<T>(1 - h.beta2);
+    k.eps = static_cast<T>(h.eps);
+    k.weight_decay = static_cast<T>(h.weight_decay);
+    k.decay_factor = static_cast<T>(1 - h.lr * h.weight_decay);
+    k.step_size = static_cast<T>(h.lr / bias_correction1);
+    k.bias_correction2_sqrt = static_cast<T>(std::sqrt(bias_correction2));
+    k.decay = h.weight_decay != 0;
+    k.decoupled = h.decoupled;
+    k.amsgrad = h.amsgrad;
+    k.lerp_from_start = 1 - h.beta1 < 0.5;
+    run_lists<AdamRule>(tensors, k);
+}
+
+template void sgd_step<float>(const std::vector<OptimTensor<float>>&, const SgdHyper&);
+template void sgd_step<double>(const std::vector<OptimTensor<double>>&, const SgdHyper&);
+template void rmsprop_step<float>(const std::vector<OptimTensor<float>>&, const RmspropHyper&);
+template void rmsprop_step<double>(const std::vector<OptimTensor<double>>&, const RmspropHyper&);
+template void adam_step<float>(const std::vector<OptimTensor<float>>&, const AdamHyper&);
+template void adam_step<double>(const std::vector<OptimTensor<double>>&, const AdamHyper&);
+
+}  // namespace pyfast

@@ -1,0 +1,235 @@
+"""Numba CPU optimizer steps: SGD (momentum, dampening, Nesterov), RMSprop (centered,
+momentum) and Adam/AdamW (AMSGrad), torch.optim's single-tensor rules in torch's order of
+operations, updating parameters and state in place in one pass over memory.
+
+A list of tensors is one parallel region, as in csrc/cpu/optim.cpp: the tensors are laid end
+to end in one index space cut into equal ranges, one per thread. Each tensor is reached
+through its address (a pointer cast and numba.carray), so one compiled kernel per dtype
+serves lists of any length; a tuple or typed list of arrays would compile per length or cost
+more to build than a small step takes. The wrapper takes the addresses from arrays that
+pf.ops has checked (same shapes, C-contiguous, writable), so every view is in bounds.
+
+Only "contract" (FMA) is allowed of fastmath: reassociation, approximate reciprocals or
+square roots would move the results away from torch's.
+"""
+
+import contextlib
+
+import numpy as np
+from numba import carray, get_num_threads, njit, prange, set_num_threads, types
+from numba.extending import intrinsic
+
+_JIT = dict(cache=True, nogil=True, error_model="numpy")  # IEEE division: no zero check per element
+_RULE = dict(fastmath={"contract"}, **_JIT)
+SPLIT_QUANTUM = 16        # thread ranges start on multiples of this many elements
+PARALLEL_MIN = 1 << 16    # below this many elements one thread is faster
+SGD, RMSPROP, ADAM = 0, 1, 2
+
+
+@intrinsic
+def _as_pointer(typingctx, address, like):
+    """The integer ``address`` as a pointer to ``like``'s element type."""
+    if not isinstance(address, types.Integer) or not isinstance(like, types.Array):
+        return None
+    ptr = types.CPointer(like.dtype)
+
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], context.get_value_type(ptr))
+
+    return ptr(address, like), codegen
+
+
+@njit(**_JIT)
+def _view(address, size, like):
+    return carray(_as_pointer(address, like), (size,))
+
+
+# The rules keep every per-element choice a select (ternary) and split their loops by which
+# buffers they store: a conditional store stops LLVM from vectorising a loop.
+
+@njit(**_RULE)
+def sgd_rule(p, g, buf, unused1, unused2, k, f):
+    lr, momentum, one_minus_dampening, weight_decay = k[0], k[1], k[2], k[3]
+    decay, has_momentum, nesterov, first = f[0], f[1], f[2], f[3]
+    if has_momentum:
+        for i in range(p.size):
+            gi = g[i] + weight_decay * p[i] if decay else g[i]
+            b = gi if first else buf[i] * momentum + one_minus_dampening * gi
+            buf[i] = b
+            p[i] = p[i] - lr * (gi + momentum * b if nesterov else b)
+    else:
+        for i in range(p.size):
+            gi = g[i] + weight_decay * p[i] if decay else g[i]
+            p[i] = p[i] - lr * gi
+
+
+@njit(inline="always", **_RULE)
+def _lerp(start, end, w, one_minus_w, from_start):
+    """torch.lerp: start + w (end - start) for w < 0.5, else end - (end - start)(1 - w)."""
+    return start + w * (end - start) if from_start else end - (end - start) * one_minus_w
+
+
+@njit(**_RULE)
+def rmsprop_rule(p, g, sq, buf, gavg, k, f):
+    lr, alpha, one_minus_alpha, eps, weight_decay, momentum = k[0], k[1], k[2], k[3], k[4], k[5]
+    decay, has_momentum, centered, lerp_from_start = f[0], f[1], f[2], f[3]
+    n = p.size
+    if centered and has_momentum:
+        for i in range(n):
+            gi = g[i] + weight_decay * p[i] if decay else g[i]
+            s = sq[i] * alpha + one_minus_alpha * gi * gi
+            sq[i] = s
+            ga = _lerp(gavg[i], gi, one_minus_alpha, alpha, lerp_from_start)
+            gavg[i] = ga
+            b = buf[i] * momentum + gi / (np.sqrt(s - ga * ga) + eps)
+            buf[i] = b
+            p[i] = p[i] - lr * b
+    elif centered:
+        for i in range(n):
+            gi = g[i] + weight_decay * p[i] if decay else g[i]
+            s = sq[i] * alpha + one_minus_alpha * gi * gi
+            sq[i] = s
+            ga = _lerp(gavg[i], gi, one_minus_alpha, alpha, lerp_from_start)
+            gavg[i] = ga
+            p[i] = p[i] - lr * (gi / (np.sqrt(s - ga * ga) + eps))
+    elif has_momentum:
+        for i in range(n):
+            gi = g[i] + weight_decay * p[i] if decay else g[i]
+            s = sq[i] * alpha + one_minus_alpha * gi * gi
+            sq[i] = s
+            b = buf[i] * momentum + gi / (np.sqrt(s) + eps)
+            buf[i] = b
+            p[i] = p[i] - lr * b
+    else:
+        for i in range(n):
+            gi = g[i] + weight_decay * p[i] if decay else g[i]
+            s = sq[i] * alpha + one_minus_alpha * gi * gi
+            sq[i] = s
+            p[i] = p[i] - lr * (gi / (np.sqrt(s) + eps))
+
+
+@njit(**_RULE)
+def adam_rule(p, g, m, v, vmax, k, f):
+    beta1, one_minus_beta1, beta2, one_minus_beta2 = k[0], k[1], k[2], k[3]
+    eps, weight_decay, decay_factor, step_size, bias_correction2_sqrt = k[4], k[5], k[6], k[7], k[8]
+    decay, decoupled, amsgrad, lerp_from_start = f[0], f[1], f[2], f[3]
+    l2 = decay and not decoupled
+    shrink = decay and decoupled
+    if amsgrad:
+        for i in range(p.size):
+            pi = p[i] * decay_factor if shrink else p[i]
+            gi = g[i] + weight_decay * pi if l2 else g[i]
+            mi = _lerp(m[i], gi, one_minus_beta1, beta1, lerp_from_start)
+            m[i] = mi
+            vi = v[i] * beta2 + one_minus_beta2 * gi * gi
+            v[i] = vi
+            vm = vmax[i]
+            vm = vm if vm > vi else vi
+            vmax[i] = vm
+            p[i] = pi - step_size * (mi / (np.sqrt(vm) / bias_correction2_sqrt + eps))
+    else:
+        for i in range(p.size):
+            pi = p[i] * decay_factor if shrink else p[i]
+            gi = g[i] + weight_decay * pi if l2 else g[i]
+            mi = _lerp(m[i], gi, one_minus_beta1, beta1, lerp_from_start)
+            m[i] = mi
+            vi = v[i] * beta2 + one_minus_beta2 * gi * gi
+            v[i] = vi
+            p[i] = pi - step_size * (mi / (np.sqrt(vi) / bias_correction2_sqrt + eps))
+
+
+@njit(parallel=True, **_JIT)
+def run_lists(rule, addresses, prefix, like, k, f, chunks):
+    """Apply optimizer ``rule`` (SGD, RMSPROP, ADAM) to the tensors whose (param, grad,
+    state0, state1, state2) addresses are the rows of ``addresses`` (0: absent) and whose
+    sizes are the steps of ``prefix``."""
+    total = prefix[-1]
+    for ch in prange(chunks):
+        lo = total * ch // chunks // SPLIT_QUANTUM * SPLIT_QUANTUM
+        hi = total if ch + 1 == chunks else \
+            total * (ch + 1) // chunks // SPLIT_QUANTUM * SPLIT_QUANTUM
+        t = np.searchsorted(prefix, lo, side="right") - 1
+        while lo < hi:
+            end = min(hi, prefix[t + 1])
+            if end > lo:
+                n, a, b = prefix[t + 1] - prefix[t], lo - prefix[t], end - prefix[t]
+                row = addresses[t]
+                p = _view(row[0], n, like)[a:b]
+                g = _view(row[1], n, like)[a:b]
+                s0 = _view(row[2], n, like)[a:b] if row[2] else like
+                s1 = _view(row[3], n, like)[a:b] if row[3] else like
+                s2 = _view(row[4], n, like)[a:b] if row[4] else like
+                if rule == SGD:
+                    sgd_rule(p, g, s0, s1, s2, k, f)
+                elif rule == RMSPROP:
+                    rmsprop_rule(p, g, s0, s1, s2, k, f)
+                else:
+                    adam_rule(p, g, s0, s1, s2, k, f)
+            lo = max(lo, end)
+            t += 1
+
+
+def _run(rule, params, grads, states, k, flags):
+    """Lists -> the address table, and one call of run_lists for all of them."""
+    addresses = np.zeros((len(params), 5), np.int64)
+    prefix = np.zeros(len(params) + 1, np.int64)
+    for i, (p, g) in enumerate(zip(params, grads)):
+        addresses[i, 0] = p.ctypes.data
+        addresses[i, 1] = g.ctypes.data
+        for j, state in enumerate(states):
+            if state is not None:
+                addresses[i, 2 + j] = state[i].ctypes.data
+        prefix[i + 1] = prefix[i] + p.size
+    total = int(prefix[-1])
+    if total == 0:
+        return
+    like = params[0][:0].reshape(-1)
+    with threads_for(total) as chunks:
+        run_lists(rule, addresses, prefix, like, np.asarray(k, like.dtype),
+                  np.asarray(flags, np.bool_), chunks)
+
+
+@contextlib.contextmanager
+def threads_for(elements):
+    """The thread count for `elements` of work, applied to numba's parallel regions for the
+    block: one below PARALLEL_MIN. A prange starts the whole pool however few iterations
+    it has, and waking it costs more than small work takes (on a busy machine a woken
+    thread may wait a whole time slice: milliseconds)."""
+    if elements >= PARALLEL_MIN:
+        yield get_num_threads()
+        return
+    before = get_num_threads()
+    set_num_threads(1)
+    try:
+        yield 1
+    finally:
+        set_num_threads(before)
+
+
+def sgd_step(params, grads, momentum_bufs, lr, momentum, dampening, nesterov, weight_decay,
+             first):
+    """torch.optim.SGD's step in place over lists of arrays (first: step 1, the momentum
+    buffers take the gradients)."""
+    _run(SGD, params, grads, (momentum_bufs if momentum else None, None, None),
+         (lr, momentum, 1 - dampening, weight_decay),
+         (weight_decay != 0, momentum != 0, nesterov, first))
+
+
+def rmsprop_step(params, grads, square_avgs, momentum_bufs, grad_avgs, lr, alpha, eps,
+                 weight_decay, momentum, centered):
+    """torch.optim.RMSprop's step in place over lists of arrays."""
+    _run(RMSPROP, params, grads,
+         (square_avgs, momentum_bufs if momentum > 0 else None, grad_avgs if centered else None),
+         (lr, alpha, 1 - alpha, eps, weight_decay, momentum),
+         (weight_decay != 0, momentum > 0, centered, 1 - alpha < 0.5))
+
+
+def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step, lr, beta1, beta2,
+              eps, weight_decay, decoupled, amsgrad):
+    """torch.optim.Adam's (decoupled: AdamW's) step in place over lists of arrays."""
+    bias_correction1 = 1 - beta1 ** step
+    bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
+    _run(ADAM, params, grads, (exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None),
+         (beta1, 1 - beta1, beta2, 1 - beta2, eps, weight_decay, 1 - lr * weight_decay,
+          lr / bias_correction1, bias_correction2_sqrt),
+         (weight_decay != 0, decoupled, amsgrad, 1 - beta1 < 0.5))
