@@ -309,6 +309,80 @@ def block_breakdown(threads, batch, channels, size, repeat=5):
     return row
 
 
+# ---------------------------------------------------------------------------- companions
+
+def companion_kernels(threads, batch=32, channels=64, size=32):
+    """The native norm/pool/resample/elementwise kernels against torch CPU on ResNet/U-Net
+    activation sizes: rows (op, pyfast ms, torch ms). Forward+backward where a layer's
+    training step runs both."""
+    import torch
+    from pyfast.bench import limit_threads
+    F = torch.nn.functional
+    rng = np.random.default_rng(0)
+    shape = (batch, channels, size, size)
+    x = rng.standard_normal(shape).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    xt, gt = torch.from_numpy(x), torch.from_numpy(g)
+    c = channels
+    w, b = np.ones(c, np.float32), np.zeros(c, np.float32)
+    rm, rv = np.zeros(c, np.float32), np.ones(c, np.float32)
+    wt, bt = torch.ones(c, requires_grad=True), torch.zeros(c, requires_grad=True)
+    rmt, rvt = torch.zeros(c), torch.ones(c)
+    xg = xt.clone().requires_grad_()
+    half = x[:, :, :size // 2, :size // 2].copy()
+    halft = torch.from_numpy(half).requires_grad_()
+    pooled = rng.standard_normal((batch, channels, size // 2, size // 2)).astype(np.float32)
+
+    def bn():
+        y, mean, invstd = pf.ops.batch_norm(x, w, b, rm, rv, training=True)
+        pf.ops.batch_norm_backward(g, x, w, mean, invstd)
+
+    def bn_torch():
+        F.batch_norm(xg, rmt, rvt, wt, bt, training=True).backward(gt)
+
+    def maxpool():
+        y, idx = pf.ops.max_pool2d(x, 2)
+        pf.ops.max_pool2d_backward(pooled, idx, x.shape)
+
+    def maxpool_torch():
+        F.max_pool2d(xg, 2).backward(torch.from_numpy(pooled))
+
+    def bilinear():
+        pf.ops.upsample2d(half, scale_factor=2, mode="bilinear")
+        pf.ops.upsample2d_backward(g, half.shape, 2, mode="bilinear")
+
+    def bilinear_torch():
+        F.interpolate(halft, scale_factor=2, mode="bilinear").backward(gt)
+
+    cases = [
+        ("batch_norm train fwd+bwd", bn, bn_torch),
+        ("relu fwd", lambda: pf.ops.relu(x), lambda: torch.relu(xt)),
+        ("relu bwd", lambda: pf.ops.relu_backward(g, x),
+         lambda: torch.ops.aten.threshold_backward(gt, xt, 0)),
+        ("add (residual)", lambda: pf.ops.add(x, g), lambda: xt + gt),
+        ("max_pool2d 2x2 fwd+bwd", maxpool, maxpool_torch),
+        ("max_pool2d 3x3/2 pad 1 fwd", lambda: pf.ops.max_pool2d(x, 3, 2, 1),
+         lambda: F.max_pool2d(xt, 3, 2, 1)),
+        ("adaptive_avg_pool2d 1 fwd", lambda: pf.ops.adaptive_avg_pool2d(x, 1),
+         lambda: F.adaptive_avg_pool2d(xt, 1)),
+        ("upsample bilinear x2 fwd+bwd", bilinear, bilinear_torch),
+        ("upsample nearest x2 fwd", lambda: pf.ops.upsample2d(half, scale_factor=2),
+         lambda: F.interpolate(halft.detach(), scale_factor=2)),
+        ("sigmoid fwd", lambda: pf.ops.sigmoid(x), lambda: torch.sigmoid(xt)),
+        ("tanh fwd", lambda: pf.ops.tanh(x), lambda: torch.tanh(xt)),
+        ("dropout p=0.5 fwd", lambda: pf.ops.dropout(x, 0.5, 1), lambda: F.dropout(xt, 0.5)),
+    ]
+    rows = []
+    with limit_threads(threads):
+        torch.set_num_threads(threads)
+        for name, ours, theirs in cases:
+            t_ours = median_time(ours, repeat=5, min_time=0.05)
+            t_theirs = median_time(theirs, repeat=5, min_time=0.05)
+            rows.append(dict(op=name, threads=threads, pyfast_ms=t_ours * 1e3,
+                             torch_ms=t_theirs * 1e3, torch_over_pyfast=t_theirs / t_ours))
+    return rows
+
+
 # ---------------------------------------------------------------------------- pytest
 
 def test_layer_call_overhead(benchmark):
@@ -362,9 +436,23 @@ def main(argv=None):
               f"{r['outside_kernels_pct']:.1f}%, outside pf.ops {r['outside_ops_pct']:.1f}%"
               f"{torch_part}")
         print(f"    backends: {r['backends']}")
+    companions = []
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        torch = None
+    if torch is not None:
+        print(f"\nCompanion kernels vs torch CPU, float32, N{shape['batch']} C{shape['channels']} "
+              f"{shape['size']}x{shape['size']} (median ms; ratio > 1: pyfast faster)")
+        for n in args.threads:
+            for r in companion_kernels(n, shape["batch"], shape["channels"], shape["size"]):
+                companions.append(r)
+                print(f"{n}t {r['op']:32s} pyfast {r['pyfast_ms']:8.2f}  torch {r['torch_ms']:8.2f}"
+                      f"  torch/pyfast {r['torch_over_pyfast']:5.2f}")
     if args.json:
         report = dict(machine=platform.processor() or platform.machine(), python=sys.version,
-                      load_average=os.getloadavg(), overhead=rows, block=blocks)
+                      load_average=os.getloadavg(), overhead=rows, block=blocks,
+                      companions=companions)
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=2)
     return 0

@@ -12,7 +12,10 @@
 
 #include <cuda_runtime_api.h>
 
+#include <climits>
+#include <cmath>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,6 +23,8 @@
 #include "cuda/common.cuh"
 #include "cuda/conv.h"
 #include "cuda/gemm.h"
+#include "cuda/optim.h"
+#include "cuda/softmax_xent.h"
 
 namespace py = pybind11;
 using pyfast::fail;
@@ -293,6 +298,413 @@ void matmul(const py::object& a_obj, const py::object& b_obj, const py::object& 
         matmul_typed<double>(a, b, out, has_bias ? &bias : nullptr, relu, stream);
 }
 
+
+// ---- softmax_xent -----------------------------------------------------------------------
+
+void check_dtype_like(const CudaArray& x, const char* name, const CudaArray& ref,
+                      const char* ref_name) {
+    if (x.typestr != ref.typestr)
+        throw py::type_error(std::string(name) + " is " + dtype_name(x.typestr) + " but " +
+                             ref_name + " is " + dtype_name(ref.typestr) +
+                             "; pass all as float32 or all as float64");
+}
+
+// x has exactly `shape` and is C-contiguous (strides of extent-1 axes do not matter).
+void check_c_shape(const CudaArray& x, const char* name, const std::vector<std::int64_t>& shape) {
+    PYFAST_CHECK(x.shape == shape, name, " must have shape ", tuple_str(shape), ", got ",
+                 tuple_str(x.shape));
+    std::int64_t expect = x.itemsize;
+    for (int i = x.ndim() - 1; i >= 0; --i) {
+        PYFAST_CHECK(shape[i] <= 1 || x.strides[i] == expect, name,
+                     " must be C-contiguous, got strides ", tuple_str(x.strides), " (bytes)");
+        expect *= shape[i];
+    }
+}
+
+void check_writable(const CudaArray& x, const char* name) {
+    PYFAST_CHECK(!x.readonly, name, " is read-only");
+}
+
+// An int64 CUDA array (labels): as cuda_array, for the one integer type the kernels take.
+CudaArray cuda_int64_array(const py::handle& obj, const char* name) {
+    const py::object cai = py::getattr(obj, "__cuda_array_interface__", py::none());
+    if (!py::isinstance<py::dict>(cai))
+        throw py::type_error(std::string(name) + " must be a CUDA array (an object with "
+                             "__cuda_array_interface__, such as a cupy.ndarray), got " +
+                             std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
+    CudaArray x;
+    try {
+        x = parse_interface(cai.cast<py::dict>(), name);
+    } catch (const py::cast_error& e) {
+        throw py::type_error(std::string(name) + ": malformed __cuda_array_interface__ (" + e.what() + ")");
+    } catch (const py::error_already_set& e) {
+        throw py::type_error(std::string(name) + ": malformed __cuda_array_interface__ (" + e.what() + ")");
+    }
+    if (x.typestr != "<i8")
+        throw py::type_error(std::string(name) + " must be int64, got typestr '" + x.typestr + "'");
+    x.itemsize = 8;
+    for (const std::int64_t v : x.shape)
+        PYFAST_CHECK(v >= 0, name, " has a negative size in its shape ", tuple_str(x.shape));
+    if (x.strides.empty()) {
+        x.strides.assign(x.shape.size(), x.itemsize);
+        for (int i = x.ndim() - 2; i >= 0; --i) x.strides[i] = x.strides[i + 1] * x.shape[i + 1];
+    }
+    PYFAST_CHECK(x.strides.size() == x.shape.size(), name, " has strides ", tuple_str(x.strides),
+                 " that do not match its shape ", tuple_str(x.shape));
+    return x;
+}
+
+// The device the kernels run on, after checking that every array lives there.
+int device_for(const char* what, std::initializer_list<std::pair<const CudaArray*, const char*>> arrays) {
+    require_device(what);
+    int device = 0;
+    pyfast::cuda::check(cudaGetDevice(&device), "cudaGetDevice");
+    for (const auto& [x, name] : arrays)
+        if (x) check_accessible(*x, name, device);
+    return device;
+}
+
+void check_finite_arg(double v, const char* name) {
+    PYFAST_CHECK(std::isfinite(v), name, " must be finite, got ", v);
+}
+
+void softmax_cuda(const py::object& x_obj, const py::object& out_obj, bool log,
+                  const py::object& stream_obj) {
+    const CudaArray x = cuda_array(x_obj, "x"), out = cuda_array(out_obj, "out");
+    check_dtype_like(out, "out", x, "x");
+    PYFAST_CHECK(x.ndim() == 3, "x must be 3-D (A, C, B), softmax over axis 1; got shape ",
+                 tuple_str(x.shape));
+    check_c_shape(x, "x", x.shape);
+    check_c_shape(out, "out", x.shape);
+    check_writable(out, "out");
+    const cudaStream_t stream = stream_of(stream_obj);
+    device_for("softmax", {{&x, "x"}, {&out, "out"}});
+    const std::int64_t a = x.shape[0], c = x.shape[1], b = x.shape[2];
+    py::gil_scoped_release release;
+    if (x.itemsize == 4)
+        pyfast::cuda::softmax<float>(reinterpret_cast<const float*>(x.ptr),
+                                     reinterpret_cast<float*>(out.ptr), a, c, b, log, stream);
+    else
+        pyfast::cuda::softmax<double>(reinterpret_cast<const double*>(x.ptr),
+                                      reinterpret_cast<double*>(out.ptr), a, c, b, log, stream);
+}
+
+template <typename T>
+pyfast::cuda::XentArgs<T> xent_args(const CudaArray& logits, const CudaArray& labels,
+                                    const CudaArray* weight, std::int64_t ignore_index,
+                                    double smoothing, double grad_scale, const CudaArray& dlogits,
+                                    const CudaArray& losses) {
+    pyfast::cuda::XentArgs<T> a;
+    a.logits = reinterpret_cast<const T*>(logits.ptr);
+    a.labels = reinterpret_cast<const std::int64_t*>(labels.ptr);
+    a.weight = weight ? reinterpret_cast<const T*>(weight->ptr) : nullptr;
+    a.ignore_index = ignore_index;
+    a.smoothing = smoothing;
+    a.grad_scale = grad_scale;
+    a.dlogits = reinterpret_cast<T*>(dlogits.ptr);
+    a.losses = reinterpret_cast<T*>(losses.ptr);
+    a.n = logits.shape[0];
+    a.c = logits.shape[1];
+    a.s = logits.shape[2];
+    return a;
+}
+
+void softmax_xent_cuda(const py::object& logits_obj, const py::object& labels_obj,
+                       const py::object& weight_obj, std::int64_t ignore_index, double smoothing,
+                       double grad_scale, const py::object& dlogits_obj,
+                       const py::object& losses_obj, const py::object& stream_obj) {
+    const CudaArray logits = cuda_array(logits_obj, "logits");
+    PYFAST_CHECK(logits.ndim() == 3, "logits must be 3-D (N, C, S), got shape ",
+                 tuple_str(logits.shape));
+    const std::int64_t n = logits.shape[0], c = logits.shape[1], s = logits.shape[2];
+    PYFAST_CHECK(c >= 1 && c <= INT_MAX, "logits must have 1 to 2^31 - 1 classes (axis 1), "
+                 "got shape ", tuple_str(logits.shape));
+    PYFAST_CHECK(std::isfinite(smoothing) && smoothing >= 0 && smoothing <= 1,
+                 "smoothing must be in [0, 1], got ", smoothing);
+    check_finite_arg(grad_scale, "grad_scale");
+    check_c_shape(logits, "logits", {n, c, s});
+    const CudaArray labels = cuda_int64_array(labels_obj, "labels");
+    check_c_shape(labels, "labels", {n, s});
+    const CudaArray dlogits = cuda_array(dlogits_obj, "dlogits");
+    check_dtype_like(dlogits, "dlogits", logits, "logits");
+    check_c_shape(dlogits, "dlogits", {n, c, s});
+    check_writable(dlogits, "dlogits");
+    const CudaArray losses = cuda_array(losses_obj, "losses");
+    check_dtype_like(losses, "losses", logits, "logits");
+    check_c_shape(losses, "losses", {n, s});
+    check_writable(losses, "losses");
+    std::optional<CudaArray> weight;
+    if (!weight_obj.is_none()) {
+        weight = cuda_array(weight_obj, "weight");
+        check_dtype_like(*weight, "weight", logits, "logits");
+        check_c_shape(*weight, "weight", {c});
+    }
+    const cudaStream_t stream = stream_of(stream_obj);
+    device_for("softmax_xent", {{&logits, "logits"}, {&labels, "labels"}, {&dlogits, "dlogits"},
+                                {&losses, "losses"}, {weight ? &*weight : nullptr, "weight"}});
+    const CudaArray* w = weight ? &*weight : nullptr;
+    py::gil_scoped_release release;
+    // Labels live on the device: the kernel never indexes with one out of range (that
+    // position's loss and gradient become NaN); pf.ops checks them before calling.
+    if (logits.itemsize == 4)
+        pyfast::cuda::softmax_xent(xent_args<float>(logits, labels, w, ignore_index, smoothing,
+                                                    grad_scale, dlogits, losses), stream);
+    else
+        pyfast::cuda::softmax_xent(xent_args<double>(logits, labels, w, ignore_index, smoothing,
+                                                     grad_scale, dlogits, losses), stream);
+}
+
+// A flat operand element i reads at [i % period]: 1-D, its size dividing m.
+std::optional<CudaArray> periodic_operand(const py::object& obj, const char* name,
+                                          const CudaArray& x, std::int64_t m) {
+    if (obj.is_none()) return std::nullopt;
+    CudaArray a = cuda_array(obj, name);
+    check_dtype_like(a, name, x, "x");
+    PYFAST_CHECK(a.ndim() == 1 && a.shape[0] >= 1 && m % a.shape[0] == 0, name,
+                 " must be 1-D with a size that divides ", m, ", got shape ", tuple_str(a.shape));
+    check_c_shape(a, name, a.shape);
+    return a;
+}
+
+// x, y, grad (m,) and losses (m,) or None, checked; returns the losses array if given.
+std::optional<CudaArray> pointwise_operands(const CudaArray& x, const CudaArray& y,
+                                            const CudaArray& grad, const py::object& losses_obj) {
+    PYFAST_CHECK(x.ndim() == 1, "x must be 1-D, got shape ", tuple_str(x.shape));
+    check_c_shape(x, "x", x.shape);
+    check_dtype_like(y, "y", x, "x");
+    check_c_shape(y, "y", x.shape);
+    check_dtype_like(grad, "grad", x, "x");
+    check_c_shape(grad, "grad", x.shape);
+    check_writable(grad, "grad");
+    if (losses_obj.is_none()) return std::nullopt;
+    CudaArray losses = cuda_array(losses_obj, "losses");
+    check_dtype_like(losses, "losses", x, "x");
+    check_c_shape(losses, "losses", x.shape);
+    check_writable(losses, "losses");
+    return losses;
+}
+
+template <typename T>
+const T* typed(const std::optional<CudaArray>& a) {
+    return a ? reinterpret_cast<const T*>(a->ptr) : nullptr;
+}
+
+py::object bce_with_logits_cuda(const py::object& x_obj, const py::object& y_obj,
+                                const py::object& weight_obj, const py::object& pos_weight_obj,
+                                double grad_scale, const py::object& grad_obj,
+                                const py::object& losses_obj, const py::object& stream_obj) {
+    const CudaArray x = cuda_array(x_obj, "x"), y = cuda_array(y_obj, "y");
+    const CudaArray grad = cuda_array(grad_obj, "grad");
+    check_finite_arg(grad_scale, "grad_scale");
+    const std::optional<CudaArray> losses = pointwise_operands(x, y, grad, losses_obj);
+    const std::int64_t m = x.shape[0];
+    const std::optional<CudaArray> w = periodic_operand(weight_obj, "weight", x, m);
+    const std::optional<CudaArray> pw = periodic_operand(pos_weight_obj, "pos_weight", x, m);
+    const cudaStream_t stream = stream_of(stream_obj);
+    device_for("bce_with_logits", {{&x, "x"}, {&y, "y"}, {&grad, "grad"},
+                                   {losses ? &*losses : nullptr, "losses"},
+                                   {w ? &*w : nullptr, "weight"}, {pw ? &*pw : nullptr, "pos_weight"}});
+    double total;
+    {
+        py::gil_scoped_release release;
+        const auto run = [&](auto zero) {
+            using T = decltype(zero);
+            pyfast::cuda::BceArgs<T> a;
+            a.x = reinterpret_cast<const T*>(x.ptr);
+            a.y = reinterpret_cast<const T*>(y.ptr);
+            a.weight = typed<T>(w);
+            a.weight_period = w ? w->shape[0] : 1;
+            a.pos_weight = typed<T>(pw);
+            a.pos_weight_period = pw ? pw->shape[0] : 1;
+            a.grad_scale = grad_scale;
+            a.grad = reinterpret_cast<T*>(grad.ptr);
+            a.losses = losses ? reinterpret_cast<T*>(losses->ptr) : nullptr;
+            a.m = m;
+            return pyfast::cuda::bce_with_logits(a, stream);
+        };
+        total = x.itemsize == 4 ? run(float{}) : run(double{});
+    }
+    return losses ? py::object(py::none()) : py::object(py::float_(total));
+}
+
+py::object mse_cuda(const py::object& x_obj, const py::object& y_obj, double grad_scale,
+                    const py::object& grad_obj, const py::object& losses_obj,
+                    const py::object& stream_obj) {
+    const CudaArray x = cuda_array(x_obj, "x"), y = cuda_array(y_obj, "y");
+    const CudaArray grad = cuda_array(grad_obj, "grad");
+    check_finite_arg(grad_scale, "grad_scale");
+    const std::optional<CudaArray> losses = pointwise_operands(x, y, grad, losses_obj);
+    const cudaStream_t stream = stream_of(stream_obj);
+    device_for("mse", {{&x, "x"}, {&y, "y"}, {&grad, "grad"},
+                       {losses ? &*losses : nullptr, "losses"}});
+    double total;
+    {
+        py::gil_scoped_release release;
+        const auto run = [&](auto zero) {
+            using T = decltype(zero);
+            return pyfast::cuda::mse<T>(reinterpret_cast<const T*>(x.ptr),
+                                        reinterpret_cast<const T*>(y.ptr), grad_scale,
+                                        reinterpret_cast<T*>(grad.ptr),
+                                        losses ? reinterpret_cast<T*>(losses->ptr) : nullptr,
+                                        x.shape[0], stream);
+        };
+        total = x.itemsize == 4 ? run(float{}) : run(double{});
+    }
+    return losses ? py::object(py::none()) : py::object(py::float_(total));
+}
+
+// ---- optim ------------------------------------------------------------------------------
+
+std::vector<CudaArray> cuda_array_list(const py::handle& obj, const char* name) {
+    if (!py::isinstance<py::list>(obj) && !py::isinstance<py::tuple>(obj))
+        throw py::type_error(std::string(name) + " must be a list of CUDA arrays, got " +
+                             std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
+    std::vector<CudaArray> out;
+    for (const py::handle item : py::reinterpret_borrow<py::sequence>(obj)) {
+        const std::string label = std::string(name) + "[" + std::to_string(out.size()) + "]";
+        out.push_back(cuda_array(item, label.c_str()));
+    }
+    return out;
+}
+
+// The checked lists of one optimizer call, as the kernels take them: params, grads and up to
+// three state lists, one float dtype, C-contiguous, each entry shaped like its parameter,
+// params and states writable and on the current device.
+struct CudaOptimLists {
+    std::vector<CudaArray> params, grads, states[3];
+    bool has_state[3] = {false, false, false};
+
+    CudaOptimLists(const py::handle& params_obj, const py::handle& grads_obj) {
+        params = cuda_array_list(params_obj, "params");
+        grads = cuda_array_list(grads_obj, "grads");
+        PYFAST_CHECK(!params.empty(), "params is an empty list");
+        PYFAST_CHECK(grads.size() == params.size(), "grads has ", grads.size(),
+                     " arrays but params has ", params.size());
+    }
+
+    void add_state(int slot, const py::handle& obj, const char* name, bool needed) {
+        if (!needed) return;
+        PYFAST_CHECK(!obj.is_none(), name, " is required with these options");
+        states[slot] = cuda_array_list(obj, name);
+        PYFAST_CHECK(states[slot].size() == params.size(), name, " has ", states[slot].size(),
+                     " arrays but params has ", params.size());
+        has_state[slot] = true;
+    }
+
+    template <typename T>
+    std::vector<pyfast::cuda::DeviceTensor<T>> tensors(const char* const names[3], int device) {
+        std::vector<pyfast::cuda::DeviceTensor<T>> out;
+        for (size_t i = 0; i < params.size(); ++i) {
+            const std::string idx = "[" + std::to_string(i) + "]";
+            const CudaArray& p = params[i];
+            const std::string pname = "params" + idx;
+            check_dtype_like(p, pname.c_str(), params[0], "params[0]");
+            check_c_shape(p, pname.c_str(), p.shape);
+            check_writable(p, pname.c_str());
+            check_accessible(p, pname.c_str(), device);
+            const std::string gname = "grads" + idx;
+            check_dtype_like(grads[i], gname.c_str(), p, pname.c_str());
+            check_c_shape(grads[i], gname.c_str(), p.shape);
+            check_accessible(grads[i], gname.c_str(), device);
+            pyfast::cuda::DeviceTensor<T> t{reinterpret_cast<T*>(p.ptr),
+                                            reinterpret_cast<const T*>(grads[i].ptr),
+                                            {nullptr, nullptr, nullptr}, 1};
+            t.size = 1;
+            for (const std::int64_t d : p.shape) t.size *= d;
+            for (int j = 0; j < 3; ++j) {
+                if (!has_state[j]) continue;
+                const std::string sname = names[j] + idx;
+                const CudaArray& st = states[j][i];
+                check_dtype_like(st, sname.c_str(), p, pname.c_str());
+                check_c_shape(st, sname.c_str(), p.shape);
+                check_writable(st, sname.c_str());
+                check_accessible(st, sname.c_str(), device);
+                t.state[j] = reinterpret_cast<T*>(st.ptr);
+            }
+            out.push_back(t);
+        }
+        return out;
+    }
+
+    template <class F>
+    void run(const char* what, const char* const names[3], const py::object& stream_obj, F&& f) {
+        const cudaStream_t stream = stream_of(stream_obj);
+        const int device = device_for(what, {});
+        if (params[0].itemsize == 4) {
+            auto list = tensors<float>(names, device);
+            py::gil_scoped_release release;
+            f(list, stream);
+        } else {
+            auto list = tensors<double>(names, device);
+            py::gil_scoped_release release;
+            f(list, stream);
+        }
+    }
+};
+
+void check_hyper_arg(double v, const char* name, double low, double high, bool high_open = false) {
+    PYFAST_CHECK(std::isfinite(v) && v >= low && (high_open ? v < high : v <= high), name,
+                 " must be a finite number in [", low, ", ", high, high_open ? ")" : "]",
+                 ", got ", v);
+}
+
+void sgd_step_cuda(const py::object& params, const py::object& grads, const py::object& bufs,
+                   double lr, double momentum, double dampening, bool nesterov,
+                   double weight_decay, bool first, const py::object& stream) {
+    check_hyper_arg(lr, "lr", 0, HUGE_VAL);
+    check_hyper_arg(momentum, "momentum", 0, HUGE_VAL);
+    check_hyper_arg(dampening, "dampening", 0, HUGE_VAL);
+    check_hyper_arg(weight_decay, "weight_decay", 0, HUGE_VAL);
+    PYFAST_CHECK(!nesterov || (momentum > 0 && dampening == 0),
+                 "nesterov needs momentum > 0 and dampening == 0");
+    CudaOptimLists lists(params, grads);
+    lists.add_state(0, bufs, "momentum_bufs", momentum != 0);
+    const pyfast::cuda::SgdHyper h{lr, momentum, dampening, weight_decay, nesterov, first};
+    static const char* const names[3] = {"momentum_bufs", "", ""};
+    lists.run("sgd_step", names, stream,
+              [&](const auto& list, cudaStream_t s) { pyfast::cuda::sgd_step(list, h, s); });
+}
+
+void rmsprop_step_cuda(const py::object& params, const py::object& grads,
+                       const py::object& square_avgs, const py::object& bufs,
+                       const py::object& grad_avgs, double lr, double alpha, double eps,
+                       double weight_decay, double momentum, bool centered,
+                       const py::object& stream) {
+    check_hyper_arg(lr, "lr", 0, HUGE_VAL);
+    check_hyper_arg(alpha, "alpha", 0, 1);
+    check_hyper_arg(eps, "eps", 0, HUGE_VAL);
+    check_hyper_arg(weight_decay, "weight_decay", 0, HUGE_VAL);
+    check_hyper_arg(momentum, "momentum", 0, HUGE_VAL);
+    CudaOptimLists lists(params, grads);
+    lists.add_state(0, square_avgs, "square_avgs", true);
+    lists.add_state(1, bufs, "momentum_bufs", momentum > 0);
+    lists.add_state(2, grad_avgs, "grad_avgs", centered);
+    const pyfast::cuda::RmspropHyper h{lr, alpha, eps, weight_decay, momentum, centered};
+    static const char* const names[3] = {"square_avgs", "momentum_bufs", "grad_avgs"};
+    lists.run("rmsprop_step", names, stream,
+              [&](const auto& list, cudaStream_t s) { pyfast::cuda::rmsprop_step(list, h, s); });
+}
+
+void adam_step_cuda(const py::object& params, const py::object& grads, const py::object& exp_avgs,
+                    const py::object& exp_avg_sqs, const py::object& max_exp_avg_sqs,
+                    std::int64_t step, double lr, double beta1, double beta2, double eps,
+                    double weight_decay, bool decoupled, bool amsgrad, const py::object& stream) {
+    PYFAST_CHECK(step >= 1, "step must be >= 1 (steps count from 1), got ", step);
+    check_hyper_arg(lr, "lr", 0, HUGE_VAL);
+    check_hyper_arg(beta1, "beta1", 0, 1, true);
+    check_hyper_arg(beta2, "beta2", 0, 1, true);
+    check_hyper_arg(eps, "eps", 0, HUGE_VAL);
+    check_hyper_arg(weight_decay, "weight_decay", 0, HUGE_VAL);
+    CudaOptimLists lists(params, grads);
+    lists.add_state(0, exp_avgs, "exp_avgs", true);
+    lists.add_state(1, exp_avg_sqs, "exp_avg_sqs", true);
+    lists.add_state(2, max_exp_avg_sqs, "max_exp_avg_sqs", amsgrad);
+    const pyfast::cuda::AdamHyper h{lr, beta1, beta2, eps, weight_decay, step, decoupled, amsgrad};
+    static const char* const names[3] = {"exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"};
+    lists.run("adam_step", names, stream,
+              [&](const auto& list, cudaStream_t s) { pyfast::cuda::adam_step(list, h, s); });
+}
+
 // ---- conv -------------------------------------------------------------------------------
 
 std::int64_t element_count(const CudaArray& x) {
@@ -485,7 +897,7 @@ void conv_transpose2d_cuda(const py::object& x_obj, const py::object& w_obj,
 
 PYBIND11_MODULE(_cuda, m) {
     m.doc() = "pyfast native CUDA kernels (static cudart; sm_80, sm_90 and PTX)";
-    m.attr("FAMILIES") = py::make_tuple("gemm", "conv");
+    m.attr("FAMILIES") = py::make_tuple("gemm", "conv", "softmax_xent", "optim");
 
     m.def("device_count", &device_count,
           "Number of usable CUDA devices; 0 (never an error) without a driver or a device.");
@@ -500,6 +912,40 @@ PYBIND11_MODULE(_cuda, m) {
           "default) without synchronising. a (M, K) and b (K, N) row- or column-major with a "
           "leading dimension; out (M, N) C-contiguous; bias (N,) or None; all CUDA arrays of "
           "one dtype, float32 or float64, on the current device.");
+
+    m.def("softmax", &softmax_cuda, py::arg("x"), py::arg("out"), py::arg("log"), py::kw_only(),
+          py::arg("stream"),
+          "out = softmax (log=True: log-softmax) of x over axis 1; x and out (A, C, B) "
+          "C-contiguous CUDA arrays of one float dtype; enqueued on `stream`.");
+    m.def("softmax_xent", &softmax_xent_cuda, py::arg("logits"), py::arg("labels"),
+          py::arg("weight"), py::arg("ignore_index"), py::arg("smoothing"), py::arg("grad_scale"),
+          py::arg("dlogits"), py::arg("losses"), py::kw_only(), py::arg("stream"),
+          "Per-position softmax cross-entropy losses (N, S) and grad_scale * their gradient "
+          "(N, C, S) in one pass; labels (N, S) int64 (one out of range makes that position "
+          "NaN, never an out-of-bounds read); weight (C,) or None; dlogits may be logits.");
+    m.def("bce_with_logits", &bce_with_logits_cuda, py::arg("x"), py::arg("y"), py::arg("weight"),
+          py::arg("pos_weight"), py::arg("grad_scale"), py::arg("grad"), py::arg("losses"),
+          py::kw_only(), py::arg("stream"),
+          "Binary cross-entropy with logits over flat (M,) CUDA arrays and grad_scale * its "
+          "gradient; returns the loss sum (waiting for it) when losses is None.");
+    m.def("mse", &mse_cuda, py::arg("x"), py::arg("y"), py::arg("grad_scale"), py::arg("grad"),
+          py::arg("losses"), py::kw_only(), py::arg("stream"),
+          "(x - y)^2 over flat (M,) CUDA arrays and grad_scale * its gradient; returns the loss "
+          "sum (waiting for it) when losses is None.");
+    m.def("sgd_step", &sgd_step_cuda, py::arg("params"), py::arg("grads"),
+          py::arg("momentum_bufs"), py::arg("lr"), py::arg("momentum"), py::arg("dampening"),
+          py::arg("nesterov"), py::arg("weight_decay"), py::arg("first"), py::kw_only(),
+          py::arg("stream"), "torch.optim.SGD's step over lists of CUDA arrays, one launch.");
+    m.def("rmsprop_step", &rmsprop_step_cuda, py::arg("params"), py::arg("grads"),
+          py::arg("square_avgs"), py::arg("momentum_bufs"), py::arg("grad_avgs"), py::arg("lr"),
+          py::arg("alpha"), py::arg("eps"), py::arg("weight_decay"), py::arg("momentum"),
+          py::arg("centered"), py::kw_only(), py::arg("stream"),
+          "torch.optim.RMSprop's step over lists of CUDA arrays, one launch.");
+    m.def("adam_step", &adam_step_cuda, py::arg("params"), py::arg("grads"), py::arg("exp_avgs"),
+          py::arg("exp_avg_sqs"), py::arg("max_exp_avg_sqs"), py::arg("step"), py::arg("lr"),
+          py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
+          py::arg("decoupled"), py::arg("amsgrad"), py::kw_only(), py::arg("stream"),
+          "torch.optim.Adam's (decoupled: AdamW's) step over lists of CUDA arrays, one launch.");
 
     m.def("conv2d", &conv2d_cuda, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("out"),
           py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),

@@ -22,13 +22,12 @@ First-order only: backward functions work on arrays, not on Tensors.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import numpy as np
 
 from . import ops
-from ._arrays import array_module, as_array, describe, device_of, is_cupy
+from ._arrays import array_module, as_array, describe, is_cupy
 
 __all__ = ["Tensor", "Function", "tensor", "from_dlpack", "cat", "stack", "no_grad",
            "enable_grad", "set_grad_enabled", "is_grad_enabled"]
@@ -524,6 +523,9 @@ class Function:
 
     parents = ()
     needs_input_grad = ()
+    # True when backward returns arrays it allocated and shares with nothing (kernel
+    # outputs): a leaf whose .grad is None may then adopt them instead of copying.
+    fresh_grads = False
 
     @classmethod
     def apply(cls, *inputs, **options):
@@ -612,14 +614,16 @@ def _accumulate(dest, g):
         dest += g
 
 
-def _accumulate_leaf(leaf, g):
+def _accumulate_leaf(leaf, g, fresh=False):
     if g.dtype != leaf.dtype:
-        g = g.astype(leaf.dtype)
+        g, fresh = g.astype(leaf.dtype), True
     if leaf._grad is not None:
         _accumulate(leaf._grad._data, g)
     elif leaf.grad_storage is not None:
         leaf.grad_storage[...] = g
         leaf._grad = Tensor(leaf.grad_storage)
+    elif fresh and g.flags.c_contiguous and getattr(g.flags, "writeable", True):
+        leaf._grad = Tensor(g)
     else:
         xp = _xp(g)
         leaf._grad = Tensor(xp.array(g, copy=True, order="C"))
@@ -656,7 +660,7 @@ def _run_backward(root, grad):
                 raise RuntimeError(f"{type(node).__name__}.backward returned a gradient of "
                                    f"shape {gp.shape} for an input of shape {p.shape}")
             if p._node is None:
-                _accumulate_leaf(p, gp)
+                _accumulate_leaf(p, gp, type(node).fresh_grads)
             else:
                 _sum_into(grads, owned, p._node, gp)
 
@@ -847,6 +851,8 @@ class _Clamp(Function):
 
 
 class _Relu(Function):
+    fresh_grads = True
+
     @staticmethod
     def forward(ctx, x):
         y = ops.relu(x)
@@ -859,6 +865,8 @@ class _Relu(Function):
 
 
 class _Sigmoid(Function):
+    fresh_grads = True
+
     @staticmethod
     def forward(ctx, x):
         ctx.y = ops.sigmoid(x)
@@ -870,6 +878,8 @@ class _Sigmoid(Function):
 
 
 class _Tanh(Function):
+    fresh_grads = True
+
     @staticmethod
     def forward(ctx, x):
         ctx.y = ops.tanh(x)
@@ -892,6 +902,8 @@ def _matmul(a, b):
 
 class _MatMul(Function):
     """(..., K) @ (K, N) through the GEMM kernel; leading axes are folded into rows."""
+
+    fresh_grads = True
 
     @staticmethod
     def forward(ctx, a, b):

@@ -2,7 +2,10 @@
 //
 // All are memory-bound streams: one OpenMP-parallel loop each, static schedule, with
 // `omp simd` so the compiler vectorises the body at the baseline ISA (bandwidth, not the
-// vector width, limits these). Small arrays stay on the calling thread: waking the team
+// vector width, limits these). Selects use quiet comparisons (__builtin_isgreater...) and
+// choose between constants or loaded values, never guard an operation: under the default
+// -ftrapping-math GCC will not if-convert anything that may trap, and a branch on the sign
+// of real data mispredicts half the time. Small arrays stay on the calling thread: waking the team
 // costs more than the work below ~32K elements. Gradients of relu/sigmoid/tanh read the
 // forward output; leaky_relu's reads the input (torch's conventions). Dropout recomputes its
 // mask from a counter-based hash, so the backward pass needs no stored mask.
@@ -24,6 +27,7 @@
 #include <cstring>
 
 #include "common/runtime.h"
+#include "cpu/select.h"
 
 namespace pyfast {
 namespace {
@@ -32,7 +36,7 @@ constexpr std::int64_t kParallelMin = 1 << 15;
 
 inline int team(std::int64_t n) { return n >= kParallelMin ? num_threads() : 1; }
 
-inline std::uint64_t splitmix64(std::uint64_t z) {
+PYFAST_INLINE std::uint64_t splitmix64(std::uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
     return z ^ (z >> 31);
@@ -185,22 +189,26 @@ void relu(const T* x, T* y, std::int64_t n) {
 
 template <typename T>
 void relu_backward(const T* gy, const T* y, T* gx, std::int64_t n) {
-    // gy is read unconditionally so that the select vectorises (a conditional load does
-    // not, and then a branch on the sign of y mispredicts half the time).
     PYFAST_ELEMENTWISE_LOOP(n) {
-        const T g = gy[i];
-        gx[i] = y[i] <= T(0) ? T(0) : g;  // torch's threshold_backward
+        const T g = gy[i], v = y[i];
+        gx[i] = __builtin_islessequal(v, T(0)) ? T(0) : g;  // torch's threshold_backward
     }
 }
 
 template <typename T>
 void leaky_relu(const T* x, T* y, std::int64_t n, T slope) {
-    PYFAST_ELEMENTWISE_LOOP(n) y[i] = x[i] > T(0) ? x[i] : x[i] * slope;
+    PYFAST_ELEMENTWISE_LOOP(n) {
+        const T v = x[i];
+        y[i] = v * blend(__builtin_isgreater(v, T(0)), T(1), slope);
+    }
 }
 
 template <typename T>
 void leaky_relu_backward(const T* gy, const T* x, T* gx, std::int64_t n, T slope) {
-    PYFAST_ELEMENTWISE_LOOP(n) gx[i] = x[i] > T(0) ? gy[i] : gy[i] * slope;
+    PYFAST_ELEMENTWISE_LOOP(n) {
+        const T v = x[i];
+        gx[i] = gy[i] * blend(__builtin_isgreater(v, T(0)), T(1), slope);
+    }
 }
 
 template <>
@@ -236,15 +244,56 @@ void tanh_backward(const T* gy, const T* y, T* gx, std::int64_t n) {
     PYFAST_ELEMENTWISE_LOOP(n) gx[i] = gy[i] * (T(1) - y[i] * y[i]);
 }
 
+// Elements [begin, end) of a dropout: the mask is a pure function of (seed, index), so any
+// split of the range between threads gives the same result. 64-bit multiplies vectorise
+// with AVX-512DQ (vpmullq) and are emulated on AVX2, hence the per-ISA copies below.
+template <typename T>
+PYFAST_INLINE void dropout_span(const T* x, T* y, std::int64_t begin, std::int64_t end,
+                                std::uint64_t seed, std::uint32_t threshold, T scale) {
+    const std::uint64_t golden = 0x9E3779B97F4A7C15ULL;
+#pragma omp simd
+    for (std::int64_t i = begin; i < end; ++i) {
+        const std::uint64_t h = splitmix64(seed + static_cast<std::uint64_t>(i + 1) * golden);
+        const bool keep = (h >> 40) >= threshold;
+        y[i] = x[i] * blend(keep, scale, T(0));  // x * mask * scale, as torch (inf * 0 is NaN)
+    }
+}
+
+template <typename T>
+using DropoutFn = void (*)(const T*, T*, std::int64_t, std::int64_t, std::uint64_t,
+                           std::uint32_t, T);
+
+template <typename T>
+void dropout_generic(const T* x, T* y, std::int64_t b, std::int64_t e, std::uint64_t seed,
+                     std::uint32_t threshold, T scale) {
+    dropout_span(x, y, b, e, seed, threshold, scale);
+}
+template <typename T>
+PYFAST_TARGET("avx2,fma")
+void dropout_avx2(const T* x, T* y, std::int64_t b, std::int64_t e, std::uint64_t seed,
+                  std::uint32_t threshold, T scale) {
+    dropout_span(x, y, b, e, seed, threshold, scale);
+}
+template <typename T>
+PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
+void dropout_avx512(const T* x, T* y, std::int64_t b, std::int64_t e, std::uint64_t seed,
+                    std::uint32_t threshold, T scale) {
+    dropout_span(x, y, b, e, seed, threshold, scale);
+}
+
 template <typename T>
 void dropout(const T* x, T* y, std::int64_t n, std::uint64_t seed, std::uint32_t threshold,
              T scale) {
-    const std::uint64_t golden = 0x9E3779B97F4A7C15ULL;
-#pragma omp parallel for schedule(static) num_threads(team(n))
-    for (std::int64_t i = 0; i < n; ++i) {
-        const std::uint64_t h = splitmix64(seed + static_cast<std::uint64_t>(i + 1) * golden);
-        const bool keep = (h >> 40) >= threshold;
-        y[i] = keep ? x[i] * scale : T(0);
+    DropoutFn<T> fn = dropout_generic<T>;
+    if (active_isa() == Isa::avx512) fn = dropout_avx512<T>;
+    else if (active_isa() == Isa::avx2) fn = dropout_avx2<T>;
+#pragma omp parallel num_threads(team(n))
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        const std::int64_t per = (n + nt - 1) / nt;
+        const std::int64_t begin = std::min<std::int64_t>(n, per * t);
+        const std::int64_t end = std::min<std::int64_t>(n, begin + per);
+        if (end > begin) fn(x, y, begin, end, seed, threshold, scale);
     }
 }
 

@@ -2,12 +2,16 @@
 // with its backward.
 //
 // Threads take whole (n, c) planes, so a backward's scatter into its input plane never
-// races and needs no atomics. Window bounds follow torch's CPU kernels exactly: a max
-// window starts at its first in-bounds row/column (that position is the argmax if every
-// value is -inf), a larger value or any NaN takes over (so ties keep the first maximum in
-// scan order); an average window's divisor counts the padding up to H + pad (not the
-// ceil-mode overhang) unless count_include_pad is false or divisor_override is given;
-// adaptive windows are [floor(i*H/OH), ceil((i+1)*H/OH)).
+// races and needs no atomics. Max pooling runs output row by output row: the outputs whose
+// window lies inside the plane compare their k-th candidates together (a vectorised loop
+// with branch-free selects), the few clipped ones at the edges one by one.
+//
+// Window bounds follow torch's CPU kernels exactly: a max window starts at its first
+// in-bounds row/column (that position is the argmax if every value is -inf), a larger value
+// or any NaN takes over (so ties keep the first maximum in scan order); an average window's
+// divisor counts the padding up to H + pad (not the ceil-mode overhang) unless
+// count_include_pad is false or divisor_override is given; adaptive windows are
+// [floor(i*H/OH), ceil((i+1)*H/OH)).
 
 #include "cpu/pool.h"
 
@@ -17,6 +21,7 @@
 #include <cmath>
 
 #include "common/runtime.h"
+#include "cpu/select.h"
 
 namespace pyfast {
 namespace {
@@ -58,6 +63,20 @@ inline AvgWindow avg_window(const PoolGeometry& g, int64_t oh, int64_t ow,
     return {h0, h1, w0, w1, d};
 }
 
+// Sum of a contiguous run with 16 independent partial sums: a single running sum would be
+// bound by the add latency, not by memory.
+template <typename T>
+inline T sum_run(const T* p, int64_t len) {
+    T acc[16] = {};
+    int64_t j = 0;
+    for (; j + 16 <= len; j += 16)
+        for (int k = 0; k < 16; ++k) acc[k] += p[j + k];
+    T sum = 0;
+    for (; j < len; ++j) sum += p[j];
+    for (int k = 0; k < 16; ++k) sum += acc[k];
+    return sum;
+}
+
 inline int64_t adaptive_start(int64_t i, int64_t in, int64_t out) { return (i * in) / out; }
 inline int64_t adaptive_end(int64_t i, int64_t in, int64_t out) {
     return ((i + 1) * in + out - 1) / out;
@@ -65,37 +84,92 @@ inline int64_t adaptive_end(int64_t i, int64_t in, int64_t out) {
 
 }  // namespace
 
+// One output element the plain way: its window clipped to the plane, scanned in order.
+template <typename T>
+PYFAST_INLINE void max_window(const T* src, const PoolGeometry& g, int64_t h0, int64_t h1,
+                              int64_t w_start, T& best_out, int64_t& at_out) {
+    const int64_t w0 = first_inside(w_start, g.dw);
+    const int64_t w1 = std::min(w_start + (g.kw - 1) * g.dw + 1, g.w);
+    int64_t at = h0 * g.w + w0;
+    T best = -INFINITY;
+    for (int64_t ih = h0; ih < h1; ih += g.dh)
+        for (int64_t iw = w0; iw < w1; iw += g.dw) {
+            const T v = src[ih * g.w + iw];
+            const bool take = __builtin_isgreater(v, best) | __builtin_isunordered(v, v);
+            best = blend(take, v, best);
+            at = blend(take, ih * g.w + iw, at);
+        }
+    best_out = best;
+    at_out = at;
+}
+
+// The interior outputs [lo, hi) of a row, candidate by candidate. Stride is a template
+// constant for the common 1 and 2 (strided loads then vectorise as shuffles), else 0 for a
+// run-time stride.
+template <typename T, int Stride>
+PYFAST_INLINE void max_interior(const T* src, T* dst, int64_t* idx, const PoolGeometry& g,
+                                int64_t h0, int64_t h1, int64_t lo, int64_t hi, int64_t base) {
+    const int64_t sw = Stride ? Stride : g.sw;
+    const int64_t count = hi - lo;
+    T* best = dst + lo;
+    int64_t* at = idx + lo;
+    for (int64_t ih = h0; ih < h1; ih += g.dh) {
+        for (int64_t j = 0; j < g.kw; ++j) {
+            const int64_t col0 = base + j * g.dw;
+            const T* cand = src + ih * g.w + col0;
+            const int64_t pos0 = ih * g.w + col0;
+#pragma omp simd
+            for (int64_t k = 0; k < count; ++k) {
+                const T v = cand[k * sw];
+                const T b = best[k];
+                const bool take = __builtin_isgreater(v, b) | __builtin_isunordered(v, v);
+                best[k] = blend(take, v, b);
+                at[k] = blend(take, pos0 + k * sw, at[k]);
+            }
+        }
+    }
+}
+
+// One output row. Columns whose window lies inside the plane (all but a few at the edges)
+// are done together: for each window offset (in torch's scan order) every such output
+// compares one candidate, a loop over outputs with stride-sw loads that vectorises. The
+// edge columns go through max_window.
+template <typename T>
+void max_pool_row(const T* src, T* dst, int64_t* idx, const PoolGeometry& g, int64_t oh) {
+    const int64_t h_start = oh * g.sh - g.ph;
+    const int64_t h0 = first_inside(h_start, g.dh);
+    const int64_t h1 = std::min(h_start + (g.kh - 1) * g.dh + 1, g.h);
+    // interior columns: w_start >= 0 and w_start + (kw - 1) * dw < w
+    const int64_t lo = std::min(g.ow, (g.pw + g.sw - 1) / g.sw);
+    const int64_t span = (g.kw - 1) * g.dw;
+    const int64_t hi = std::max(lo, std::min(g.ow, (g.w - 1 - span + g.pw) / g.sw + 1));
+    for (int64_t ow = 0; ow < lo; ++ow)
+        max_window(src, g, h0, h1, ow * g.sw - g.pw, dst[ow], idx[ow]);
+    for (int64_t ow = hi; ow < g.ow; ++ow)
+        max_window(src, g, h0, h1, ow * g.sw - g.pw, dst[ow], idx[ow]);
+    if (hi <= lo) return;
+    const int64_t base = lo * g.sw - g.pw;  // input column of output lo's first candidate
+#pragma omp simd
+    for (int64_t ow = lo; ow < hi; ++ow) {
+        dst[ow] = -INFINITY;
+        idx[ow] = h0 * g.w + base + (ow - lo) * g.sw;
+    }
+    if (g.sw == 1)
+        max_interior<T, 1>(src, dst, idx, g, h0, h1, lo, hi, base);
+    else if (g.sw == 2)
+        max_interior<T, 2>(src, dst, idx, g, h0, h1, lo, hi, base);
+    else
+        max_interior<T, 0>(src, dst, idx, g, h0, h1, lo, hi, base);
+}
+
 template <typename T>
 void max_pool2d(const T* x, T* y, int64_t* indices, const PoolGeometry& g) {
     const int64_t in_plane = g.h * g.w, out_plane = g.oh * g.ow;
 #pragma omp parallel for schedule(static) num_threads(team(g.planes * in_plane, g.planes))
-    for (int64_t p = 0; p < g.planes; ++p) {
-        const T* src = x + p * in_plane;
-        T* dst = y + p * out_plane;
-        int64_t* idx = indices + p * out_plane;
-        for (int64_t oh = 0; oh < g.oh; ++oh) {
-            const int64_t h_start = oh * g.sh - g.ph;
-            const int64_t h0 = first_inside(h_start, g.dh);
-            const int64_t h1 = std::min(h_start + (g.kh - 1) * g.dh + 1, g.h);
-            for (int64_t ow = 0; ow < g.ow; ++ow) {
-                const int64_t w_start = ow * g.sw - g.pw;
-                const int64_t w0 = first_inside(w_start, g.dw);
-                const int64_t w1 = std::min(w_start + (g.kw - 1) * g.dw + 1, g.w);
-                int64_t best_at = h0 * g.w + w0;
-                T best = -INFINITY;
-                for (int64_t ih = h0; ih < h1; ih += g.dh)
-                    for (int64_t iw = w0; iw < w1; iw += g.dw) {
-                        const T v = src[ih * g.w + iw];
-                        if (v > best || std::isnan(v)) {
-                            best = v;
-                            best_at = ih * g.w + iw;
-                        }
-                    }
-                dst[oh * g.ow + ow] = best;
-                idx[oh * g.ow + ow] = best_at;
-            }
-        }
-    }
+    for (int64_t p = 0; p < g.planes; ++p)
+        for (int64_t oh = 0; oh < g.oh; ++oh)
+            max_pool_row(x + p * in_plane, y + p * out_plane + oh * g.ow,
+                         indices + p * out_plane + oh * g.ow, g, oh);
 }
 
 template <typename T>
@@ -171,10 +245,11 @@ void adaptive_avg_pool2d(const T* x, T* y, const PoolGeometry& g) {
             for (int64_t ow = 0; ow < g.ow; ++ow) {
                 const int64_t w0 = adaptive_start(ow, g.w, g.ow), w1 = adaptive_end(ow, g.w, g.ow);
                 T sum = 0;
-                for (int64_t ih = h0; ih < h1; ++ih) {
-                    const T* row = src + ih * g.w;
-#pragma omp simd reduction(+ : sum)
-                    for (int64_t iw = w0; iw < w1; ++iw) sum += row[iw];
+                if (w0 == 0 && w1 == g.w) {  // whole rows (global pooling): one flat run
+                    sum = sum_run(src + h0 * g.w, (h1 - h0) * g.w);
+                } else {
+                    for (int64_t ih = h0; ih < h1; ++ih)
+                        sum += sum_run(src + ih * g.w + w0, w1 - w0);
                 }
                 dst[oh * g.ow + ow] = sum / static_cast<T>((h1 - h0) * (w1 - w0));
             }

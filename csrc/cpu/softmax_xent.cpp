@@ -504,19 +504,19 @@ struct BceJob {
             for (int64_t j = 0; j < len; j += L) {
                 const int count = static_cast<int>(std::min<int64_t>(L, len - j));
                 const bool full = count == L;
-                const V xv = full ? S::load(x + j) : S::load_partial(x + j, count, T(0));
-                const V yv = full ? S::load(y + j) : S::load_partial(y + j, count, T(0));
+                const V xv = load_n<S>(x + j, count, T(0));
+                const V yv = load_n<S>(y + j, count, T(0));
                 // log(1 + e^-x) = max(-x, 0) + log1p(e^-|x|); sigmoid(-x) from the same e^-|x|
                 const V t = S::exp(-S::abs(xv));
                 const V softplus = S::max(-xv, V{}) + S::log1p(t);
                 const V inv = one / (one + t);
                 const V sig_neg = xv >= V{} ? t * inv : inv;
                 V lw = one;
-                if (pwv) lw = one + ((full ? S::load(pwv + j) : S::load_partial(pwv + j, count, T(0))) - one) * yv;
+                if (pwv) lw = one + (load_n<S>(pwv + j, count, T(0)) - one) * yv;
                 V loss = (one - yv) * xv + lw * softplus;
                 V gr = (one - yv) - lw * sig_neg;
                 if (wv) {
-                    const V wj = full ? S::load(wv + j) : S::load_partial(wv + j, count, T(0));
+                    const V wj = load_n<S>(wv + j, count, T(0));
                     loss *= wj;
                     gr *= wj;
                 }

@@ -9,8 +9,9 @@
 // exp: Cody-Waite reduction x = n ln2 + r, |r| <= ln2 / 2, then a Taylor polynomial in r
 // (degree 7 for float, 13 for double: truncation below 1e-8 and 1e-17 relative), scaled by
 // 2^n built in the exponent bits; float with 8 or 16 lanes reduces further with a table
-// (exp_table). Inputs below the smallest normal result give 0, NaN stays NaN. log: x = 2^k f with f in [sqrt(1/2), sqrt(2)), log f = 2 atanh((f - 1) / (f + 1)) as
-// an odd series in u = (f - 1) / (f + 1), |u| <= 0.172; valid for positive normal x (the
+// (exp_table). Inputs below the smallest normal result give 0, NaN stays NaN.
+// log: x = 2^k f with f in [sqrt(1/2), sqrt(2)), log f = 2 atanh((f - 1) / (f + 1)) as an
+// odd series in u = (f - 1) / (f + 1), |u| <= 0.172; valid for positive normal x (the
 // kernels take logs of sums >= 1 only), NaN stays NaN. Both are within about 2 ulp.
 #pragma once
 

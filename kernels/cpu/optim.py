@@ -13,8 +13,10 @@ Only "contract" (FMA) is allowed of fastmath: reassociation, approximate recipro
 square roots would move the results away from torch's.
 """
 
+import contextlib
+
 import numpy as np
-from numba import carray, get_num_threads, njit, prange, types
+from numba import carray, get_num_threads, njit, prange, set_num_threads, types
 from numba.extending import intrinsic
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")  # IEEE division: no zero check per element
@@ -182,9 +184,26 @@ def _run(rule, params, grads, states, k, flags):
     if total == 0:
         return
     like = params[0][:0].reshape(-1)
-    chunks = 1 if total < PARALLEL_MIN else get_num_threads()
-    run_lists(rule, addresses, prefix, like, np.asarray(k, like.dtype),
-              np.asarray(flags, np.bool_), chunks)
+    with threads_for(total) as chunks:
+        run_lists(rule, addresses, prefix, like, np.asarray(k, like.dtype),
+                  np.asarray(flags, np.bool_), chunks)
+
+
+@contextlib.contextmanager
+def threads_for(elements):
+    """The thread count for `elements` of work, applied to numba's parallel regions for the
+    block: one below PARALLEL_MIN. A prange starts the whole pool however few iterations
+    it has, and waking it costs more than small work takes (on a busy machine a woken
+    thread may wait a whole time slice: milliseconds)."""
+    if elements >= PARALLEL_MIN:
+        yield get_num_threads()
+        return
+    before = get_num_threads()
+    set_num_threads(1)
+    try:
+        yield 1
+    finally:
+        set_num_threads(before)
 
 
 def sgd_step(params, grads, momentum_bufs, lr, momentum, dampening, nesterov, weight_decay,

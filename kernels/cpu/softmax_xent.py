@@ -5,8 +5,10 @@ The passes are those of csrc/cpu/softmax_xent.cpp. Plain rows (s == 1): the row'
 one read from memory), e = exp(x - m) into a per-thread scratch row (summed in a second,
 cache-resident loop), then the gradient a e - b w from the scratch row, with the label's own
 entry recomputed in float64 (see label_grad); the next row is prefetched into L2 during the
-exp pass so memory streams while this row computes. Positions (s > 1): tiles of TILE
-positions walk the classes with the position loop innermost and contiguous.
+exp pass so memory streams while this row computes, and a large output leaves in whole
+64-byte non-temporal stores (_stream_line). Positions (s > 1): tiles of TILE positions walk
+the classes with the position loop innermost and contiguous. error_model="numpy" keeps
+divisions free of per-element zero checks (which stop vectorisation).
 
 Numba has no vector exp here (no SVML), so exp and log are polynomials with the exponent
 built in the float's bits (llvmlite intrinsics below), which LLVM vectorises. Three things
@@ -21,9 +23,11 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import get_num_threads, njit, prange, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
+
+from .optim import threads_for
 
 # fastmath flag sets: _EXACT for loops with exp (no reassociation, no approximate
 # division), _SUM adds "reassoc" for vectorised sums; the max pass takes every flag (its
@@ -37,7 +41,6 @@ TILE = 64         # positions per tile when s > 1
 SEGMENT = 1024    # elements per inner loop of the pointwise losses
 LINE = 64         # bytes per cache line
 MAX_LANES = 256   # running maxima in row_max (a long loop: the loop vectoriser takes it)
-PARALLEL_MIN = 1 << 15  # below this many elements one thread is faster
 STREAM_MIN_BYTES = 16 << 20  # outputs this large are written with non-temporal stores
 
 
@@ -398,7 +401,10 @@ def xent_rows(x, labels, w, ignore_index, smoothing, scale, wsum, g, losses, c, 
                     gr[j] = a * e[j] - b * w[j]
             gr[y] = label_grad(scale, hard, e_over_c, wsum, w[y], xy - m, s)
             log_s = math.log(float(s))
-            losses[r] = hard * (log_s + float(m - xy)) + e_over_c * (wsum * log_s - float(t))
+            loss = hard * (log_s + float(m - xy))
+            if smoothing != 0:  # t is -inf with a masked (-inf) class: no 0 * inf
+                loss += e_over_c * (wsum * log_s - float(t))
+            losses[r] = loss
         if stream:
             _store_fence()
 
@@ -442,21 +448,22 @@ def xent_tiles(x, labels, w, ignore_index, smoothing, scale, wsum, g, losses, n,
             dyv = dy[:cnt]
             for q in range(cnt):
                 y = labs[q]
-                if y == ignore_index:
+                if y == ignore_index:  # b < 0 marks the position ignored
                     av[q] = 0
-                    bv[q] = 0
+                    bv[q] = -1
                     dyv[q] = 0
                 else:
                     hard = (1.0 - smoothing) * float(w[y])
                     av[q] = scale * (hard + e_over_c * wsum) / float(sv[q])
                     bv[q] = scale * e_over_c
                     dyv[q] = x[base + y * sp + q] - mv[q]  # before the gradient overwrites it
+            zero = cast_like(0.0, x)
             for j in range(c):
                 grow = g[base + j * sp:base + j * sp + cnt]
                 es = e[j * TILE:j * TILE + cnt]
                 wj = w[j]
-                for q in range(cnt):
-                    grow[q] = av[q] * es[q] - bv[q] * wj
+                for q in range(cnt):  # ignored positions: exactly 0, NaN logits or not
+                    grow[q] = av[q] * es[q] - bv[q] * wj if bv[q] >= zero else zero
             out = losses[item * sp + s0:item * sp + s0 + cnt]
             for q in range(cnt):
                 y = labs[q]
@@ -466,7 +473,10 @@ def xent_tiles(x, labels, w, ignore_index, smoothing, scale, wsum, g, losses, n,
                 hard = (1.0 - smoothing) * float(w[y])
                 log_s = math.log(float(sv[q]))
                 g[base + y * sp + q] = label_grad(scale, hard, e_over_c, wsum, w[y], dyv[q], sv[q])
-                out[q] = hard * (log_s - float(dyv[q])) + e_over_c * (wsum * log_s - float(twv[q]))
+                loss = hard * (log_s - float(dyv[q]))
+                if smoothing != 0:
+                    loss += e_over_c * (wsum * log_s - float(twv[q]))
+                out[q] = loss
 
 
 @njit(fastmath=_SUM, **_JIT)
@@ -600,11 +610,6 @@ def mse_kernel(x, y, scale, grad, losses, m, chunks, partial):
 
 # ---------------------------------------------------------------------------- entry points
 
-def _chunks(elements, items):
-    """How many equal parts a kernel splits into: one per thread, one when small."""
-    return max(1, min(items, 1 if elements < PARALLEL_MIN else get_num_threads()))
-
-
 def _streams(out, x):
     """Whether out is written with non-temporal stores: when it is too large to stay in the
     caches for its reader anyway, and is not x itself (whose lines are already cached)."""
@@ -615,11 +620,12 @@ def softmax(x, out, log):
     """out = softmax (log: log-softmax) of x over axis 1; x, out (A, C, B) C-contiguous."""
     a, c, b = x.shape
     flat, out_flat = x.reshape(-1), out.reshape(-1)
-    if b == 1:
-        softmax_rows(flat, out_flat, a, c, bool(log), _chunks(x.size, a), LINE // x.itemsize,
-                     _streams(out, x))
-    else:
-        softmax_tiles(flat, out_flat, a, c, b, bool(log), _chunks(x.size, a * -(-b // TILE)))
+    with threads_for(x.size) as threads:
+        if b == 1:
+            softmax_rows(flat, out_flat, a, c, bool(log), min(threads, a), LINE // x.itemsize,
+                         _streams(out, x))
+        else:
+            softmax_tiles(flat, out_flat, a, c, b, bool(log), min(threads, a * -(-b // TILE)))
 
 
 def softmax_xent(logits, labels, weight, ignore_index, smoothing, grad_scale, dlogits, losses):
@@ -630,11 +636,12 @@ def softmax_xent(logits, labels, weight, ignore_index, smoothing, grad_scale, dl
     wsum = float(c) if weight is None else float(weight.sum(dtype=np.float64))
     args = (logits.reshape(-1), labels.reshape(-1), w, int(ignore_index), float(smoothing),
             float(grad_scale), wsum, dlogits.reshape(-1), losses.reshape(-1))
-    if s == 1:
-        xent_rows(*args, c, _chunks(logits.size, n), LINE // logits.itemsize,
-                  _streams(dlogits, logits))
-    else:
-        xent_tiles(*args, n, c, s, _chunks(logits.size, n * -(-s // TILE)))
+    with threads_for(logits.size) as threads:
+        if s == 1:
+            xent_rows(*args, c, min(threads, n), LINE // logits.itemsize,
+                      _streams(dlogits, logits))
+        else:
+            xent_tiles(*args, n, c, s, min(threads, n * -(-s // TILE)))
 
 
 def _periodic(arr, like):
@@ -649,9 +656,9 @@ def _periodic(arr, like):
 
 
 def _pointwise(kernel, x, args, losses):
-    chunks = _chunks(x.size, x.size)
-    partial = np.zeros(chunks)
-    kernel(*args, losses if losses is not None else x[:0], x.size, chunks, partial)
+    with threads_for(x.size) as chunks:
+        partial = np.zeros(chunks)
+        kernel(*args, losses if losses is not None else x[:0], x.size, chunks, partial)
     return None if losses is not None else float(partial.sum())
 
 

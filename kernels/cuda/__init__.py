@@ -5,7 +5,11 @@ current stream; cupy itself is imported only when a kernel runs on cupy arrays."
 
 from .gemm import matmul
 from .conv import conv2d, conv2d_backward, conv_transpose2d
+from .optim import adam_step, rmsprop_step, sgd_step
+from .softmax_xent import bce_with_logits, mse, softmax, softmax_xent
 
-FAMILIES = ("gemm", "conv")
+FAMILIES = ("gemm", "conv", "softmax_xent", "optim")
 
 __all__ = ["FAMILIES", "matmul", "conv2d", "conv2d_backward", "conv_transpose2d"]
+__all__ += ["softmax", "softmax_xent", "bce_with_logits", "mse"]
+__all__ += ["sgd_step", "rmsprop_step", "adam_step"]

@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 import numbers
 
-import numpy as np
-
 from pyfast import ops
 from pyfast._arrays import array_module
 from pyfast._random import generator
@@ -38,6 +36,8 @@ def _shape_str(x):
 # ---------------------------------------------------------------------------- linear
 
 class _Linear(Function):
+    fresh_grads = True
+
     @staticmethod
     def forward(ctx, x, w, b, activation):
         rows = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
@@ -81,6 +81,8 @@ def linear(input, weight, bias=None, *, activation=None):
 # ---------------------------------------------------------------------------- activations
 
 class _Relu(Function):
+    fresh_grads = True
+
     @staticmethod
     def forward(ctx, x):
         ctx.y = ops.relu(x)
@@ -92,6 +94,8 @@ class _Relu(Function):
 
 
 class _LeakyRelu(Function):
+    fresh_grads = True
+
     @staticmethod
     def forward(ctx, x, slope):
         ctx.x, ctx.slope = x, slope
@@ -103,6 +107,8 @@ class _LeakyRelu(Function):
 
 
 class _Sigmoid(Function):
+    fresh_grads = True
+
     @staticmethod
     def forward(ctx, x):
         ctx.y = ops.sigmoid(x)
@@ -114,6 +120,8 @@ class _Sigmoid(Function):
 
 
 class _Tanh(Function):
+    fresh_grads = True
+
     @staticmethod
     def forward(ctx, x):
         ctx.y = ops.tanh(x)
@@ -145,6 +153,8 @@ def tanh(input):
 # ---------------------------------------------------------------------------- dropout
 
 class _Dropout(Function):
+    fresh_grads = True
+
     @staticmethod
     def forward(ctx, x, p):
         ctx.p = p
@@ -176,6 +186,8 @@ def flatten(input, start_dim=0, end_dim=-1):
 # ---------------------------------------------------------------------------- batch norm
 
 class _BatchNorm(Function):
+    fresh_grads = True
+
     @staticmethod
     def forward(ctx, x, w, b, running_mean, running_var, training, momentum, eps):
         y, mean, invstd = ops.batch_norm(x, w, b, running_mean, running_var, training=training,
@@ -208,6 +220,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 # ---------------------------------------------------------------------------- pooling
 
 class _MaxPool2d(Function):
+    fresh_grads = True
+
     @staticmethod
     def forward(ctx, x, kernel_size, stride, padding, dilation, ceil_mode):
         y, indices = ops.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
@@ -233,6 +247,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
 
 class _AvgPool2d(Function):
+    fresh_grads = True
+
     @staticmethod
     def forward(ctx, x, options):
         ctx.shape, ctx.options = x.shape, options
@@ -251,6 +267,8 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
 
 
 class _AdaptiveAvgPool2d(Function):
+    fresh_grads = True
+
     @staticmethod
     def forward(ctx, x, output_size):
         ctx.shape = x.shape
@@ -280,6 +298,8 @@ def adaptive_avg_pool2d(input, output_size):
 # ---------------------------------------------------------------------------- resample
 
 class _Upsample(Function):
+    fresh_grads = True
+
     @staticmethod
     def forward(ctx, x, size, scale_factor, mode, align_corners):
         ctx.shape = x.shape
@@ -347,6 +367,8 @@ def _pair(value, name, number=False):
 # ---------------------------------------------------------------------------- convolution
 
 class _Conv2d(Function):
+    fresh_grads = True
+
     @staticmethod
     def forward(ctx, x, w, b, stride, padding, dilation, groups, activation):
         y = ops.conv2d(x, w, b, stride, padding, dilation, groups, activation=activation)
@@ -396,6 +418,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
 
 
 class _ConvTranspose2d(Function):
+    fresh_grads = True
+
     @staticmethod
     def forward(ctx, x, w, b, stride, padding, output_padding, groups, dilation):
         ctx.x, ctx.w = x, w
@@ -420,6 +444,8 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
 # ---------------------------------------------------------------------------- softmax
 
 class _Softmax(Function):
+    fresh_grads = True
+
     @staticmethod
     def forward(ctx, x, dim, log):
         y = (ops.log_softmax if log else ops.softmax)(x, axis=dim)
@@ -477,6 +503,8 @@ def _scale_gradient(d, g, axis=None):
 
 
 class _CrossEntropy(Function):
+    fresh_grads = True
+
     @staticmethod
     def forward(ctx, logits, labels, weight, ignore_index, reduction, label_smoothing):
         loss, ctx.d = ops.softmax_cross_entropy(logits, labels, weight=weight,
@@ -503,6 +531,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
 
 
 class _BCEWithLogits(Function):
+    fresh_grads = True
+
     @staticmethod
     def forward(ctx, logits, target, weight, pos_weight, reduction):
         loss, ctx.d = ops.binary_cross_entropy_with_logits(
@@ -526,6 +556,8 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
 
 
 class _MSE(Function):
+    fresh_grads = True
+
     @staticmethod
     def forward(ctx, x, target, reduction):
         loss, ctx.d = ops.mse_loss(x, target, reduction=reduction)

@@ -76,6 +76,9 @@ def test_dropout_is_the_same_mask_on_every_backend(backend, dtype):
             np.testing.assert_allclose(got[kept], x[kept] / (1 - p), rtol=1e-6)
         assert kept.all() if p == 0 else True
         assert not kept.any() if p == 1 else True
+    special = np.array([np.inf, -np.inf, np.nan, 0.0] * 8, dtype)     # x * mask * scale
+    np.testing.assert_array_equal(pf.ops.dropout(special, 0.5, seed=3, backend=backend),
+                                  pf.ops.dropout(special, 0.5, seed=3, backend="reference"))
     a = pf.ops.dropout(x, 0.5, seed=1, backend=backend)
     b = pf.ops.dropout(x, 0.5, seed=2, backend=backend)
     assert not np.array_equal(a != 0, b != 0)

@@ -96,18 +96,24 @@ def test_matches_torch_including_running_stats(backend):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_native_threads_agree(threads):
+@pytest.mark.parametrize("shape", [(8, 6, 40, 40), (40000, 5), (3, 1, 9000)])
+def test_native_threads_agree(threads, shape):
     pytest.importorskip("pyfast._C")
-    x = data((8, 6, 40, 40), np.float32, 10)
+    x = data(shape, np.float32, 10, loc=1.0)
+    gy = data(shape, np.float32, 11)
+    w = params(shape[1], np.float32, 12)[0]
     before = pf.get_num_threads()
     try:
         pf.set_num_threads(threads)
-        got = pf.ops.batch_norm(x, training=True, backend="native")
+        got = pf.ops.batch_norm(x, w, None, training=True, backend="native")
+        got_grads = pf.ops.batch_norm_backward(gy, x, w, got[1], got[2], backend="native")
     finally:
         pf.set_num_threads(before)
-    want = pf.ops.batch_norm(x, training=True, backend="reference")
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    want = pf.ops.batch_norm(x, w, None, training=True, backend="reference")
+    want_grads = pf.ops.batch_norm_backward(gy, x, w, want[1], want[2], backend="reference")
+    for g, r in zip(got + got_grads, want + want_grads):
+        scale = max(1.0, float(np.abs(r).max()))
+        np.testing.assert_allclose(g / scale, r / scale, rtol=1e-5, atol=1e-5)
 
 
 def test_argument_errors():

@@ -185,3 +185,233 @@ class TestBadInputLeavesBuffersUntouched:
         with pytest.raises(ValueError, match="param is read-only"):
             pf.ops.sgd_step(readonly, self.g[0], lr=0.1)
         self.untouched()
+
+
+def _reference_steps(kind, params, grads, states, options, steps=1):
+    """The reference backend's trajectory (float64 copies) for the given options."""
+    ps = [p.astype(np.float64) for p in params]
+    st = {k: [v.astype(np.float64) for v in vs] for k, vs in states.items()}
+    fn = getattr(pf.ops, kind)
+    for step in range(1, steps + 1):
+        extra = {"step": step} if kind in ("adam_step", "sgd_step") else {}
+        args = [st[k] for k in STATE_ARGS[kind] if k in st]
+        fn(ps, [g.astype(np.float64) for g in grads], *args[:2 if kind == "adam_step" else 1],
+           lr=0.01, backend="reference", **extra, **options,
+           **{k: st[k] for k in STATE_KWARGS[kind] if k in st})
+    return ps
+
+
+STATE_ARGS = {"sgd_step": ["momentum_buf"], "rmsprop_step": ["square_avg"],
+              "adam_step": ["exp_avg", "exp_avg_sq"]}
+STATE_KWARGS = {"sgd_step": [], "rmsprop_step": ["momentum_buf", "grad_avg"],
+                "adam_step": ["max_exp_avg_sq"]}
+CASES = [("sgd_step", dict(momentum=0.9, nesterov=True), ["momentum_buf"]),
+         ("rmsprop_step", dict(momentum=0.5, centered=True, weight_decay=0.01),
+          ["square_avg", "momentum_buf", "grad_avg"]),
+         ("adam_step", dict(amsgrad=True, weight_decay=0.1, decoupled=True),
+          ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"])]
+
+
+def _run(kind, params, grads, states, options, backend, steps):
+    fn = getattr(pf.ops, kind)
+    for step in range(1, steps + 1):
+        extra = {"step": step} if kind in ("adam_step", "sgd_step") else {}
+        pos = [states[k] for k in STATE_ARGS[kind]]
+        fn(params, grads, *pos, lr=0.01, backend=backend, **extra, **options,
+           **{k: states[k] for k in STATE_KWARGS[kind] if k in states})
+
+
+@pytest.mark.parametrize("backend", backend_params("optim", "cpu"))
+@pytest.mark.parametrize("kind,options,names", CASES, ids=[c[0] for c in CASES])
+def test_hundred_tensors_of_mixed_sizes_in_one_call(backend, kind, options, names):
+    """One call over 100 tensors (sizes 0 to 20000, 360K elements: the parallel path, with
+    thread ranges starting and ending inside tensors) against the float64 reference."""
+    rng = np.random.default_rng(7)
+    sizes = rng.integers(0, 20_000, 100)
+    sizes[:3] = (0, 1, 17)
+    params = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    grads = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    # square averages well above grad_avg^2, so the centered sqrt is well conditioned
+    states = {k: [(0.5 + np.abs(rng.standard_normal(n)) if k != "grad_avg"
+                   else 0.1 * rng.standard_normal(n)).astype(np.float32) for n in sizes]
+              for k in names}
+    want = _reference_steps(kind, params, grads, states, options, steps=2)
+    _run(kind, params, grads, states, options, backend, steps=2)
+    for got, ref in zip(params, want):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # numpy's inf / inf
+@pytest.mark.parametrize("backend", backend_params("optim", "cpu"))
+def test_nan_and_inf_gradients_as_torch(backend):
+    """A NaN or inf gradient lands in its own parameter exactly as torch's step puts it."""
+    g = np.array([0.5, np.nan, np.inf, -np.inf, -0.25, 1.0], np.float32)
+    p0 = np.linspace(-1, 1, 6).astype(np.float32)
+    for cls, fn, kw in ((torch.optim.SGD, "sgd_step", dict(momentum=0.9)),
+                        (torch.optim.RMSprop, "rmsprop_step", {}),
+                        (torch.optim.Adam, "adam_step", {})):
+        want = run_torch(cls, [p0], [[g]], lr=0.1, **kw)[0]
+        p = p0.copy()
+        states = [np.zeros_like(p) for _ in range(2 if fn == "adam_step" else 1)]
+        extra = {"step": 1} if fn != "rmsprop_step" else {}
+        getattr(pf.ops, fn)(p, g, *states, lr=0.1, backend=backend, **kw, **extra)
+        np.testing.assert_array_equal(np.isnan(p), np.isnan(want), err_msg=fn)
+        np.testing.assert_allclose(p[np.isfinite(want)], want[np.isfinite(want)], rtol=1e-6,
+                                   atol=1e-6, err_msg=fn)
+        np.testing.assert_array_equal(p[np.isinf(want)], want[np.isinf(want)], err_msg=fn)
+
+
+def test_native_every_isa_and_thread_count_agree():
+    """Each SIMD path the CPU runs against the reference; 1 and 2 threads bit for bit."""
+    _C = pytest.importorskip("pyfast._C")
+    rng = np.random.default_rng(8)
+    sizes = (70_001, 5, 3)
+    grads = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    p0 = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    isa, threads = _C.isa(), pf.get_num_threads()
+    try:
+        for name in _C.supported_isas():
+            _C.set_isa(name)
+            for kind, options, names in CASES:
+                runs = []
+                for n in (1, 2):
+                    pf.set_num_threads(n)
+                    params = [p.copy() for p in p0]
+                    states = {k: [np.full(s, 0.01, np.float32) for s in sizes] for k in names}
+                    _run(kind, params, grads, states, options, "native", steps=3)
+                    runs.append(params)
+                for a, b in zip(*runs):
+                    np.testing.assert_array_equal(a, b, err_msg=f"{name} {kind}: 1 vs 2 threads")
+                states = {k: [np.full(s, 0.01, np.float32) for s in sizes] for k in names}
+                want = _reference_steps(kind, p0, grads, states, options, steps=3)
+                for got, ref in zip(runs[0], want):
+                    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6,
+                                               err_msg=f"{name} {kind}")
+    finally:
+        _C.set_isa(isa)
+        pf.set_num_threads(threads)
+
+
+class TestNativeBindingChecks:
+    """Direct calls of the bindings: every argument checked before any buffer is touched."""
+
+    def setup_method(self):
+        self._C = pytest.importorskip("pyfast._C")
+        self.p = [np.ones(4, np.float32), np.ones(3, np.float32)]
+        self.g = [np.ones(4, np.float32), np.ones(3, np.float32)]
+        self.m = [np.zeros(4, np.float32), np.zeros(3, np.float32)]
+        self.v = [np.zeros(4, np.float32), np.zeros(3, np.float32)]
+
+    def adam(self, **kw):
+        args = dict(params=self.p, grads=self.g, exp_avgs=self.m, exp_avg_sqs=self.v,
+                    max_exp_avg_sqs=None, step=1, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8,
+                    weight_decay=0.0, decoupled=False, amsgrad=False) | kw
+        self._C.adam_step(**args)
+
+    def untouched(self):
+        for a in self.p:
+            assert (a == 1).all()
+        for a in self.m + self.v:
+            assert not a.any()
+
+    @pytest.mark.parametrize("kw,match", [
+        (dict(lr=-0.1), "lr must be a finite number"),
+        (dict(lr=float("nan")), "lr must be a finite number"),
+        (dict(eps=float("inf")), "eps must be a finite number"),
+        (dict(beta1=1.0), "beta1 must be a finite number"),
+        (dict(step=0), "step must be >= 1"),
+        (dict(amsgrad=True), "max_exp_avg_sqs is required"),
+    ])
+    def test_hyper_parameters(self, kw, match):
+        with pytest.raises(ValueError, match=match):
+            self.adam(**kw)
+        self.untouched()
+
+    def test_lists(self):
+        with pytest.raises(ValueError, match="grads has 1 arrays but params has 2"):
+            self.adam(grads=self.g[:1])
+        with pytest.raises(ValueError, match=r"exp_avgs\[1\] must have shape \(3,\), got \(4,\)"):
+            self.adam(exp_avgs=[self.m[0], np.zeros(4, np.float32)])
+        with pytest.raises(ValueError, match=r"grads\[0\] must have dtype float32"):
+            self.adam(grads=[self.g[0].astype(np.float64), self.g[1]])
+        with pytest.raises(ValueError, match=r"params\[1\] must be C-contiguous"):
+            self.adam(params=[self.p[0], np.ones(6, np.float32)[::2]])
+        readonly = np.zeros(3, np.float32)
+        readonly.flags.writeable = False
+        with pytest.raises(ValueError, match=r"exp_avg_sqs\[1\] is read-only"):
+            self.adam(exp_avg_sqs=[self.v[0], readonly])
+        with pytest.raises(TypeError, match="params must be a list of numpy arrays"):
+            self.adam(params=self.p[0])
+        with pytest.raises(ValueError, match="params is an empty list"):
+            self.adam(params=[], grads=[])
+        self.untouched()
+        with pytest.raises(ValueError, match="momentum_bufs is required with momentum > 0"):
+            self._C.sgd_step(self.p, self.g, None, 0.1, 0.9, 0.0, False, 0.0, True)
+        with pytest.raises(ValueError, match="nesterov needs momentum > 0"):
+            self._C.sgd_step(self.p, self.g, self.m, 0.1, 0.0, 0.0, True, 0.0, True)
+        with pytest.raises(ValueError, match="grad_avgs is required with centered=True"):
+            self._C.rmsprop_step(self.p, self.g, self.v, None, None, 0.1, 0.99, 1e-8, 0.0,
+                                 0.0, True)
+        self.untouched()
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("kind,options,names", CASES + [
+    ("sgd_step", dict(weight_decay=0.1), []),
+    ("rmsprop_step", dict(), ["square_avg"]),
+    ("adam_step", dict(weight_decay=0.1), ["exp_avg", "exp_avg_sq"])])
+def test_numba_cuda_kernels_in_simulator(kind, options, names):
+    from pyfast.kernels import cuda as kernels
+    rng = np.random.default_rng(9)
+    sizes = (5, 1, 9)
+    p0 = [rng.standard_normal(n) for n in sizes]
+    grads = [rng.standard_normal(n) for n in sizes]
+    states = {k: [np.full(n, 0.01) for n in sizes] for k in names}
+    want = _reference_steps(kind, p0, grads, states, options, steps=2)
+    params = [p.copy() for p in p0]
+    lists = {k: [s.copy() for s in v] for k, v in states.items()}
+    for step in (1, 2):
+        if kind == "sgd_step":
+            kernels.sgd_step(params, grads, lists.get("momentum_buf"), 0.01,
+                             options.get("momentum", 0.0), 0.0, options.get("nesterov", False),
+                             options.get("weight_decay", 0.0), step == 1)
+        elif kind == "rmsprop_step":
+            kernels.rmsprop_step(params, grads, lists["square_avg"], lists.get("momentum_buf"),
+                                 lists.get("grad_avg"), 0.01, 0.99, 1e-8,
+                                 options.get("weight_decay", 0.0), options.get("momentum", 0.0),
+                                 options.get("centered", False))
+        else:
+            kernels.adam_step(params, grads, lists["exp_avg"], lists["exp_avg_sq"],
+                              lists.get("max_exp_avg_sq"), step, 0.01, 0.9, 0.999, 1e-8,
+                              options.get("weight_decay", 0.0), options.get("decoupled", False),
+                              options.get("amsgrad", False))
+    for got, ref in zip(params, want):
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", backend_params("optim", "cuda"))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cuda_trajectories_match_torch(backend, dtype):
+    import cupy
+    params, grads = trajectory(10, dtype)
+    for cls, kind, options in ((torch.optim.SGD, "sgd_step", dict(momentum=0.9, nesterov=True)),
+                               (torch.optim.RMSprop, "rmsprop_step", dict(centered=True, momentum=0.5)),
+                               (torch.optim.AdamW, "adam_step", dict(weight_decay=0.1, amsgrad=True))):
+        want = run_torch(cls, params, grads[:10], lr=0.01, **options)
+        dp = [cupy.asarray(p) for p in params]
+        states = {"momentum_buf": [cupy.zeros_like(p) for p in dp],
+                  "grad_avg": [cupy.zeros_like(p) for p in dp]}
+        sq, m, v, vmax = ([cupy.zeros_like(p) for p in dp] for _ in range(4))
+        for step, g in enumerate(grads[:10], 1):
+            dg = [cupy.asarray(x) for x in g]
+            if kind == "sgd_step":
+                pf.ops.sgd_step(dp, dg, states["momentum_buf"], lr=0.01, step=step,
+                                backend=backend, **options)
+            elif kind == "rmsprop_step":
+                pf.ops.rmsprop_step(dp, dg, sq, lr=0.01, momentum_buf=states["momentum_buf"],
+                                    grad_avg=states["grad_avg"], backend=backend, **options)
+            else:
+                pf.ops.adam_step(dp, dg, m, v, step=step, lr=0.01, decoupled=True,
+                                 max_exp_avg_sq=vmax, backend=backend, **options)
+        assert_trajectory_close([cupy.asnumpy(p) for p in dp], want, dtype)

@@ -18,6 +18,8 @@ GEOMETRIES = [
     ((4, 5, 33, 31), 2, 2, 0, 1, True),
     ((2, 64, 32, 32), 3, 2, 1, 1, False),       # large enough for the native threads
     ((3, 7, 7), 2, 1, 1, 1, False),              # unbatched
+    ((1, 2, 11, 13), (2, 3), 3, (1, 1), (1, 3), False),  # run-time column stride, dilation
+    ((2, 2, 6, 40), (1, 4), (1, 3), (0, 2), 1, True),
 ]
 
 
@@ -89,7 +91,8 @@ def test_against_torch_with_ties_nan_and_infinities(backend):
     x = rng.integers(-2, 3, (2, 3, 9, 10)).astype(np.float32)    # many ties
     x[0, 0, 1, 1] = np.nan
     x[1, 2, :4, :4] = -np.inf                                     # an all -inf window
-    for k, s, p, d, ceil in [(2, 2, 0, 1, False), (3, 2, 1, 1, True), (3, 1, 1, 2, False)]:
+    for k, s, p, d, ceil in [(2, 2, 0, 1, False), (3, 2, 1, 1, True), (3, 1, 1, 2, False),
+                             (3, 3, 1, 1, True), ((2, 4), (1, 3), (1, 2), (2, 1), False)]:
         y, idx = pf.ops.max_pool2d(x, k, s, p, d, ceil, backend=backend)
         yt, it = F.max_pool2d(torch.from_numpy(x), k, s, p, d, ceil, return_indices=True)
         np.testing.assert_array_equal(y, yt.numpy())
@@ -166,4 +169,5 @@ def test_native_bindings_check_their_arguments():
     with pytest.raises(ValueError, match="outside"):
         _C.max_pool2d_backward(y, idx, np.empty_like(x))
     with pytest.raises(ValueError, match="non-empty"):
-        _C.adaptive_avg_pool2d(np.ones((1, 2, 0, 3), np.float32), np.empty((1, 2, 1, 1), np.float32))
+        _C.adaptive_avg_pool2d(np.ones((1, 2, 0, 3), np.float32),
+                               np.empty((1, 2, 1, 1), np.float32))

@@ -52,7 +52,8 @@ def test_bce_with_logits(reduction):
           lambda a, y: TF.binary_cross_entropy_with_logits(a, y, to_torch(w), reduction=reduction,
                                                            pos_weight=to_torch(pw)),
           x, t, to_torch(t))
-    check(nn.BCEWithLogitsLoss(reduction=reduction), torch.nn.BCEWithLogitsLoss(reduction=reduction),
+    check(nn.BCEWithLogitsLoss(reduction=reduction),
+          torch.nn.BCEWithLogitsLoss(reduction=reduction),
           x, t, to_torch(t))
 
 
@@ -85,7 +86,8 @@ def test_dice_loss():
     dice = (2 * inter + 1.0) / (p.sum(axis=(1, 2, 3)) + target.sum(axis=(1, 2, 3)) + 1.0)
     got = F.dice_loss(logits, target)
     assert abs(got.item() - (1 - dice.mean())) < 1e-6
-    assert abs(nn.DiceLoss(smooth=0.5)(logits, target).item() - F.dice_loss(logits, target, 0.5).item()) < 1e-7
+    half = nn.DiceLoss(smooth=0.5)(logits, target).item()
+    assert abs(half - F.dice_loss(logits, target, 0.5).item()) < 1e-7
     # a perfect, confident prediction has loss ~0
     assert F.dice_loss((target * 2 - 1) * 50, target).item() < 1e-6
     with pytest.raises(ValueError, match="shape"):

@@ -68,7 +68,8 @@ def dropout_keep(xp, size, seed, threshold):
 def dropout(x, out, seed, threshold, scale):
     xp = array_module(x)
     keep = dropout_keep(xp, x.size, seed, threshold).reshape(x.shape)
-    xp.multiply(x, keep * x.dtype.type(scale), out=out)
+    with np.errstate(invalid="ignore"):  # a dropped inf becomes NaN, as in torch
+        xp.multiply(x, keep * x.dtype.type(scale), out=out)
 
 
 def add(a, b, out):

@@ -34,11 +34,17 @@ def softmax_xent(logits, labels, weight, ignore_index, smoothing, grad_scale, dl
     wy = w[safe] * valid                                              # (N, S), 0 if ignored
     logp_y = xp.take_along_axis(logp, safe[:, None, :], axis=1)[:, 0]
     smooth = -(logp * w[None, :, None]).sum(axis=1)                   # (N, S)
-    losses[...] = (1 - smoothing) * wy * -logp_y + smoothing / c * smooth * valid
+    loss = (1 - smoothing) * wy * -logp_y
+    if smoothing:  # without smoothing a masked (-inf) class must not add 0 * inf
+        loss = loss + smoothing / c * smooth
+    losses[...] = xp.where(valid, loss, 0)  # ignored: 0 even for NaN logits, as torch
     onehot = xp.arange(c)[None, :, None] == safe[:, None, :]
     grad = (1 - smoothing) * wy[:, None] * (p - onehot)
-    grad += smoothing / c * (w.sum() * p - w[None, :, None]) * valid[:, None]
-    dlogits[...] = grad * grad_scale
+    if smoothing:
+        grad += smoothing / c * (w.sum() * p - w[None, :, None])
+    # ignored positions get exactly zero gradient (torch's backward leaks NaN there from
+    # 0 * NaN when their logits hold NaN or inf; an ignored position must not poison a step)
+    dlogits[...] = xp.where(valid[:, None], grad * grad_scale, 0)
 
 
 def _per_index(arg, m):
