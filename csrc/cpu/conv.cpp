@@ -209,22 +209,32 @@ Tiling plan_tiles(int64_t pairs, int64_t positions, int64_t rows, int64_t elem, 
 }
 
 // Runs fn(item, thread) for items [0, count): spread over the threads when by_item, else in
-// turn on the calling thread. An exception inside the parallel region is carried out of it.
+// turn on the calling thread. Items that write disjoint outputs are handed out as threads
+// come free (a thread slowed by another process does not hold the rest up); those that sum
+// into per-thread partials (`fixed`) are split statically, so which items each partial
+// holds, and the rounding of the total, depend only on the thread count. An exception
+// inside the parallel region is carried out of it.
 template <typename F>
-void run_items(int64_t count, bool by_item, int threads, F&& fn) {
+void run_items(int64_t count, bool by_item, int threads, F&& fn, bool fixed = false) {
     if (!by_item) {
         for (int64_t t = 0; t < count; ++t) fn(t, 0);
         return;
     }
     std::exception_ptr error;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t t = 0; t < count; ++t) {
+    auto guarded = [&](int64_t t) {
         try {
             fn(t, omp_get_thread_num());
         } catch (...) {
 #pragma omp critical(pyfast_conv_error)
             if (!error) error = std::current_exception();
         }
+    };
+    if (fixed) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int64_t t = 0; t < count; ++t) guarded(t);
+    } else {
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+        for (int64_t t = 0; t < count; ++t) guarded(t);
     }
     if (error) std::rethrow_exception(error);
 }
@@ -648,8 +658,11 @@ void direct_weight_grad(const ConvShape& s, const typename Cfg::type* gy,
         const int64_t rows = std::min(band, s.oh - oh0), in_rows = rows + halo;
         const int64_t positions = rows * wp;
         const int inside = by_item ? 1 : threads;
-        T* planes = column_buffer.get<T>(d.cg * in_rows * wp);
-        fill_band(s, d, x + (n * s.c + g * d.cg) * d.hw, oh0, in_rows, wp, 0, planes,
+        // The last row's reads run (kw-1)*dw past the planes: into zeros (a dropped position
+        // multiplies them by gy = 0, which must not meet uninitialised memory: 0 * NaN).
+        const int64_t tail = (s.kw - 1) * s.dw;
+        T* planes = column_buffer.get<T>(d.cg * in_rows * wp + tail);
+        fill_band(s, d, x + (n * s.c + g * d.cg) * d.hw, oh0, in_rows, wp, tail, planes,
                   d.cg * in_rows * wp < 16384 ? 1 : inside);
         // gyT[q][k]: gy of the band on the wide grid, zero in the dropped columns.
         T* gyt = gy_buffer.get<T>(positions * ldg);
@@ -676,7 +689,7 @@ void direct_weight_grad(const ConvShape& s, const typename Cfg::type* gy,
             const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
             tiles(b, count * t / nth, count * (t + 1) / nth);
         }
-    });
+    }, /*fixed=*/true);
     // gw[g*kg + k][r] = sum over partials of sums[.][g][r][k]
 #pragma omp parallel for num_threads(size < 65536 ? 1 : threads) schedule(static)
     for (int64_t k = 0; k < s.k; ++k) {
@@ -805,7 +818,7 @@ void weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw) {
     std::vector<T> partial(static_cast<size_t>(threads - 1) * size, T(0));
     run_items(t.items, true, threads, [&](int64_t item, int tid) {
         tile_of(item, tid == 0 ? gw : partial.data() + (tid - 1) * size, 1);
-    });
+    }, /*fixed=*/true);
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t e = 0; e < size; ++e)
         for (int th = 1; th < threads; ++th) gw[e] += partial[(th - 1) * size + e];
