@@ -309,13 +309,14 @@ struct DirectBand {
     bool relu;
 };
 
-template <class Cfg>
+template <class Cfg, int NV>
 PYFAST_INLINE void direct_tile(const DirectBand<typename Cfg::type>& b, int64_t sliver,
                                int64_t qtile) {
+    // NV vectors of positions: Cfg::NV, or fewer for the last tile of a band.
     using T = typename Cfg::type;
     typedef T V __attribute__((vector_size(Cfg::vec_bytes)));
-    constexpr int MR = Cfg::MR, NV = Cfg::NV, NR = Cfg::NR, L = Cfg::lanes;
-    const int64_t q0 = qtile * NR;
+    constexpr int MR = Cfg::MR, L = Cfg::lanes, NR = NV * L;
+    const int64_t q0 = qtile * Cfg::NR;
 
     V acc[MR][NV];
 #pragma GCC unroll 16
@@ -378,7 +379,19 @@ PYFAST_INLINE void direct_tile(const DirectBand<typename Cfg::type>& b, int64_t 
 template <class Cfg>
 PYFAST_INLINE void run_direct_tiles(const DirectBand<typename Cfg::type>& b, int64_t t0,
                                     int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) direct_tile<Cfg>(b, t / b.qtiles, t % b.qtiles);
+    constexpr int L = Cfg::lanes;
+    // The band's last tile computes only the vectors that hold positions of the band.
+    const int64_t tail = b.rows * b.wp - (b.qtiles - 1) * Cfg::NR;
+    const int tail_vectors = static_cast<int>(ceil_div(tail, L));
+    for (int64_t t = t0; t < t1; ++t) {
+        const int64_t sliver = t / b.qtiles, qtile = t % b.qtiles;
+        if (qtile + 1 < b.qtiles || tail_vectors >= Cfg::NV)
+            direct_tile<Cfg, Cfg::NV>(b, sliver, qtile);
+        else if (Cfg::NV > 2 && tail_vectors == 2)
+            direct_tile<Cfg, (Cfg::NV > 2 ? 2 : 1)>(b, sliver, qtile);
+        else
+            direct_tile<Cfg, 1>(b, sliver, qtile);
+    }
 }
 
 template <typename T>
