@@ -108,8 +108,8 @@ Span inside_columns(const ConvShape& s, int64_t off) {
     return {std::min(lo, s.ow), std::max(hi, std::min(lo, s.ow))};
 }
 
-// Calls f(row of x or nullptr for a padding row, off, span, ow_begin, ow_end, offset into
-// the tile) for each output row segment of positions [p0, p1) under tap row i / column j.
+// Calls f(input row ih, or -1 for a padding row; column offset off; span; ow_begin, ow_end;
+// offset into the tile) for each output-row segment of positions [p0, p1) under tap (i, j).
 template <typename F>
 PYFAST_INLINE void for_segments(const ConvShape& s, int64_t i, int64_t j, int64_t p0,
                                 int64_t p1, F&& f) {
@@ -437,6 +437,23 @@ void fill_band(const ConvShape& s, const Dims& d, const T* xg, int64_t oh0, int6
     std::fill(planes + d.cg * plane, planes + d.cg * plane + tail, T(0));
 }
 
+// Output rows per band and bands per (image, group): the band's planes (row_bytes per
+// padded row) within kBandBytes, cut finer until the threads have an item each (or the
+// items divide evenly among them).
+struct Bands {
+    int64_t band, bands;
+};
+Bands plan_bands(const ConvShape& s, int64_t row_bytes, int64_t pairs, int threads) {
+    const int64_t halo = (s.kh - 1) * s.dh;
+    const int64_t most = std::max<int64_t>(1, kBandBytes / row_bytes - halo);
+    int64_t bands = ceil_div(s.oh, std::min(most, s.oh));
+    while (threads > 1 && (pairs * bands) % threads != 0 && pairs * bands < 4 * threads &&
+           bands < s.oh)
+        ++bands;
+    const int64_t band = ceil_div(s.oh, bands);
+    return {band, ceil_div(s.oh, band)};
+}
+
 template <class Cfg>
 void direct_forward(const ConvShape& s, const typename Cfg::type* x, const typename Cfg::type* w,
                     const typename Cfg::type* bias, typename Cfg::type* y, bool relu,
@@ -459,16 +476,9 @@ void direct_forward(const ConvShape& s, const typename Cfg::type* x, const typen
     for (int64_t i = 0; i < s.kh; ++i)
         for (int64_t j = 0; j < s.kw; ++j) offset[i * s.kw + j] = i * s.dh * wp + j * s.dw;
 
-    // Bands of output rows: planes within kBandBytes, and enough items for the threads.
-    const int64_t row_bytes = d.cg * wp * static_cast<int64_t>(sizeof(T));
-    int64_t band = std::max<int64_t>(1, kBandBytes / row_bytes - halo);
-    int64_t bands = ceil_div(s.oh, std::min(band, s.oh));
     const int64_t pairs = s.n * s.groups;
-    while (threads > 1 && (pairs * bands) % threads != 0 && pairs * bands < 4 * threads &&
-           bands < s.oh)
-        ++bands;
-    band = ceil_div(s.oh, bands);
-    bands = ceil_div(s.oh, band);
+    const Bands plan = plan_bands(s, d.cg * wp * static_cast<int64_t>(sizeof(T)), pairs, threads);
+    const int64_t band = plan.band, bands = plan.bands;
     const int64_t tail = NR + (s.kw - 1) * s.dw;
     const bool by_item = threads_take_items(pairs * bands, threads);
 
@@ -655,15 +665,10 @@ void direct_weight_grad(const ConvShape& s, const typename Cfg::type* gy,
     for (int64_t i = 0; i < s.kh; ++i)
         for (int64_t j = 0; j < s.kw; ++j) offset[i * s.kw + j] = i * s.dh * wp + j * s.dw;
 
-    const int64_t row_bytes = (d.cg + ldg) * wp * static_cast<int64_t>(sizeof(T));
-    int64_t band = std::max<int64_t>(1, kBandBytes / row_bytes - halo);
-    int64_t bands = ceil_div(s.oh, std::min(band, s.oh));
     const int64_t pairs = s.n * s.groups;
-    while (threads > 1 && (pairs * bands) % threads != 0 && pairs * bands < 4 * threads &&
-           bands < s.oh)
-        ++bands;
-    band = ceil_div(s.oh, bands);
-    bands = ceil_div(s.oh, band);
+    const Bands plan =
+        plan_bands(s, (d.cg + ldg) * wp * static_cast<int64_t>(sizeof(T)), pairs, threads);
+    const int64_t band = plan.band, bands = plan.bands;
     const int64_t items = pairs * bands, size = s.k * d.rows;
     bool by_item = threads_take_items(items, threads) &&
                    threads * size * static_cast<int64_t>(sizeof(T)) <= kPartialBytes;
