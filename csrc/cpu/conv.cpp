@@ -198,10 +198,14 @@ struct Tiling {
     }
 };
 
-bool threads_take_items(int64_t items, int threads) {
+// gemm_inside: the items call the GEMM, whose own parallel region must then be inactive. It
+// is not where nested parallelism is enabled: torch's libgomp sets max-active-levels to
+// INT_MAX, and every thread would start a team of its own. The direct kernels' inner
+// regions ask for one thread explicitly, so nesting does not matter to them.
+bool threads_take_items(int64_t items, int threads, bool gemm_inside) {
     // An imbalance of one item in four is tolerated; less work than that is split inside.
     return threads > 1 && items >= threads && (items % threads == 0 || items >= 4 * threads) &&
-           omp_get_max_active_levels() <= 1;  // else the GEMMs inside would spawn teams too
+           (!gemm_inside || omp_get_max_active_levels() <= 1);
 }
 
 // Small images make narrow GEMMs: the forward and the weight gradient then put several whole
@@ -222,7 +226,7 @@ Tiling plan_tiles(int64_t n, int64_t groups, int64_t positions, int64_t rows, in
         if (m > 1) {
             t.images = m, t.width = positions, t.tiles = 1;
             t.items = ceil_div(n, m) * groups;
-            t.by_item = threads_take_items(t.items, threads);
+            t.by_item = threads_take_items(t.items, threads, true);
             return t;
         }
     }
@@ -239,7 +243,7 @@ Tiling plan_tiles(int64_t n, int64_t groups, int64_t positions, int64_t rows, in
     t.width = std::min(positions, ceil_div(ceil_div(positions, tiles), kTileQuantum) * kTileQuantum);
     t.tiles = ceil_div(positions, t.width);
     t.items = pairs * t.tiles;
-    t.by_item = threads_take_items(split ? t.items : pairs, threads);
+    t.by_item = threads_take_items(split ? t.items : pairs, threads, true);
     return t;
 }
 
@@ -509,7 +513,7 @@ void direct_forward(const ConvShape& s, const typename Cfg::type* x, const typen
     const Bands plan = plan_bands(s, d.cg * wp * static_cast<int64_t>(sizeof(T)), pairs, threads);
     const int64_t band = plan.band, bands = plan.bands;
     const int64_t tail = NR + (s.kw - 1) * s.dw;
-    const bool by_item = threads_take_items(pairs * bands, threads);
+    const bool by_item = threads_take_items(pairs * bands, threads, false);
 
     run_items(pairs * bands, by_item, threads, [&](int64_t item, int) {
         const int64_t pair = item / bands, oh0 = item % bands * band;
@@ -723,7 +727,7 @@ void direct_weight_grad(const ConvShape& s, const typename Cfg::type* gy,
         plan_bands(s, (d.cg + ldg) * wp * static_cast<int64_t>(sizeof(T)), pairs, threads);
     const int64_t band = plan.band, bands = plan.bands;
     const int64_t items = pairs * bands, size = s.k * d.rows;
-    bool by_item = threads_take_items(items, threads) &&
+    bool by_item = threads_take_items(items, threads, false) &&
                    threads * size * static_cast<int64_t>(sizeof(T)) <= kPartialBytes;
 
     // gW^T per thread (thread 0's is sums[0]); static scheduling fixes who sums what.
