@@ -1,27 +1,35 @@
-// Convolution on the CPU (NCHW, float32 and float64) as GEMMs on the packed GEMM (gemm.h).
+// Convolution on the CPU (NCHW, float32 and float64): forward, both gradients and the
+// transposed convolution, for any stride, padding, dilation and groups (a group is a channel
+// slice; strides make it free). Two paths, chosen per shape:
 //
-// Per image n and group g (a group is a channel slice, so strides make it free), with
-// P = OH*OW output positions and CRS = C/groups * kh * kw:
+// Stride 1 (every 3x3 and 1x1 layer of ResNet and U-Net, and the input gradient of those):
+// direct kernels on zero-padded copies of the input ("planes", see the direct section). The
+// forward micro-kernel reads its B vectors straight from the planes, so nothing is packed
+// per output position; the weight gradient broadcasts from them. Measured against im2col +
+// the packed GEMM (1 thread, AVX-512, float32, 3x3 N32 C64 32x32): forward 143 -> 234
+// GFLOP/s, weight gradient 121 -> 213; the GEMM lost to the packing of a column matrix that
+// only 64 output channels share.
+//
+// Other strides: im2col + the packed GEMM (gemm.h), per image n and group g, with P = OH*OW
+// and CRS = C/groups * kh * kw:
 //   forward      y[n,g] (Kg x P)     = W[g] (Kg x CRS) @ cols(x[n,g]) (CRS x P)   bias, ReLU fused
 //   weight grad  gW[g]  (Kg x CRS)  += gy[n,g] (Kg x P) @ cols(x[n,g])^T
-//   input grad   stride 1: the forward convolution of gy with the flipped, transposed weights
-//                and padding d*(k-1)-p (a gather: no scatter, and the GEMM's inner dimension
-//                is the long Kg*kh*kw rather than Kg);
-//                stride > 1: dcols = W[g]^T @ gy[n,g], scattered back into gx (col2im).
+//   input grad   dcols = W[g]^T @ gy[n,g], scattered back into gx (col2im)
 // cols is im2col: row (c, i, j) holds x under kernel tap (i, j) for every output position.
-// A 1x1, stride-1, unpadded convolution needs none: x[n,g] already is the Cg x P matrix.
-// The column buffer holds one tile of output positions, at most kColumnBytes, so memory is
-// bounded whatever the image size (a 512x512 U-Net layer needs about a MB per thread, not
-// GB) and the GEMM packs its B panel from cache.
+// A stride-1 input gradient is instead the forward convolution of gy with the flipped,
+// transposed weights and padding d*(k-1)-p: a gather, on the direct path.
+// The column buffer holds one tile of output positions (kColumnBytes), and the direct path's
+// planes one band of rows (kBandBytes), so memory is bounded whatever the image size (a
+// 512x512 U-Net layer needs about a MB per thread, not GB) and stays in cache.
 //
-// Threads: when there are at least as many (image, group, tile) items as threads, and they
-// divide evenly (or are plenty), each thread takes whole items and runs im2col and the GEMM
-// single-threaded on them (the GEMM's own parallel region is nested, hence inactive): no
-// barriers, and each thread's data stays in its own L2. Weight gradients then go to
-// per-thread partial sums, added up in a fixed order afterwards. With fewer items (batch 1,
-// small images) the items run in turn with im2col, col2im and the GEMM parallel inside.
-// col2im works on whole (image, group) slices in the first mode and splits channels in the
-// second, so no two threads ever add into the same element of gx.
+// Threads: when there are at least as many (image, group, tile or band) items as threads,
+// and they divide evenly (or are plenty), each thread takes whole items and runs them
+// single-threaded (the GEMM's own parallel region is nested, hence inactive): no barriers,
+// and each thread's data stays in its own L2. Weight gradients then go to per-thread partial
+// sums, added up in a fixed order. With fewer items (batch 1, small images) the items run in
+// turn with the work inside split over the threads. col2im works on whole (image, group)
+// slices in the first mode and splits channels in the second, so no two threads ever add
+// into the same element of gx.
 
 #include "cpu/conv.h"
 
@@ -61,13 +69,10 @@ struct Dims {
     int64_t taps;     // kh * kw
     int64_t rows;     // CRS: rows of the column matrix, Cg * kh * kw
     int64_t hw, p;    // input and output positions per channel
-    bool direct;      // 1x1, stride 1, unpadded: x[n, g] is the column matrix itself
 
     explicit Dims(const ConvShape& s)
         : cg(s.c / s.groups), kg(s.k / s.groups), taps(s.kh * s.kw), rows(cg * taps),
-          hw(s.h * s.w), p(s.oh * s.ow),
-          direct(s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.ph == 0 && s.pw == 0 &&
-                 s.oh == s.h && s.ow == s.w) {}
+          hw(s.h * s.w), p(s.oh * s.ow) {}
 };
 
 // Grow-only, 64-byte aligned buffer of the calling thread, kept between calls.
@@ -103,8 +108,8 @@ Span inside_columns(const ConvShape& s, int64_t off) {
     return {std::min(lo, s.ow), std::max(hi, std::min(lo, s.ow))};
 }
 
-// Calls f(row of x or nullptr for a padding row, off, span, ow_begin, ow_end, offset into
-// the tile) for each output row segment of positions [p0, p1) under tap row i / column j.
+// Calls f(input row ih, or -1 for a padding row; column offset off; span; ow_begin, ow_end;
+// offset into the tile) for each output-row segment of positions [p0, p1) under tap (i, j).
 template <typename F>
 PYFAST_INLINE void for_segments(const ConvShape& s, int64_t i, int64_t j, int64_t p0,
                                 int64_t p1, F&& f) {
@@ -119,11 +124,10 @@ PYFAST_INLINE void for_segments(const ConvShape& s, int64_t i, int64_t j, int64_
 }
 
 // Rows [r0, r1) of the column matrix of one image's channel slice xg (Cg x h x w), over
-// output positions [p0, p1): cols[(r - r0) * (p1 - p0) + p - p0].
+// output positions [p0, p1): cols[(r - r0) * ld + p - p0].
 template <typename T>
 void im2col(const ConvShape& s, const Dims& d, const T* xg, int64_t r0, int64_t r1, int64_t p0,
-            int64_t p1, T* cols) {
-    const int64_t ld = p1 - p0;
+            int64_t p1, T* cols, int64_t ld) {
     for (int64_t r = r0; r < r1; ++r) {
         const int64_t c = r / d.taps, i = r % d.taps / s.kw, j = r % s.kw;
         const T* xc = xg + c * d.hw;
@@ -177,21 +181,56 @@ void col2im(const ConvShape& s, const Dims& d, const T* cols, int64_t c0, int64_
 // How the output positions of one (image, group) are cut into tiles, and who runs them.
 struct Tiling {
     int64_t width = 0, tiles = 0;  // positions per tile (the last may be narrower), tiles
-    int64_t items = 0;             // images * groups * tiles
+    int64_t images = 1;            // whole images per item (then tiles == 1), else 1
+    int64_t items = 0;             // image blocks * groups * tiles
     bool by_item = false;          // threads take whole items, else items run in turn
+
+    // Item -> images [n0, n1), group g, positions [p0, p1).
+    struct Item {
+        int64_t n0, n1, g, p0, p1;
+    };
+    Item operator()(int64_t item, int64_t n, int64_t groups, int64_t positions) const {
+        const int64_t tile = item % tiles, pair = item / tiles;
+        const int64_t block = pair / groups, g = pair % groups;
+        const int64_t p0 = tile * width;
+        return {block * images, std::min(n, (block + 1) * images), g, p0,
+                std::min(positions, p0 + width)};
+    }
 };
 
-bool threads_take_items(int64_t items, int threads) {
+// gemm_inside: the items call the GEMM, whose own parallel region must then be inactive. It
+// is not where nested parallelism is enabled: torch's libgomp sets max-active-levels to
+// INT_MAX, and every thread would start a team of its own. The direct kernels' inner
+// regions ask for one thread explicitly, so nesting does not matter to them.
+bool threads_take_items(int64_t items, int threads, bool gemm_inside) {
     // An imbalance of one item in four is tolerated; less work than that is split inside.
     return threads > 1 && items >= threads && (items % threads == 0 || items >= 4 * threads) &&
-           omp_get_max_active_levels() <= 1;  // else the GEMMs inside would spawn teams too
+           (!gemm_inside || omp_get_max_active_levels() <= 1);
 }
 
-// rows: column-buffer rows per position (0: no buffer). split: cut tiles finer so that every
-// thread gets an item (forward and weight gradient; col2im needs whole images instead).
-Tiling plan_tiles(int64_t pairs, int64_t positions, int64_t rows, int64_t elem, int threads,
-                  bool split) {
+// Small images make narrow GEMMs: the forward and the weight gradient then put several whole
+// images side by side in one column matrix of up to kBatchBytes, aiming at kBatchPositions
+// columns (the GEMM's output goes through a buffer back to NCHW).
+constexpr int64_t kBatchBytes = 4 << 20;
+constexpr int64_t kBatchPositions = 512;
+
+// rows: column-matrix rows. split: cut tiles finer so that every thread gets an item, and
+// put small images together (forward and weight gradient; col2im needs whole images).
+Tiling plan_tiles(int64_t n, int64_t groups, int64_t positions, int64_t rows, int64_t elem,
+                  int threads, bool split) {
     Tiling t;
+    if (split && positions < kBatchPositions) {
+        int64_t m = std::min({n, kBatchPositions / positions,
+                              std::max<int64_t>(1, kBatchBytes / (rows * positions * elem))});
+        while (m > 1 && ceil_div(n, m) * groups < threads) m = ceil_div(m, 2);
+        if (m > 1) {
+            t.images = m, t.width = positions, t.tiles = 1;
+            t.items = ceil_div(n, m) * groups;
+            t.by_item = threads_take_items(t.items, threads, true);
+            return t;
+        }
+    }
+    const int64_t pairs = n * groups;
     int64_t width = positions;
     if (rows > 0)
         width = std::max(kTileQuantum,
@@ -204,42 +243,51 @@ Tiling plan_tiles(int64_t pairs, int64_t positions, int64_t rows, int64_t elem, 
     t.width = std::min(positions, ceil_div(ceil_div(positions, tiles), kTileQuantum) * kTileQuantum);
     t.tiles = ceil_div(positions, t.width);
     t.items = pairs * t.tiles;
-    t.by_item = threads_take_items(split ? t.items : pairs, threads);
+    t.by_item = threads_take_items(split ? t.items : pairs, threads, true);
     return t;
 }
 
 // Runs fn(item, thread) for items [0, count): spread over the threads when by_item, else in
-// turn on the calling thread. An exception inside the parallel region is carried out of it.
+// turn on the calling thread. Items that write disjoint outputs are handed out as threads
+// come free (a thread slowed by another process does not hold the rest up); those that sum
+// into per-thread partials (`fixed`) are split statically, so which items each partial
+// holds, and the rounding of the total, depend only on the thread count. An exception
+// inside the parallel region is carried out of it.
 template <typename F>
-void run_items(int64_t count, bool by_item, int threads, F&& fn) {
+void run_items(int64_t count, bool by_item, int threads, F&& fn, bool fixed = false) {
     if (!by_item) {
         for (int64_t t = 0; t < count; ++t) fn(t, 0);
         return;
     }
     std::exception_ptr error;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t t = 0; t < count; ++t) {
+    auto guarded = [&](int64_t t) {
         try {
             fn(t, omp_get_thread_num());
         } catch (...) {
 #pragma omp critical(pyfast_conv_error)
             if (!error) error = std::current_exception();
         }
+    };
+    if (fixed) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int64_t t = 0; t < count; ++t) guarded(t);
+    } else {
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+        for (int64_t t = 0; t < count; ++t) guarded(t);
     }
     if (error) std::rethrow_exception(error);
 }
 
-// im2col of a whole tile, over row ranges in parallel when asked.
+// im2col of a whole tile (rows ld apart), over row ranges in parallel when asked.
 template <typename T>
 void im2col_tile(const ConvShape& s, const Dims& d, const T* xg, int64_t p0, int64_t p1,
-                 T* cols, int threads) {
+                 T* cols, int64_t ld, int threads) {
     if (threads <= 1 || d.rows * (p1 - p0) < 32768) {
-        im2col(s, d, xg, 0, d.rows, p0, p1, cols);
+        im2col(s, d, xg, 0, d.rows, p0, p1, cols, ld);
         return;
     }
-    const int64_t ld = p1 - p0;
 #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t r = 0; r < d.rows; ++r) im2col(s, d, xg, r, r + 1, p0, p1, cols + r * ld);
+    for (int64_t r = 0; r < d.rows; ++r) im2col(s, d, xg, r, r + 1, p0, p1, cols + r * ld, ld);
 }
 
 // ---- direct (stride 1) ----------------------------------------------------------------------
@@ -299,13 +347,14 @@ struct DirectBand {
     bool relu;
 };
 
-template <class Cfg>
+template <class Cfg, int NV>
 PYFAST_INLINE void direct_tile(const DirectBand<typename Cfg::type>& b, int64_t sliver,
                                int64_t qtile) {
+    // NV vectors of positions: Cfg::NV, or fewer for the last tile of a band.
     using T = typename Cfg::type;
     typedef T V __attribute__((vector_size(Cfg::vec_bytes)));
-    constexpr int MR = Cfg::MR, NV = Cfg::NV, NR = Cfg::NR, L = Cfg::lanes;
-    const int64_t q0 = qtile * NR;
+    constexpr int MR = Cfg::MR, L = Cfg::lanes, NR = NV * L;
+    const int64_t q0 = qtile * Cfg::NR;
 
     V acc[MR][NV];
 #pragma GCC unroll 16
@@ -368,7 +417,19 @@ PYFAST_INLINE void direct_tile(const DirectBand<typename Cfg::type>& b, int64_t 
 template <class Cfg>
 PYFAST_INLINE void run_direct_tiles(const DirectBand<typename Cfg::type>& b, int64_t t0,
                                     int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) direct_tile<Cfg>(b, t / b.qtiles, t % b.qtiles);
+    constexpr int L = Cfg::lanes;
+    // The band's last tile computes only the vectors that hold positions of the band.
+    const int64_t tail = b.rows * b.wp - (b.qtiles - 1) * Cfg::NR;
+    const int tail_vectors = static_cast<int>(ceil_div(tail, L));
+    for (int64_t t = t0; t < t1; ++t) {
+        const int64_t sliver = t / b.qtiles, qtile = t % b.qtiles;
+        if (qtile + 1 < b.qtiles || tail_vectors >= Cfg::NV)
+            direct_tile<Cfg, Cfg::NV>(b, sliver, qtile);
+        else if (Cfg::NV > 2 && tail_vectors == 2)
+            direct_tile<Cfg, (Cfg::NV > 2 ? 2 : 1)>(b, sliver, qtile);
+        else
+            direct_tile<Cfg, 1>(b, sliver, qtile);
+    }
 }
 
 template <typename T>
@@ -409,6 +470,23 @@ void fill_band(const ConvShape& s, const Dims& d, const T* xg, int64_t oh0, int6
     std::fill(planes + d.cg * plane, planes + d.cg * plane + tail, T(0));
 }
 
+// Output rows per band and bands per (image, group): the band's planes (row_bytes per
+// padded row) within kBandBytes, cut finer until the threads have an item each (or the
+// items divide evenly among them).
+struct Bands {
+    int64_t band, bands;
+};
+Bands plan_bands(const ConvShape& s, int64_t row_bytes, int64_t pairs, int threads) {
+    const int64_t halo = (s.kh - 1) * s.dh;
+    const int64_t most = std::max<int64_t>(1, kBandBytes / row_bytes - halo);
+    int64_t bands = ceil_div(s.oh, std::min(most, s.oh));
+    while (threads > 1 && (pairs * bands) % threads != 0 && pairs * bands < 4 * threads &&
+           bands < s.oh)
+        ++bands;
+    const int64_t band = ceil_div(s.oh, bands);
+    return {band, ceil_div(s.oh, band)};
+}
+
 template <class Cfg>
 void direct_forward(const ConvShape& s, const typename Cfg::type* x, const typename Cfg::type* w,
                     const typename Cfg::type* bias, typename Cfg::type* y, bool relu,
@@ -431,18 +509,11 @@ void direct_forward(const ConvShape& s, const typename Cfg::type* x, const typen
     for (int64_t i = 0; i < s.kh; ++i)
         for (int64_t j = 0; j < s.kw; ++j) offset[i * s.kw + j] = i * s.dh * wp + j * s.dw;
 
-    // Bands of output rows: planes within kBandBytes, and enough items for the threads.
-    const int64_t row_bytes = d.cg * wp * static_cast<int64_t>(sizeof(T));
-    int64_t band = std::max<int64_t>(1, kBandBytes / row_bytes - halo);
-    int64_t bands = ceil_div(s.oh, std::min(band, s.oh));
     const int64_t pairs = s.n * s.groups;
-    while (threads > 1 && (pairs * bands) % threads != 0 && pairs * bands < 4 * threads &&
-           bands < s.oh)
-        ++bands;
-    band = ceil_div(s.oh, bands);
-    bands = ceil_div(s.oh, band);
+    const Bands plan = plan_bands(s, d.cg * wp * static_cast<int64_t>(sizeof(T)), pairs, threads);
+    const int64_t band = plan.band, bands = plan.bands;
     const int64_t tail = NR + (s.kw - 1) * s.dw;
-    const bool by_item = threads_take_items(pairs * bands, threads);
+    const bool by_item = threads_take_items(pairs * bands, threads, false);
 
     run_items(pairs * bands, by_item, threads, [&](int64_t item, int) {
         const int64_t pair = item / bands, oh0 = item % bands * band;
@@ -491,11 +562,37 @@ struct DirectPaths<double> {
                                            tiles_avx512 = direct_avx512_f64;
 };
 
-// Whether the direct path takes this convolution: stride 1 and no crop. A 1x1 unpadded one
-// goes to the GEMM, which reads x as it is.
-bool takes_direct(const ConvShape& s, const Dims& d) {
-    return s.sh == 1 && s.sw == 1 && s.ph >= 0 && s.pw >= 0 && !d.direct &&
-           s.oh == s.h + 2 * s.ph - s.dh * (s.kh - 1) && s.ow == s.w + 2 * s.pw - s.dw * (s.kw - 1);
+// Wide-grid positions the direct forward computes per output: the dropped columns and the
+// last tile's unused lanes (one band per image: what small images, where it matters, get).
+template <class Cfg>
+double direct_waste(const ConvShape& s) {
+    const int64_t positions = s.oh * wide_row(s);
+    const int64_t computed = positions / Cfg::NR * Cfg::NR +
+                             ceil_div(positions % Cfg::NR, Cfg::lanes) * Cfg::lanes;
+    return static_cast<double>(computed) / static_cast<double>(s.oh * s.ow);
+}
+
+// Whether the direct path takes this convolution: stride 1, no crop, the usual output
+// extent (a transposed convolution's output_padding can add rows the formula does not
+// have). A 1x1 one goes there too: reading x without packing it beat the GEMM (which reads
+// x as its B matrix) by 8% forward and 20% in the weight gradient (256->64 at 56x56).
+// Small images go to im2col with several images per GEMM instead: at 4x4 the wide grid
+// computes 2 positions per output and the weight gradient's reductions are 20 long.
+// Measured (3x3, 1 thread, AVX-512 float32, forward / weight gradient GFLOP/s, direct vs
+// im2col): 4x4 125/115 vs 172/175, 7x7 175/130 vs 168/189, 8x8 208/192 vs 176/170,
+// 14x14 234/212 vs 177/183; the cut is at 1.3 positions per output, or fewer than 64 wide
+// positions per image.
+template <typename T>
+bool takes_direct(const ConvShape& s) {
+    if (s.sh != 1 || s.sw != 1 || s.ph < 0 || s.pw < 0 ||
+        s.oh != s.h + 2 * s.ph - s.dh * (s.kh - 1) || s.ow != s.w + 2 * s.pw - s.dw * (s.kw - 1))
+        return false;
+    using P = DirectPaths<T>;
+    const Isa isa = active_isa();
+    const double waste = isa == Isa::avx512 ? direct_waste<typename P::avx512>(s)
+                         : isa == Isa::avx2 ? direct_waste<typename P::avx2>(s)
+                                            : direct_waste<typename P::generic>(s);
+    return waste <= 1.3 && s.oh * wide_row(s) >= 64;
 }
 
 template <typename T>
@@ -625,17 +722,12 @@ void direct_weight_grad(const ConvShape& s, const typename Cfg::type* gy,
     for (int64_t i = 0; i < s.kh; ++i)
         for (int64_t j = 0; j < s.kw; ++j) offset[i * s.kw + j] = i * s.dh * wp + j * s.dw;
 
-    const int64_t row_bytes = (d.cg + ldg) * wp * static_cast<int64_t>(sizeof(T));
-    int64_t band = std::max<int64_t>(1, kBandBytes / row_bytes - halo);
-    int64_t bands = ceil_div(s.oh, std::min(band, s.oh));
     const int64_t pairs = s.n * s.groups;
-    while (threads > 1 && (pairs * bands) % threads != 0 && pairs * bands < 4 * threads &&
-           bands < s.oh)
-        ++bands;
-    band = ceil_div(s.oh, bands);
-    bands = ceil_div(s.oh, band);
+    const Bands plan =
+        plan_bands(s, (d.cg + ldg) * wp * static_cast<int64_t>(sizeof(T)), pairs, threads);
+    const int64_t band = plan.band, bands = plan.bands;
     const int64_t items = pairs * bands, size = s.k * d.rows;
-    bool by_item = threads_take_items(items, threads) &&
+    bool by_item = threads_take_items(items, threads, false) &&
                    threads * size * static_cast<int64_t>(sizeof(T)) <= kPartialBytes;
 
     // gW^T per thread (thread 0's is sums[0]); static scheduling fixes who sums what.
@@ -648,8 +740,11 @@ void direct_weight_grad(const ConvShape& s, const typename Cfg::type* gy,
         const int64_t rows = std::min(band, s.oh - oh0), in_rows = rows + halo;
         const int64_t positions = rows * wp;
         const int inside = by_item ? 1 : threads;
-        T* planes = column_buffer.get<T>(d.cg * in_rows * wp);
-        fill_band(s, d, x + (n * s.c + g * d.cg) * d.hw, oh0, in_rows, wp, 0, planes,
+        // The last row's reads run (kw-1)*dw past the planes: into zeros (a dropped position
+        // multiplies them by gy = 0, which must not meet uninitialised memory: 0 * NaN).
+        const int64_t tail = (s.kw - 1) * s.dw;
+        T* planes = column_buffer.get<T>(d.cg * in_rows * wp + tail);
+        fill_band(s, d, x + (n * s.c + g * d.cg) * d.hw, oh0, in_rows, wp, tail, planes,
                   d.cg * in_rows * wp < 16384 ? 1 : inside);
         // gyT[q][k]: gy of the band on the wide grid, zero in the dropped columns.
         T* gyt = gy_buffer.get<T>(positions * ldg);
@@ -676,7 +771,7 @@ void direct_weight_grad(const ConvShape& s, const typename Cfg::type* gy,
             const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
             tiles(b, count * t / nth, count * (t + 1) / nth);
         }
-    });
+    }, /*fixed=*/true);
     // gw[g*kg + k][r] = sum over partials of sums[.][g][r][k]
 #pragma omp parallel for num_threads(size < 65536 ? 1 : threads) schedule(static)
     for (int64_t k = 0; k < s.k; ++k) {
@@ -726,75 +821,92 @@ void direct_weight_grad_dispatch(const ConvShape& s, const T* gy, const T* x, T*
 
 // ---- forward ------------------------------------------------------------------------------
 
+thread_local ThreadBuffer output_buffer;
+
+// Positions [p0, p1) of images [n0, n1), group g. With several images their columns sit side
+// by side (ld = images * P) and the product goes through a buffer to each image's slice.
 template <typename T>
 void forward_tile(const ConvShape& s, const Dims& d, const T* x, const T* w, const T* bias, T* y,
-                  bool relu, int64_t n, int64_t g, int64_t p0, int64_t p1, int threads) {
-    const T* xg = x + (n * s.c + g * d.cg) * d.hw;
-    MatRef<T> b{xg + p0, d.hw, 1};
-    if (!d.direct) {
-        T* cols = column_buffer.get<T>(d.rows * (p1 - p0));
-        im2col_tile(s, d, xg, p0, p1, cols, threads);
-        b = {cols, p1 - p0, 1};
-    }
+                  bool relu, const Tiling::Item& it, int threads) {
+    const int64_t images = it.n1 - it.n0, width = it.p1 - it.p0, ld = images * width;
+    T* cols = column_buffer.get<T>(d.rows * ld);
+    for (int64_t j = 0; j < images; ++j)
+        im2col_tile(s, d, x + ((it.n0 + j) * s.c + it.g * d.cg) * d.hw, it.p0, it.p1,
+                    cols + j * width, ld, threads);
     Epilogue<T> ep;
-    ep.bias = bias ? bias + g * d.kg : nullptr;
+    ep.bias = bias ? bias + it.g * d.kg : nullptr;
     ep.bias_per_row = true;
     ep.relu = relu;
-    gemm<T>(d.kg, p1 - p0, d.rows, MatRef<T>{w + g * d.kg * d.rows, d.rows, 1}, b,
-            y + (n * s.k + g * d.kg) * d.p + p0, d.p, ep);
+    T* out = y + (it.n0 * s.k + it.g * d.kg) * d.p + it.p0;
+    if (images == 1) {
+        gemm<T>(d.kg, width, d.rows, MatRef<T>{w + it.g * d.kg * d.rows, d.rows, 1},
+                MatRef<T>{cols, ld, 1}, out, d.p, ep);
+        return;
+    }
+    T* product = output_buffer.get<T>(d.kg * ld);
+    gemm<T>(d.kg, ld, d.rows, MatRef<T>{w + it.g * d.kg * d.rows, d.rows, 1},
+            MatRef<T>{cols, ld, 1}, product, ld, ep);
+    for (int64_t j = 0; j < images; ++j)
+        for (int64_t k = 0; k < d.kg; ++k)
+            std::memcpy(out + j * s.k * d.p + k * d.p, product + k * ld + j * width,
+                        width * sizeof(T));
 }
 
 template <typename T>
 void forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, bool relu) {
     const Dims d(s);
     if (s.n == 0 || s.k == 0 || d.p == 0) return;
-    if (takes_direct(s, d)) return direct_forward_dispatch(s, x, w, bias, y, relu);
+    if (takes_direct<T>(s)) return direct_forward_dispatch(s, x, w, bias, y, relu);
     const int threads = num_threads();
-    const Tiling t = plan_tiles(s.n * s.groups, d.p, d.direct ? 0 : d.rows, sizeof(T), threads,
-                                true);
+    const Tiling t = plan_tiles(s.n, s.groups, d.p, d.rows, sizeof(T), threads, true);
     run_items(t.items, t.by_item, threads, [&](int64_t item, int) {
-        const int64_t tile = item % t.tiles, pair = item / t.tiles;
-        const int64_t p0 = tile * t.width, p1 = std::min(d.p, p0 + t.width);
-        forward_tile(s, d, x, w, bias, y, relu, pair / s.groups, pair % s.groups, p0, p1,
+        forward_tile(s, d, x, w, bias, y, relu, t(item, s.n, s.groups, d.p),
                      t.by_item ? 1 : threads);
     });
 }
 
 // ---- weight gradient ----------------------------------------------------------------------
 
-// acc (K x CRS, like w) += the tile's share of the weight gradient.
+// acc (K x CRS, like w) += the item's share of the weight gradient. Several images: their
+// gy slices are copied side by side, as their columns are.
 template <typename T>
 void weight_grad_tile(const ConvShape& s, const Dims& d, const T* gy, const T* x, T* acc,
-                      int64_t n, int64_t g, int64_t p0, int64_t p1, int threads) {
-    const T* xg = x + (n * s.c + g * d.cg) * d.hw;
-    MatRef<T> b{xg + p0, 1, d.hw};  // x[n, g]^T: (positions x Cg)
-    if (!d.direct) {
-        T* cols = column_buffer.get<T>(d.rows * (p1 - p0));
-        im2col_tile(s, d, xg, p0, p1, cols, threads);
-        b = {cols, 1, p1 - p0};
+                      const Tiling::Item& it, int threads) {
+    const int64_t images = it.n1 - it.n0, width = it.p1 - it.p0, ld = images * width;
+    T* cols = column_buffer.get<T>(d.rows * ld);
+    for (int64_t j = 0; j < images; ++j)
+        im2col_tile(s, d, x + ((it.n0 + j) * s.c + it.g * d.cg) * d.hw, it.p0, it.p1,
+                    cols + j * width, ld, threads);
+    const T* gyg = gy + (it.n0 * s.k + it.g * d.kg) * d.p + it.p0;
+    MatRef<T> a{gyg, d.p, 1};
+    if (images > 1) {
+        T* side_by_side = output_buffer.get<T>(d.kg * ld);
+        for (int64_t j = 0; j < images; ++j)
+            for (int64_t k = 0; k < d.kg; ++k)
+                std::memcpy(side_by_side + k * ld + j * width, gyg + j * s.k * d.p + k * d.p,
+                            width * sizeof(T));
+        a = {side_by_side, ld, 1};
     }
     Epilogue<T> ep;
     ep.accumulate = true;
-    gemm<T>(d.kg, d.rows, p1 - p0, MatRef<T>{gy + (n * s.k + g * d.kg) * d.p + p0, d.p, 1}, b,
-            acc + g * d.kg * d.rows, d.rows, ep);
+    gemm<T>(d.kg, d.rows, ld, a, MatRef<T>{cols, 1, ld},  // the columns transposed
+            acc + it.g * d.kg * d.rows, d.rows, ep);
 }
 
 template <typename T>
 void weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw) {
     const Dims d(s);
     const int64_t size = s.k * d.rows;
-    if (s.n > 0 && d.p > 0 && size > 0 && takes_direct(s, d))
+    if (s.n > 0 && d.p > 0 && size > 0 && takes_direct<T>(s))
         return direct_weight_grad_dispatch(s, gy, x, gw);
     std::fill(gw, gw + size, T(0));
     if (s.n == 0 || d.p == 0 || size == 0) return;
     const int threads = num_threads();
-    Tiling t = plan_tiles(s.n * s.groups, d.p, d.direct ? 0 : d.rows, sizeof(T), threads, true);
+    Tiling t = plan_tiles(s.n, s.groups, d.p, d.rows, sizeof(T), threads, true);
     if (t.by_item && threads * size * static_cast<int64_t>(sizeof(T)) > kPartialBytes)
         t.by_item = false;
     auto tile_of = [&](int64_t item, T* acc, int inside) {
-        const int64_t tile = item % t.tiles, pair = item / t.tiles;
-        const int64_t p0 = tile * t.width, p1 = std::min(d.p, p0 + t.width);
-        weight_grad_tile(s, d, gy, x, acc, pair / s.groups, pair % s.groups, p0, p1, inside);
+        weight_grad_tile(s, d, gy, x, acc, t(item, s.n, s.groups, d.p), inside);
     };
     if (!t.by_item) {
         run_items(t.items, false, threads, [&](int64_t item, int) { tile_of(item, gw, threads); });
@@ -805,7 +917,7 @@ void weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw) {
     std::vector<T> partial(static_cast<size_t>(threads - 1) * size, T(0));
     run_items(t.items, true, threads, [&](int64_t item, int tid) {
         tile_of(item, tid == 0 ? gw : partial.data() + (tid - 1) * size, 1);
-    });
+    }, /*fixed=*/true);
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t e = 0; e < size; ++e)
         for (int th = 1; th < threads; ++th) gw[e] += partial[(th - 1) * size + e];
@@ -862,7 +974,7 @@ void input_grad(const ConvShape& s, const T* gy, const T* w, const T* bias, T* g
     // Stride > 1: dcols = W[g]^T @ gy[n, g] per tile, scattered into gx. Each (image, group)
     // slice of gx is filled by one thread (or by all, split over channels).
     const int threads = num_threads();
-    const Tiling t = plan_tiles(s.n * s.groups, d.p, d.rows, sizeof(T), threads, false);
+    const Tiling t = plan_tiles(s.n, s.groups, d.p, d.rows, sizeof(T), threads, false);
     run_items(s.n * s.groups, t.by_item, threads, [&](int64_t pair, int) {
         const int64_t n = pair / s.groups, g = pair % s.groups;
         const int inside = t.by_item ? 1 : threads;

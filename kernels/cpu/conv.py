@@ -12,6 +12,15 @@ images. A prange runs over (image, group, tile) items: forward tiles write disjo
 outputs; the weight gradient sums into one partial per thread, added in a fixed order; the
 input gradient's col2im takes whole (image, group) slices, so no two threads add into one
 element. A 1x1, stride-1, unpadded convolution reads x directly, without im2col.
+
+Stride 1 (forward, and so the input gradient; and the weight gradient) skips the column
+matrix as the native kernels do: a band of output rows has its input copied once into
+zero-padded planes of wp columns (a row's left padding doubles as the previous row's right
+padding), and the output is computed on that wide grid of wp columns per row, where row
+(c, i, j) of the column matrix at positions q.. is simply planes[c][q + i*dh*wp + j*dw..]:
+the GEMM's packed panels are filled with slice copies straight from the planes, and the
+numba GEMM's row-update micro-kernel runs on them. The wp - OW extra positions per row are
+computed and dropped.
 """
 
 import math
@@ -19,9 +28,11 @@ import math
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from .gemm import MC, NC_BYTES, gemm_tile
+from .gemm import (KC, KSTEP, MC, NC_BYTES, PAD, ROWS, carve_workspace, gemm_tile,
+                   pack_a_panel, update_row1, update_rows4)
 
 COLUMN_BYTES = 1 << 20   # column buffer per item
+BAND_BYTES = 512 << 10   # padded planes per item (stride-1 kernels)
 TILE_QUANTUM = 16        # tile widths are multiples of the GEMM panels' padding
 
 _JIT = dict(cache=True, fastmath=True, nogil=True)
@@ -188,6 +199,166 @@ def input_grad_kernel(gy, w, bias, has_bias, gx, n, c, h, wd, k, kh, kw, oh, ow,
             col2im(dcols, cg, h, wd, kh, kw, sh, sw, ph, pw, dh, dw, ow, p0, p1, gx, x0)
 
 
+# ---------------------------------------------------------------------------- stride 1
+
+@njit(**_JIT)
+def fill_band(x, x0, cg, h, w, ph, pw, oh0, in_rows, wp, planes):
+    """planes[c*in_rows*wp + r*wp + pw + col] = x[c, oh0 + r - ph, col], zero elsewhere
+    (the padding, and the tail after the last plane)."""
+    planes[:] = 0
+    plane = in_rows * wp
+    for c in range(cg):
+        for r in range(in_rows):
+            ih = oh0 + r - ph
+            if 0 <= ih < h:
+                dst = c * plane + r * wp + pw
+                src = x0 + (c * h + ih) * w
+                planes[dst:dst + w] = x[src:src + w]
+
+
+@njit(**_JIT)
+def tap_offsets(kh, kw, dh, dw, wp):
+    offsets = np.empty(kh * kw, np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            offsets[i * kw + j] = i * dh * wp + j * dw
+    return offsets
+
+
+@njit(parallel=True, **_JIT)
+def direct_forward_kernel(x, w, bias, has_bias, relu, y, n, c, h, wd, k, kh, kw, oh, ow, ph,
+                          pw, dh, dw, groups, wp, band, bands):
+    cg, kg = c // groups, k // groups
+    taps = kh * kw
+    reduce, p = cg * taps, oh * ow
+    halo = (kh - 1) * dh
+    offsets = tap_offsets(kh, kw, dh, dw, wp)
+    nc_max = NC_BYTES // y.itemsize
+    for item in prange(n * groups * bands):
+        pair = item // bands
+        ni, g = pair // groups, pair % groups
+        oh0 = (item % bands) * band
+        rows = min(band, oh - oh0)
+        in_rows = rows + halo
+        plane = in_rows * wp
+        positions = rows * wp
+        planes = np.empty(cg * plane + (kw - 1) * dw, y.dtype)
+        fill_band(x, (ni * c + g * cg) * h * wd, cg, h, wd, ph, pw, oh0, in_rows, wp, planes)
+        kc_max = (min(KC, reduce) + KSTEP - 1) // KSTEP * KSTEP
+        w_max = (min(nc_max, positions) + PAD - 1) // PAD * PAD
+        ap, bp, ct = carve_workspace(min(MC, kg), kc_max, w_max, y)
+        wg = w[g * kg * reduce:]
+        y0 = (ni * k + g * kg) * p + oh0 * ow
+        for j0 in range(0, positions, nc_max):
+            nc = min(nc_max, positions - j0)
+            width = (nc + PAD - 1) // PAD * PAD
+            for i0 in range(0, kg, MC):
+                mc = min(MC, kg - i0)
+                ct[:mc * width] = 0
+                for p0 in range(0, reduce, KC):
+                    kc = min(KC, reduce - p0)
+                    kc_pad = (kc + KSTEP - 1) // KSTEP * KSTEP
+                    # B panel rows (c, i, j): slices of the planes, no im2col
+                    for pp in range(kc):
+                        r = p0 + pp
+                        ci = r // taps
+                        src = ci * plane + offsets[r - ci * taps] + j0
+                        bp[pp * width:pp * width + nc] = planes[src:src + nc]
+                        bp[pp * width + nc:(pp + 1) * width] = 0
+                    bp[kc * width:kc_pad * width] = 0
+                    pack_a_panel(wg, reduce, 1, i0, mc, p0, kc, kc_pad, ap)
+                    for i in range(0, mc - ROWS + 1, ROWS):
+                        update_rows4(ap, i, kc_pad, bp, width, ct, i * width)
+                    for i in range(mc - mc % ROWS, mc):
+                        update_row1(ap, i, kc_pad, bp, width, ct, i * width)
+                # out: wide position q = row*wp + col is an output where col < ow
+                for i in range(mc):
+                    acc = ct[i * width:i * width + nc]
+                    dst = y[y0 + (i0 + i) * p:]
+                    add = bias[g * kg + i0 + i] if has_bias else acc[0] * 0
+                    row = j0 // wp
+                    col = j0 - row * wp
+                    for e in range(nc):
+                        if col < ow:
+                            v = acc[e] + add
+                            if relu and v < 0:
+                                dst[row * ow + col] = 0
+                            else:
+                                dst[row * ow + col] = v
+                        col += 1
+                        if col == wp:
+                            col = 0
+                            row += 1
+
+
+@njit(parallel=True, **_JIT)
+def direct_weight_grad_kernel(gy, x, gw, n, c, h, wd, k, kh, kw, oh, ow, ph, pw, dh, dw,
+                              groups, wp, band, bands, threads):
+    cg, kg = c // groups, k // groups
+    taps = kh * kw
+    reduce, p = cg * taps, oh * ow
+    halo = (kh - 1) * dh
+    offsets = tap_offsets(kh, kw, dh, dw, wp)
+    items = n * groups * bands
+    # gW^T (reduce x kg per group) = X (reduce x positions) @ gy^T (positions x kg), with X's
+    # rows slices of the planes (the GEMM's A, packed by slice copies) and gy^T, laid out
+    # once per band, the B panel. One chunk of items per thread, summed in its own partial.
+    partial = np.zeros((threads, k * reduce), gw.dtype)
+    width = (kg + PAD - 1) // PAD * PAD
+    for t in prange(threads):
+        ap, _, ct = carve_workspace(MC, KC, width, gw)
+        for item in range(items * t // threads, items * (t + 1) // threads):
+            pair = item // bands
+            ni, g = pair // groups, pair % groups
+            oh0 = (item % bands) * band
+            rows = min(band, oh - oh0)
+            in_rows = rows + halo
+            plane = in_rows * wp
+            positions = rows * wp
+            planes = np.empty(cg * plane + (kw - 1) * dw, gw.dtype)
+            fill_band(x, (ni * c + g * cg) * h * wd, cg, h, wd, ph, pw, oh0, in_rows, wp,
+                      planes)
+            g0 = (ni * k + g * kg) * p + oh0 * ow
+            # gy^T on the wide grid, zero at dropped positions and past the band: the B
+            # panel of every block, read in place
+            gyt = np.zeros(((positions + KC) * width), gw.dtype)
+            for j in range(kg):
+                for r in range(rows):
+                    src = gy[g0 + j * p + r * ow:g0 + j * p + (r + 1) * ow]
+                    for col in range(ow):
+                        gyt[(r * wp + col) * width + j] = src[col]
+            acc = partial[t, g * kg * reduce:(g + 1) * kg * reduce]
+            for i0 in range(0, reduce, MC):
+                mc = min(MC, reduce - i0)
+                ct[:mc * width] = 0
+                for p0 in range(0, positions, KC):
+                    kc = min(KC, positions - p0)
+                    kc_pad = (kc + KSTEP - 1) // KSTEP * KSTEP
+                    for i in range(mc):  # A rows: the planes under tap row i0 + i
+                        r = i0 + i
+                        ci = r // taps
+                        src = ci * plane + offsets[r - ci * taps] + p0
+                        ap[i * kc_pad:i * kc_pad + kc] = planes[src:src + kc]
+                        ap[i * kc_pad + kc:(i + 1) * kc_pad] = 0
+                    bp = gyt[p0 * width:]
+                    for i in range(0, mc - ROWS + 1, ROWS):
+                        update_rows4(ap, i, kc_pad, bp, width, ct, i * width)
+                    for i in range(mc - mc % ROWS, mc):
+                        update_row1(ap, i, kc_pad, bp, width, ct, i * width)
+                for i in range(mc):  # partial is gW^T: rows (c, i, j), kg columns
+                    dst = acc[(i0 + i) * kg:(i0 + i + 1) * kg]
+                    src_row = ct[i * width:i * width + kg]
+                    for j in range(kg):
+                        dst[j] += src_row[j]
+    for e in prange(k * reduce):  # gw[g, kl, r] from the partials' gW^T[g, r, kl]
+        g, rest = e // (kg * reduce), e % (kg * reduce)
+        src = g * kg * reduce + (rest % reduce) * kg + rest // reduce
+        total = partial[0, src]
+        for t in range(1, threads):
+            total += partial[t, src]
+        gw[e] = total
+
+
 # ---------------------------------------------------------------------------- entry points
 
 def _tiling(pairs, positions, rows, itemsize, threads, split=True):
@@ -215,9 +386,32 @@ def _is_direct(geo):
     return kh == kw == sh == sw == 1 and ph == pw == 0 and (oh, ow) == (h, wd)
 
 
+def _direct(geo):
+    """(wp, band, bands) when the stride-1 kernels take this convolution, else None."""
+    n, c, h, wd, k, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, groups = geo
+    if sh != 1 or sw != 1 or ph < 0 or pw < 0 or (kh == kw == 1 and ph == pw == 0):
+        return None
+    if (oh, ow) != (h + 2 * ph - dh * (kh - 1), wd + 2 * pw - dw * (kw - 1)):
+        return None  # a transposed convolution's output_padding: rows past the formula
+    wp = max(wd + pw, ow)
+    halo = (kh - 1) * dh
+    band = max(1, BAND_BYTES // (8 * (c // groups) * wp) - halo)
+    bands = math.ceil(oh / min(band, oh))
+    while n * groups * bands < get_num_threads() and bands < oh:
+        bands += 1
+    band = math.ceil(oh / bands)
+    return wp, band, math.ceil(oh / band)
+
+
 def _forward(x, w, bias, out, geo, relu):
     n, c, h, wd, k, kh, kw, oh, ow = geo[:9]
     groups = geo[-1]
+    direct = _direct(geo)
+    if direct is not None:
+        y = out.reshape(-1)
+        direct_forward_kernel(x.reshape(-1), w.reshape(-1), y[:1] if bias is None else bias,
+                              bias is not None, bool(relu), y, *geo[:9], *geo[11:], *direct)
+        return
     rows = 0 if _is_direct(geo) else c // groups * kh * kw
     width, tiles = _tiling(n * groups, oh * ow, rows, out.itemsize, get_num_threads())
     y = out.reshape(-1)
@@ -260,7 +454,11 @@ def conv2d_backward(gy, x, w, gx, gw, gb, stride, padding, dilation, groups):
     if shape is None:
         return
     geo = _geometry(shape, w.shape, gy.shape, stride, padding, dilation, groups)
-    if gw is not None:
+    direct = _direct(geo)
+    if gw is not None and direct is not None:
+        direct_weight_grad_kernel(gy.reshape(-1), x.reshape(-1), gw.reshape(-1), *geo[:9],
+                                  *geo[11:], *direct, get_num_threads())
+    elif gw is not None:
         n, c, h, wd, k, kh, kw, oh, ow = geo[:9]
         rows = c // groups * kh * kw
         threads = get_num_threads()

@@ -285,6 +285,71 @@ def test_empty_batch():
     assert gx.shape == x.shape and not gw.any() and not gb.any()
 
 
+# ---------------------------------------------------------------------- random geometries
+
+def random_geometries(count, seed):
+    """Small convolutions with every parameter drawn at random, padding up to beyond the
+    kernel's reach included; (x, w, bias, kwargs, transposed kwargs or None)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        g = int(rng.choice([1, 1, 2, 3]))
+        cg, kg = (int(v) for v in rng.integers(1, 5, 2))
+        kh, kw = (int(v) for v in rng.integers(1, 6, 2))
+        # stride 1 on both axes half the time: the native direct kernels take those
+        s = (1, 1) if rng.random() < 0.5 else tuple(int(v) for v in rng.integers(1, 4, 2))
+        d = tuple(int(v) for v in rng.integers(1, 3, 2))
+        p = tuple(int(v) for v in rng.integers(0, 4, 2))
+        h = int(rng.integers(max(1, d[0] * (kh - 1) + 1 - 2 * p[0]), 16))
+        w = int(rng.integers(max(1, d[1] * (kw - 1) + 1 - 2 * p[1]), 16))
+        x = rng.standard_normal((int(rng.integers(1, 4)), cg * g, h, w))
+        wt = rng.standard_normal((kg * g, cg, kh, kw))
+        op = tuple(int(rng.integers(0, max(si, di))) for si, di in zip(s, d))
+        yield x, wt, rng.standard_normal(kg * g), dict(stride=s, padding=p, dilation=d,
+                                                       groups=g), op
+
+
+def poison_scratch(backend):
+    """Run a convolution on NaNs, so per-thread scratch buffers that a kernel reuses hold NaN:
+    a later read of memory it did not write then shows in the result."""
+    x = np.full((4, 8, 24, 24), np.nan)
+    w = np.ones((8, 8, 3, 3))
+    for stride in (1, 2):  # unpadded: no zeros among the NaNs of the copied planes
+        y = pf.ops.conv2d(x, w, stride=stride, backend=backend)
+        pf.ops.conv2d_backward(y, x, w, stride=stride, backend=backend)
+
+
+@pytest.mark.parametrize("backend", backend_params("conv", "cpu"))
+def test_random_geometries(backend):
+    """Forward, gradients and the transposed convolution on 60 random geometries, each
+    kernel right after a run that left NaN in the scratch buffers, at 1, 2 and 3 threads."""
+    before = pf.get_num_threads()
+    try:
+        for i, (x, w, b, kw, op) in enumerate(random_geometries(60, 25)):
+            pf.set_num_threads(1 + i % 3)
+            what = f"case {i}: x {x.shape}, w {w.shape}, {kw}"
+            want = reference(pf.ops.conv2d, x, w, b, activation="relu", **kw)
+            gy = np.random.default_rng(i).standard_normal(want.shape)
+            poison_scratch(backend)
+            got = pf.ops.conv2d_backward(gy, x, w, backend=backend, **kw)
+            for name, g, wg in zip("xwb", got, reference(pf.ops.conv2d_backward, gy, x, w, **kw)):
+                np.testing.assert_allclose(g, wg, rtol=1e-10, atol=1e-10, err_msg=name + " " + what)
+            poison_scratch(backend)
+            y = pf.ops.conv2d(x, w, b, activation="relu", backend=backend, **kw)
+            np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-10, err_msg=what)
+            # a transposed convolution of x (its channels as Cin)
+            wt = np.random.default_rng(i).standard_normal((x.shape[1], w.shape[0] // kw["groups"])
+                                                          + w.shape[2:])
+            try:
+                want = reference(pf.ops.conv_transpose2d, x, wt, b, output_padding=op, **kw)
+            except ValueError:  # the output would be empty
+                continue
+            poison_scratch(backend)
+            got = pf.ops.conv_transpose2d(x, wt, b, output_padding=op, backend=backend, **kw)
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10, err_msg="T " + what)
+    finally:
+        pf.set_num_threads(before)
+
+
 # ---------------------------------------------------------------------- tiles, bands, memory
 
 # Shapes that cross the native and numba kernels' tiling: stride 2 with a column matrix of
@@ -316,7 +381,7 @@ def test_tiles_and_bands(backend, case):
 
 
 MEMORY_SCRIPT = """
-import resource, sys
+import sys
 import numpy as np
 import pyfast as pf
 backend = sys.argv[1]
@@ -327,7 +392,8 @@ for stride in (1, 2):  # the direct path, then im2col
     y = pf.ops.conv2d(x, w, stride=stride, padding=1, backend=backend)
     grads = pf.ops.conv2d_backward(np.ones_like(y), x, w, stride=stride, padding=1, backend=backend)
     del y, grads
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+# VmHWM, not ru_maxrss: the latter starts from the parent's size at fork
+print([int(l.split()[1]) // 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0])
 """
 
 
