@@ -62,9 +62,9 @@ SCALES = {
     "full": Settings(cls_epochs=4, cls_train=None, seg_train=800, seg_val=200, seg_epochs=6,
                      seg_base=16, ae_train=1000, ae_test=400, ae_epochs=20, gan_epochs=25,
                      gan_train=None, enforce_targets=True),
-    "quick": Settings(cls_epochs=2, cls_train=640, seg_train=192, seg_val=64, seg_epochs=2,
-                      seg_base=16, ae_train=192, ae_test=128, ae_epochs=3, gan_epochs=3,
-                      gan_train=640, enforce_targets=False),
+    "quick": Settings(cls_epochs=3, cls_train=None, seg_train=400, seg_val=100, seg_epochs=4,
+                      seg_base=16, ae_train=800, ae_test=200, ae_epochs=15, gan_epochs=10,
+                      gan_train=None, enforce_targets=False),
     # For tests: a few batches per task, seconds in all.
     "smoke": Settings(cls_epochs=1, cls_train=64, seg_train=16, seg_val=8, seg_epochs=1,
                       seg_base=4, ae_train=16, ae_test=16, ae_epochs=1, gan_epochs=1,
