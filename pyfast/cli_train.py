@@ -327,7 +327,8 @@ def run(args, log=print):
                                     device=device)
     shape = "x".join(str(s) for s in data.shape)
     log(f"training {plan.describe} on {data.name} ({len(plan.train)} train / {len(plan.val)} "
-        f"validation, {shape}) for {args.epochs} epochs, batch {batch}, device {device}, "
+        f"validation, {shape}) for {args.epochs} epoch{'s' if args.epochs != 1 else ''}, batch "
+        f"{batch}, device {device}, "
         f"backend {args.backend or 'auto'}, {pf.get_num_threads()} threads")
     for note in plan.notes:
         log(f"  note: {note}")

@@ -164,6 +164,10 @@ class _Context:
             result.notes.append(why_not)
 
 
+def _epochs(n):
+    return f"{n} epoch{'s' if n != 1 else ''}"
+
+
 def _host(a):
     a = a.data if isinstance(a, pf.Tensor) else a
     return a if isinstance(a, np.ndarray) else a.get()
@@ -203,7 +207,7 @@ def _classification(ctx):
                                                  steps_per_epoch=len(train_loader))
     meter = Throughput()
     ctx.log(f"classification: ResNet-18 on {len(train)} digits, {len(val)} held out, "
-            f"{s.cls_epochs} epochs")
+            f"{_epochs(s.cls_epochs)}")
     history = pf.train.fit(model, train_loader, loss_fn=F.cross_entropy, optimizer=optimizer,
                            epochs=s.cls_epochs, val_loader=val_loader, metrics=("accuracy",),
                            scheduler=scheduler, progress=ctx.progress,
@@ -247,7 +251,7 @@ def _segmentation(ctx):
 
     meter = Throughput()
     ctx.log(f"segmentation: U-Net on {len(train)} slices, {len(val)} held-out slices, "
-            f"{s.seg_epochs} epochs")
+            f"{_epochs(s.seg_epochs)}")
     history = pf.train.fit(model, train_loader, loss_fn=loss_fn, optimizer=optimizer,
                            epochs=s.seg_epochs, val_loader=val_loader, metrics=("dice",),
                            scheduler=scheduler, progress=ctx.progress,
@@ -303,7 +307,7 @@ def _anomaly(ctx):
     meter = Throughput()
     ctx.log(f"anomaly: denoising autoencoder on {len(normal)} lesion-free slices, scored on "
             f"{len(test)} held-out slices ({int(labels.sum())} with lesions), "
-            f"{s.ae_epochs} epochs")
+            f"{_epochs(s.ae_epochs)}")
     history = pf.train.fit(model, train_loader, loss_fn=F.mse_loss, optimizer=optimizer,
                            epochs=s.ae_epochs, metrics=(), scheduler=scheduler,
                            progress=ctx.progress, callbacks=ctx.callbacks("anomaly", meter))
@@ -358,7 +362,7 @@ def _synthesis(ctx):
     gan = ctx.model(pf.models.DCGAN(latent_dim=64, image_channels=1, image_size=16,
                                     features=32))
     meter = Throughput()
-    ctx.log(f"synthesis: DCGAN on {len(images)} digits, {s.gan_epochs} epochs")
+    ctx.log(f"synthesis: DCGAN on {len(images)} digits, {_epochs(s.gan_epochs)}")
     history = pf.train.fit_gan(gan, loader, epochs=s.gan_epochs, lr=2e-4, betas=(0.5, 0.999),
                                progress=ctx.progress,
                                callbacks=ctx.callbacks("synthesis", meter,
