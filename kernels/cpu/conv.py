@@ -395,7 +395,8 @@ def _direct(geo):
         return None  # a transposed convolution's output_padding: rows past the formula
     wp = max(wd + pw, ow)
     halo = (kh - 1) * dh
-    band = max(1, BAND_BYTES // (8 * (c // groups) * wp) - halo)
+    # the planes, and the weight gradient's gy laid out on the same rows, within BAND_BYTES
+    band = max(1, BAND_BYTES // (8 * (c // groups + k // groups) * wp) - halo)
     bands = math.ceil(oh / min(band, oh))
     while n * groups * bands < get_num_threads() and bands < oh:
         bands += 1
