@@ -15,6 +15,7 @@
 
 #include "common/checks.h"
 #include "common/runtime.h"
+#include "cpu/conv.h"
 #include "cpu/gemm.h"
 #include "cpu/optim.h"
 #include "cpu/softmax_xent.h"
@@ -98,6 +99,24 @@ void matmul(const py::array& a, const py::array& b, py::array out,
 
 template <typename T>
 const T* in_data(const py::array& x, const char* name) {
+    const T* p = data_of<T>(x, name);
+    PYFAST_CHECK(x.flags() & py::array::c_style, name, " must be C-contiguous");
+    return p;
+}
+
+// ---- conv ---------------------------------------------------------------------------------
+
+using pyfast::ConvPair;
+using pyfast::ConvShape4;
+
+ConvShape4 shape4(const py::array& x, const char* name) {
+    PYFAST_CHECK(x.ndim() == 4, name, " must be 4-D, got shape ", shape_of(x));
+    return {x.shape(0), x.shape(1), x.shape(2), x.shape(3)};
+}
+
+// The data of an input: dtype T (else ValueError), C-contiguous.
+template <typename T>
+const T* conv_in(const py::array& x, const char* name) {
     const T* p = data_of<T>(x, name);
     PYFAST_CHECK(x.flags() & py::array::c_style, name, " must be C-contiguous");
     return p;
@@ -783,11 +802,130 @@ void adam_step(const py::object& params, const py::object& grads, const py::obje
 }
 
 
+// An output: exactly `shape`, dtype T, C-contiguous and writeable.
+template <typename T>
+T* conv_out(py::array& x, const char* name, const ConvShape4& shape) {
+    const bool fits = x.ndim() == 4 && x.shape(0) == shape[0] && x.shape(1) == shape[1] &&
+                      x.shape(2) == shape[2] && x.shape(3) == shape[3];
+    PYFAST_CHECK(fits, name, " must have shape ", pyfast::conv_shape_str(shape), ", got ",
+                 shape_of(x));
+    return out_data<T>(x, name);
+}
+
+template <typename T>
+const T* conv_bias(const std::optional<py::array>& bias, std::int64_t channels) {
+    if (!bias) return nullptr;
+    PYFAST_CHECK(bias->ndim() == 1 && bias->shape(0) == channels, "bias must have shape (",
+                 channels, ",), got ", shape_of(*bias));
+    return conv_in<T>(*bias, "bias");
+}
+
+template <typename T>
+void conv2d_typed(const py::array& x, const py::array& w, const std::optional<py::array>& bias,
+                  py::array& out, const ConvPair& stride, const ConvPair& padding,
+                  const ConvPair& dilation, std::int64_t groups, bool relu) {
+    const auto s = pyfast::conv2d_shape("conv2d", shape4(x, "x"), shape4(w, "w"), stride, padding,
+                                        dilation, groups);
+    const T* xp = conv_in<T>(x, "x");
+    const T* wp = conv_in<T>(w, "w");
+    const T* bp = conv_bias<T>(bias, s.k);
+    T* yp = conv_out<T>(out, "out", {s.n, s.k, s.oh, s.ow});
+    py::gil_scoped_release release;
+    pyfast::conv2d_forward<T>(s, xp, wp, bp, yp, relu);
+}
+
+template <typename T>
+void conv2d_backward_typed(const py::array& gy, const std::optional<py::array>& x,
+                           const py::array& w, std::optional<py::array>& gx,
+                           std::optional<py::array>& gw, std::optional<py::array>& gb,
+                           const ConvPair& stride, const ConvPair& padding,
+                           const ConvPair& dilation, std::int64_t groups) {
+    const ConvShape4 gy_shape = shape4(gy, "gy"), w_shape = shape4(w, "w");
+    PYFAST_CHECK(!gw || x, "conv2d_backward: the weight gradient gw needs x");
+    PYFAST_CHECK(gy_shape[1] == w_shape[0], "conv2d_backward: gy has shape ", shape_of(gy),
+                 " but w has shape ", shape_of(w), " (output channels differ)");
+    const T* gyp = conv_in<T>(gy, "gy");
+    const T* wp = conv_in<T>(w, "w");
+    // The input's shape is x's, or gx's when x is not needed; with neither, only gb is
+    // asked for and gy alone decides.
+    pyfast::ConvShape s{};
+    s.n = gy_shape[0], s.k = gy_shape[1], s.oh = gy_shape[2], s.ow = gy_shape[3];
+    if (x || gx) {
+        s = pyfast::conv2d_shape("conv2d_backward", x ? shape4(*x, "x") : shape4(*gx, "gx"),
+                                 w_shape, stride, padding, dilation, groups);
+        const ConvShape4 want{s.n, s.k, s.oh, s.ow};
+        PYFAST_CHECK(gy_shape == want, "gy must have shape ", pyfast::conv_shape_str(want),
+                     ", got ", shape_of(gy));
+    }
+    const T* xp = x ? conv_in<T>(*x, "x") : nullptr;
+    T* gxp = gx ? conv_out<T>(*gx, "gx", {s.n, s.c, s.h, s.w}) : nullptr;
+    T* gwp = gw ? conv_out<T>(*gw, "gw", w_shape) : nullptr;
+    T* gbp = nullptr;
+    if (gb) {
+        PYFAST_CHECK(gb->ndim() == 1 && gb->shape(0) == s.k, "gb must have shape (", s.k,
+                     ",), got ", shape_of(*gb));
+        gbp = out_data<T>(*gb, "gb");
+    }
+    py::gil_scoped_release release;
+    pyfast::conv2d_backward<T>(s, gyp, xp, wp, gxp, gwp, gbp);
+}
+
+template <typename T>
+void conv_transpose2d_typed(const py::array& x, const py::array& w,
+                            const std::optional<py::array>& bias, py::array& out,
+                            const ConvPair& stride, const ConvPair& padding,
+                            const ConvPair& dilation, std::int64_t groups) {
+    const ConvShape4 out_shape = shape4(out, "out");
+    const auto s = pyfast::conv_transpose2d_shape(shape4(x, "x"), shape4(w, "w"), out_shape,
+                                                  stride, padding, dilation, groups);
+    const T* xp = conv_in<T>(x, "x");
+    const T* wp = conv_in<T>(w, "w");
+    const T* bp = conv_bias<T>(bias, s.c);
+    T* op = conv_out<T>(out, "out", out_shape);
+    py::gil_scoped_release release;
+    pyfast::conv_transpose2d<T>(s, xp, wp, bp, op);
+}
+
+// The dtype of `w` decides; every other array must match it (data_of checks).
+template <typename F>
+void by_dtype(const py::array& w, F&& f) {
+    if (w.dtype().is(py::dtype::of<float>())) return f(float{});
+    if (w.dtype().is(py::dtype::of<double>())) return f(double{});
+    throw py::type_error("w must be float32 or float64, got " + std::string(py::str(w.dtype())));
+}
+
+void conv2d(const py::array& x, const py::array& w, const std::optional<py::array>& bias,
+            py::array out, const ConvPair& stride, const ConvPair& padding,
+            const ConvPair& dilation, std::int64_t groups, bool relu) {
+    by_dtype(w, [&](auto t) {
+        conv2d_typed<decltype(t)>(x, w, bias, out, stride, padding, dilation, groups, relu);
+    });
+}
+
+void conv2d_backward(const py::array& gy, const std::optional<py::array>& x, const py::array& w,
+                     std::optional<py::array> gx, std::optional<py::array> gw,
+                     std::optional<py::array> gb, const ConvPair& stride,
+                     const ConvPair& padding, const ConvPair& dilation, std::int64_t groups) {
+    by_dtype(w, [&](auto t) {
+        conv2d_backward_typed<decltype(t)>(gy, x, w, gx, gw, gb, stride, padding, dilation,
+                                           groups);
+    });
+}
+
+void conv_transpose2d(const py::array& x, const py::array& w,
+                      const std::optional<py::array>& bias, py::array out,
+                      const ConvPair& stride, const ConvPair& padding,
+                      const ConvPair& dilation, std::int64_t groups) {
+    by_dtype(w, [&](auto t) {
+        conv_transpose2d_typed<decltype(t)>(x, w, bias, out, stride, padding, dilation, groups);
+    });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
     m.doc() = "pyfast native CPU kernels (C++17, OpenMP, run-time SIMD dispatch)";
-    m.attr("FAMILIES") = py::make_tuple("gemm", "softmax_xent", "optim");
+    m.attr("FAMILIES") = py::make_tuple("gemm", "conv", "softmax_xent", "optim");
 
     m.def("matmul", &matmul, py::arg("a"), py::arg("b"), py::arg("out"), py::arg("bias"),
           py::arg("relu"),
@@ -826,6 +964,22 @@ PYBIND11_MODULE(_C, m) {
           py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
           py::arg("decoupled"), py::arg("amsgrad"),
           "torch.optim.Adam's (decoupled: AdamW's) step in place over lists of arrays.");
+    m.def("conv2d", &conv2d, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("out"),
+          py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
+          py::arg("relu"),
+          "out = relu?(conv2d(x, w) + bias). x (N, C, H, W), w (K, C/groups, kh, kw), bias (K,) "
+          "or None, out (N, K, OH, OW); all C-contiguous, one dtype. stride, padding, dilation: "
+          "(h, w) pairs.");
+    m.def("conv2d_backward", &conv2d_backward, py::arg("gy"), py::arg("x"), py::arg("w"),
+          py::arg("gx"), py::arg("gw"), py::arg("gb"), py::arg("stride"), py::arg("padding"),
+          py::arg("dilation"), py::arg("groups"),
+          "Overwrites the gradients gx (x's shape), gw (w's) and gb (K,) of conv2d given gy; "
+          "each may be None, and x may be None when gw is.");
+    m.def("conv_transpose2d", &conv_transpose2d, py::arg("x"), py::arg("w"), py::arg("bias"),
+          py::arg("out"), py::arg("stride"), py::arg("padding"), py::arg("dilation"),
+          py::arg("groups"),
+          "out = conv_transpose2d(x, w) + bias. x (N, Cin, H, W), w (Cin, Cout/groups, kh, kw), "
+          "out (N, Cout, OH, OW) whose extent carries output_padding.");
 
     m.def("set_num_threads", &pyfast::set_num_threads, py::arg("n"));
     m.def("get_num_threads", &pyfast::num_threads);

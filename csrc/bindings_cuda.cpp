@@ -21,6 +21,7 @@
 
 #include "common/checks.h"
 #include "cuda/common.cuh"
+#include "cuda/conv.h"
 #include "cuda/gemm.h"
 #include "cuda/optim.h"
 #include "cuda/softmax_xent.h"
@@ -297,6 +298,12 @@ void matmul(const py::object& a_obj, const py::object& b_obj, const py::object& 
         matmul_typed<double>(a, b, out, has_bias ? &bias : nullptr, relu, stream);
 }
 
+std::int64_t element_count(const CudaArray& x) {
+    std::int64_t n = 1;
+    for (const std::int64_t e : x.shape) n *= e;
+    return n;
+}
+
 
 // ---- softmax_xent -----------------------------------------------------------------------
 
@@ -353,13 +360,14 @@ CudaArray cuda_int64_array(const py::handle& obj, const char* name) {
     return x;
 }
 
-// The device the kernels run on, after checking that every array lives there.
+// The device the kernels run on, after checking that every non-empty array lives where it
+// can reach (an empty array may have no memory at all).
 int device_for(const char* what, std::initializer_list<std::pair<const CudaArray*, const char*>> arrays) {
     require_device(what);
     int device = 0;
     pyfast::cuda::check(cudaGetDevice(&device), "cudaGetDevice");
     for (const auto& [x, name] : arrays)
-        if (x) check_accessible(*x, name, device);
+        if (x && element_count(*x) > 0) check_accessible(*x, name, device);
     return device;
 }
 
@@ -704,11 +712,183 @@ void adam_step_cuda(const py::object& params, const py::object& grads, const py:
               [&](const auto& list, cudaStream_t s) { pyfast::cuda::adam_step(list, h, s); });
 }
 
+// ---- conv -------------------------------------------------------------------------------
+
+pyfast::ConvShape4 conv_shape4(const CudaArray& x, const char* name) {
+    PYFAST_CHECK(x.ndim() == 4, name, " must be 4-D, got shape ", tuple_str(x.shape));
+    return {x.shape[0], x.shape[1], x.shape[2], x.shape[3]};
+}
+
+pyfast::ConvPair conv_pair(const py::handle& v, const char* name) {
+    std::vector<std::int64_t> e;
+    try {
+        e = int_tuple(v);
+    } catch (const py::cast_error&) {
+        throw py::type_error(std::string(name) + " must be a pair of ints");
+    }
+    if (e.size() != 2) throw py::type_error(std::string(name) + " must be a pair of ints");
+    return {e[0], e[1]};
+}
+
+// A conv operand: a CUDA array of `like`'s dtype (when given), C-contiguous.
+CudaArray conv_array(const py::handle& obj, const char* name, const CudaArray* like,
+                     const char* like_name) {
+    CudaArray x = cuda_array(obj, name);
+    if (like && x.typestr != like->typestr)
+        throw py::type_error(std::string(name) + " is " + dtype_name(x.typestr) + " but " +
+                             like_name + " is " + dtype_name(like->typestr) +
+                             "; pass all as float32 or all as float64");
+    std::int64_t expected = x.itemsize;
+    for (int i = x.ndim() - 1; i >= 0; --i) {
+        PYFAST_CHECK(x.shape[i] <= 1 || x.strides[i] == expected, name,
+                     " must be C-contiguous, got strides ", tuple_str(x.strides),
+                     " (bytes) for shape ", tuple_str(x.shape));
+        expected *= x.shape[i];
+    }
+    return x;
+}
+
+void check_conv_out(const CudaArray& x, const char* name, const pyfast::ConvShape4& shape) {
+    PYFAST_CHECK(x.ndim() == 4 && x.shape[0] == shape[0] && x.shape[1] == shape[1] &&
+                     x.shape[2] == shape[2] && x.shape[3] == shape[3],
+                 name, " must have shape ", pyfast::conv_shape_str(shape), ", got ",
+                 tuple_str(x.shape));
+    PYFAST_CHECK(!x.readonly, name, " is read-only");
+}
+
+void check_conv_vector(const CudaArray& x, const char* name, std::int64_t n) {
+    PYFAST_CHECK(x.ndim() == 1 && x.shape[0] == n, name, " must have shape (", n, ",), got ",
+                 tuple_str(x.shape));
+}
+
+template <typename T>
+const T* ptr_or_null(const CudaArray* x) {
+    return x ? reinterpret_cast<const T*>(x->ptr) : nullptr;
+}
+
+void conv2d_cuda(const py::object& x_obj, const py::object& w_obj, const py::object& bias_obj,
+                 const py::object& out_obj, const py::object& stride, const py::object& padding,
+                 const py::object& dilation, std::int64_t groups, bool relu,
+                 const py::object& stream_obj) {
+    const CudaArray w = conv_array(w_obj, "w", nullptr, nullptr);
+    const CudaArray x = conv_array(x_obj, "x", &w, "w");
+    const CudaArray out = conv_array(out_obj, "out", &w, "w");
+    const auto s = pyfast::conv2d_shape("conv2d", conv_shape4(x, "x"), conv_shape4(w, "w"),
+                                        conv_pair(stride, "stride"), conv_pair(padding, "padding"),
+                                        conv_pair(dilation, "dilation"), groups);
+    check_conv_out(out, "out", {s.n, s.k, s.oh, s.ow});
+    CudaArray bias;
+    const bool has_bias = !bias_obj.is_none();
+    if (has_bias) {
+        bias = conv_array(bias_obj, "bias", &w, "w");
+        check_conv_vector(bias, "bias", s.k);
+    }
+    const cudaStream_t stream = stream_of(stream_obj);
+    device_for("conv2d", {{&x, "x"}, {&w, "w"}, {&out, "out"}, {has_bias ? &bias : nullptr, "bias"}});
+    py::gil_scoped_release release;
+    if (w.itemsize == 4)
+        pyfast::cuda::conv2d_forward<float>(s, ptr_or_null<float>(&x), ptr_or_null<float>(&w),
+                                            ptr_or_null<float>(has_bias ? &bias : nullptr),
+                                            reinterpret_cast<float*>(out.ptr), relu, stream);
+    else
+        pyfast::cuda::conv2d_forward<double>(s, ptr_or_null<double>(&x), ptr_or_null<double>(&w),
+                                             ptr_or_null<double>(has_bias ? &bias : nullptr),
+                                             reinterpret_cast<double*>(out.ptr), relu, stream);
+}
+
+void conv2d_backward_cuda(const py::object& gy_obj, const py::object& x_obj,
+                          const py::object& w_obj, const py::object& gx_obj,
+                          const py::object& gw_obj, const py::object& gb_obj,
+                          const py::object& stride, const py::object& padding,
+                          const py::object& dilation, std::int64_t groups,
+                          const py::object& stream_obj) {
+    const CudaArray w = conv_array(w_obj, "w", nullptr, nullptr);
+    const CudaArray gy = conv_array(gy_obj, "gy", &w, "w");
+    const bool has_x = !x_obj.is_none(), has_gx = !gx_obj.is_none(), has_gw = !gw_obj.is_none(),
+               has_gb = !gb_obj.is_none();
+    CudaArray x, gx, gw, gb;
+    if (has_x) x = conv_array(x_obj, "x", &w, "w");
+    if (has_gx) gx = conv_array(gx_obj, "gx", &w, "w");
+    if (has_gw) gw = conv_array(gw_obj, "gw", &w, "w");
+    if (has_gb) gb = conv_array(gb_obj, "gb", &w, "w");
+    PYFAST_CHECK(!has_gw || has_x, "conv2d_backward: the weight gradient gw needs x");
+    const auto gy_shape = conv_shape4(gy, "gy"), w_shape = conv_shape4(w, "w");
+    PYFAST_CHECK(gy_shape[1] == w_shape[0], "conv2d_backward: gy has shape ",
+                 tuple_str(gy.shape), " but w has shape ", tuple_str(w.shape),
+                 " (output channels differ)");
+    pyfast::ConvShape s{};
+    s.n = gy_shape[0], s.k = gy_shape[1], s.oh = gy_shape[2], s.ow = gy_shape[3];
+    if (has_x || has_gx) {
+        s = pyfast::conv2d_shape("conv2d_backward", has_x ? conv_shape4(x, "x") : conv_shape4(gx, "gx"),
+                                 w_shape, conv_pair(stride, "stride"), conv_pair(padding, "padding"),
+                                 conv_pair(dilation, "dilation"), groups);
+        const pyfast::ConvShape4 want{s.n, s.k, s.oh, s.ow};
+        PYFAST_CHECK(gy_shape == want, "gy must have shape ", pyfast::conv_shape_str(want),
+                     ", got ", tuple_str(gy.shape));
+    }
+    if (has_gx) check_conv_out(gx, "gx", {s.n, s.c, s.h, s.w});
+    if (has_gw) check_conv_out(gw, "gw", w_shape);
+    if (has_gb) {
+        check_conv_vector(gb, "gb", s.k);
+        PYFAST_CHECK(!gb.readonly, "gb is read-only");
+    }
+    const cudaStream_t stream = stream_of(stream_obj);
+    device_for("conv2d_backward", {{&gy, "gy"}, {&w, "w"}, {has_x ? &x : nullptr, "x"},
+                                    {has_gx ? &gx : nullptr, "gx"}, {has_gw ? &gw : nullptr, "gw"},
+                                    {has_gb ? &gb : nullptr, "gb"}});
+    py::gil_scoped_release release;
+    auto run = [&](auto zero) {
+        using T = decltype(zero);
+        pyfast::cuda::conv2d_backward<T>(
+            s, ptr_or_null<T>(&gy), ptr_or_null<T>(has_x ? &x : nullptr), ptr_or_null<T>(&w),
+            has_gx ? reinterpret_cast<T*>(gx.ptr) : nullptr,
+            has_gw ? reinterpret_cast<T*>(gw.ptr) : nullptr,
+            has_gb ? reinterpret_cast<T*>(gb.ptr) : nullptr, stream);
+    };
+    if (w.itemsize == 4)
+        run(float{});
+    else
+        run(double{});
+}
+
+void conv_transpose2d_cuda(const py::object& x_obj, const py::object& w_obj,
+                           const py::object& bias_obj, const py::object& out_obj,
+                           const py::object& stride, const py::object& padding,
+                           const py::object& dilation, std::int64_t groups,
+                           const py::object& stream_obj) {
+    const CudaArray w = conv_array(w_obj, "w", nullptr, nullptr);
+    const CudaArray x = conv_array(x_obj, "x", &w, "w");
+    const CudaArray out = conv_array(out_obj, "out", &w, "w");
+    const auto out_shape = conv_shape4(out, "out");
+    const auto s = pyfast::conv_transpose2d_shape(
+        conv_shape4(x, "x"), conv_shape4(w, "w"), out_shape, conv_pair(stride, "stride"),
+        conv_pair(padding, "padding"), conv_pair(dilation, "dilation"), groups);
+    check_conv_out(out, "out", out_shape);
+    CudaArray bias;
+    const bool has_bias = !bias_obj.is_none();
+    if (has_bias) {
+        bias = conv_array(bias_obj, "bias", &w, "w");
+        check_conv_vector(bias, "bias", s.c);
+    }
+    const cudaStream_t stream = stream_of(stream_obj);
+    device_for("conv_transpose2d",
+                {{&x, "x"}, {&w, "w"}, {&out, "out"}, {has_bias ? &bias : nullptr, "bias"}});
+    py::gil_scoped_release release;
+    if (w.itemsize == 4)
+        pyfast::cuda::conv_transpose2d<float>(s, ptr_or_null<float>(&x), ptr_or_null<float>(&w),
+                                              ptr_or_null<float>(has_bias ? &bias : nullptr),
+                                              reinterpret_cast<float*>(out.ptr), stream);
+    else
+        pyfast::cuda::conv_transpose2d<double>(s, ptr_or_null<double>(&x), ptr_or_null<double>(&w),
+                                               ptr_or_null<double>(has_bias ? &bias : nullptr),
+                                               reinterpret_cast<double*>(out.ptr), stream);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cuda, m) {
     m.doc() = "pyfast native CUDA kernels (static cudart; sm_80, sm_90 and PTX)";
-    m.attr("FAMILIES") = py::make_tuple("gemm", "softmax_xent", "optim");
+    m.attr("FAMILIES") = py::make_tuple("gemm", "conv", "softmax_xent", "optim");
 
     m.def("device_count", &device_count,
           "Number of usable CUDA devices; 0 (never an error) without a driver or a device.");
@@ -757,4 +937,20 @@ PYBIND11_MODULE(_cuda, m) {
           py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
           py::arg("decoupled"), py::arg("amsgrad"), py::kw_only(), py::arg("stream"),
           "torch.optim.Adam's (decoupled: AdamW's) step over lists of CUDA arrays, one launch.");
+    m.def("conv2d", &conv2d_cuda, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("out"),
+          py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
+          py::arg("relu"), py::kw_only(), py::arg("stream"),
+          "out = relu?(conv2d(x, w) + bias), enqueued on `stream` without synchronising. x (N, "
+          "C, H, W), w (K, C/groups, kh, kw), bias (K,) or None, out (N, K, OH, OW): C-contiguous "
+          "CUDA arrays of one dtype on the current device; stride, padding, dilation (h, w).");
+    m.def("conv2d_backward", &conv2d_backward_cuda, py::arg("gy"), py::arg("x"), py::arg("w"),
+          py::arg("gx"), py::arg("gw"), py::arg("gb"), py::arg("stride"), py::arg("padding"),
+          py::arg("dilation"), py::arg("groups"), py::kw_only(), py::arg("stream"),
+          "Overwrites conv2d's gradients gx, gw, gb (each may be None; x may be None when gw "
+          "is) given gy, enqueued on `stream`.");
+    m.def("conv_transpose2d", &conv_transpose2d_cuda, py::arg("x"), py::arg("w"),
+          py::arg("bias"), py::arg("out"), py::arg("stride"), py::arg("padding"),
+          py::arg("dilation"), py::arg("groups"), py::kw_only(), py::arg("stream"),
+          "out = conv_transpose2d(x, w) + bias, enqueued on `stream`. x (N, Cin, H, W), w (Cin, "
+          "Cout/groups, kh, kw), out (N, Cout, OH, OW) whose extent carries output_padding.");
 }

@@ -4,11 +4,12 @@ Kernels take cupy arrays (numpy arrays under NUMBA_ENABLE_CUDASIM=1) and launch 
 current stream; cupy itself is imported only when a kernel runs on cupy arrays."""
 
 from .gemm import matmul
+from .conv import conv2d, conv2d_backward, conv_transpose2d
 from .optim import adam_step, rmsprop_step, sgd_step
 from .softmax_xent import bce_with_logits, mse, softmax, softmax_xent
 
-FAMILIES = ("gemm", "softmax_xent", "optim")
+FAMILIES = ("gemm", "conv", "softmax_xent", "optim")
 
-__all__ = ["FAMILIES", "matmul"]
-__all__ += ["softmax", "softmax_xent", "bce_with_logits", "mse"]
-__all__ += ["sgd_step", "rmsprop_step", "adam_step"]
+__all__ = ["FAMILIES", "matmul", "conv2d", "conv2d_backward", "conv_transpose2d",
+           "softmax", "softmax_xent", "bce_with_logits", "mse",
+           "sgd_step", "rmsprop_step", "adam_step"]

@@ -2,6 +2,8 @@
 a dropped term fails while summation order does not), the reference against torch, finite
 differences, and the argument checks of pf.ops.conv2d / conv2d_backward / conv_transpose2d."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -283,3 +285,347 @@ def test_empty_batch():
     assert pf.ops.conv2d(x, w).shape == (0, 2, 3, 3)
     gx, gw, gb = pf.ops.conv2d_backward(np.ones((0, 2, 3, 3), np.float32), x, w)
     assert gx.shape == x.shape and not gw.any() and not gb.any()
+
+
+# ---------------------------------------------------------------------- random geometries
+
+def random_geometries(count, seed):
+    """Small convolutions with every parameter drawn at random, padding up to beyond the
+    kernel's reach included; (x, w, bias, kwargs, transposed kwargs or None)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        g = int(rng.choice([1, 1, 2, 3]))
+        cg, kg = (int(v) for v in rng.integers(1, 5, 2))
+        kh, kw = (int(v) for v in rng.integers(1, 6, 2))
+        # stride 1 on both axes half the time: the native direct kernels take those
+        s = (1, 1) if rng.random() < 0.5 else tuple(int(v) for v in rng.integers(1, 4, 2))
+        d = tuple(int(v) for v in rng.integers(1, 3, 2))
+        p = tuple(int(v) for v in rng.integers(0, 4, 2))
+        h = int(rng.integers(max(1, d[0] * (kh - 1) + 1 - 2 * p[0]), 16))
+        w = int(rng.integers(max(1, d[1] * (kw - 1) + 1 - 2 * p[1]), 16))
+        x = rng.standard_normal((int(rng.integers(1, 4)), cg * g, h, w))
+        wt = rng.standard_normal((kg * g, cg, kh, kw))
+        op = tuple(int(rng.integers(0, max(si, di))) for si, di in zip(s, d))
+        yield x, wt, rng.standard_normal(kg * g), dict(stride=s, padding=p, dilation=d,
+                                                       groups=g), op
+
+
+def poison_scratch(backend):
+    """Run a convolution on NaNs, so per-thread scratch buffers that a kernel reuses hold NaN:
+    a later read of memory it did not write then shows in the result."""
+    x = np.full((4, 8, 24, 24), np.nan)
+    w = np.ones((8, 8, 3, 3))
+    for stride in (1, 2):  # unpadded: no zeros among the NaNs of the copied planes
+        y = pf.ops.conv2d(x, w, stride=stride, backend=backend)
+        pf.ops.conv2d_backward(y, x, w, stride=stride, backend=backend)
+
+
+@pytest.mark.parametrize("backend", backend_params("conv", "cpu"))
+def test_random_geometries(backend):
+    """Forward, gradients and the transposed convolution on 60 random geometries, each
+    kernel right after a run that left NaN in the scratch buffers, at 1, 2 and 3 threads."""
+    before = pf.get_num_threads()
+    try:
+        for i, (x, w, b, kw, op) in enumerate(random_geometries(60, 25)):
+            pf.set_num_threads(1 + i % 3)
+            what = f"case {i}: x {x.shape}, w {w.shape}, {kw}"
+            want = reference(pf.ops.conv2d, x, w, b, activation="relu", **kw)
+            gy = np.random.default_rng(i).standard_normal(want.shape)
+            poison_scratch(backend)
+            got = pf.ops.conv2d_backward(gy, x, w, backend=backend, **kw)
+            for name, g, wg in zip("xwb", got, reference(pf.ops.conv2d_backward, gy, x, w, **kw)):
+                np.testing.assert_allclose(g, wg, rtol=1e-10, atol=1e-10, err_msg=name + " " + what)
+            poison_scratch(backend)
+            y = pf.ops.conv2d(x, w, b, activation="relu", backend=backend, **kw)
+            np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-10, err_msg=what)
+            # a transposed convolution of x (its channels as Cin)
+            wt = np.random.default_rng(i).standard_normal((x.shape[1], w.shape[0] // kw["groups"])
+                                                          + w.shape[2:])
+            try:
+                want = reference(pf.ops.conv_transpose2d, x, wt, b, output_padding=op, **kw)
+            except ValueError:  # the output would be empty
+                continue
+            poison_scratch(backend)
+            got = pf.ops.conv_transpose2d(x, wt, b, output_padding=op, backend=backend, **kw)
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10, err_msg="T " + what)
+    finally:
+        pf.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------- tiles, bands, memory
+
+# Shapes that cross the native and numba kernels' tiling: stride 2 with a column matrix of
+# several tiles, and stride-1 images with more rows than one band of padded planes holds.
+TILED = [
+    ("im2col-tiles", 1, 64, 80, 80, 8, 3, 3, 2, 1, 1, 1),
+    ("direct-bands", 1, 64, 40, 128, 16, 3, 3, 1, 1, 1, 1),
+    ("direct-bands-dilated", 2, 16, 37, 150, 8, 3, 5, 1, (2, 1), (2, 1), 2),
+]
+
+
+@pytest.mark.parametrize("backend", backend_params("conv", "cpu"))
+@pytest.mark.parametrize("case", TILED, ids=[c[0] for c in TILED])
+def test_tiles_and_bands(backend, case):
+    x, w, b, kw = conv_case(case, np.float32, 16)
+    got = pf.ops.conv2d(x, w, b, activation="relu", backend=backend, **kw)
+    x64, w64, b64 = f64(x, w, b)
+    want = reference(pf.ops.conv2d, x64, w64, b64, activation="relu", **kw)
+    mag = reference(pf.ops.conv2d, np.abs(x64), np.abs(w64), np.abs(b64), **kw)
+    assert_within(got, want, rounding_bound(np.float32, w[0].size + 1, mag), "conv2d")
+    gy = np.random.default_rng(17).standard_normal(got.shape).astype(np.float32)
+    grads = pf.ops.conv2d_backward(gy, x, w, backend=backend, **kw)
+    want = reference(pf.ops.conv2d_backward, *f64(gy, x, w), **kw)
+    mag = reference(pf.ops.conv2d_backward, *(np.abs(a) for a in f64(gy, x, w)), **kw)
+    n, _, oh, ow = got.shape
+    terms = (w.shape[0] // kw["groups"] * w.shape[2] * w.shape[3], n * oh * ow, n * oh * ow)
+    for name, g, wg, m, t in zip("xwb", grads, want, mag, terms):
+        assert_within(g, wg, rounding_bound(np.float32, t, m), "g" + name)
+
+
+MEMORY_SCRIPT = """
+import sys
+import numpy as np
+import pyfast as pf
+backend = sys.argv[1]
+pf.set_num_threads(1)  # the bound is per thread; one keeps the time steady on a busy machine
+x = np.random.default_rng(0).standard_normal((1, 64, 512, 512), dtype=np.float32)
+w = np.random.default_rng(1).standard_normal((64, 64, 3, 3), dtype=np.float32) * 0.05
+for stride in (1, 2):  # the direct path, then im2col
+    y = pf.ops.conv2d(x, w, stride=stride, padding=1, backend=backend)
+    grads = pf.ops.conv2d_backward(np.ones_like(y), x, w, stride=stride, padding=1, backend=backend)
+    del y, grads
+# VmHWM, not ru_maxrss: the latter starts from the parent's size at fork
+print([int(l.split()[1]) // 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0])
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmHWM from /proc")
+@pytest.mark.parametrize("backend", [p for p in backend_params("conv", "cpu")
+                                     if p.values[0] != "reference"])
+def test_unet_sized_input_keeps_memory_bounded(backend):
+    """A 512x512, 64-channel layer (forward and backward, stride 1 and 2) in a fresh process
+    peaks at the arrays plus a bounded workspace; a whole column matrix alone would be
+    64*9 * 512*512 * 4 bytes = 604 MB. (The reference builds exactly that matrix: it is the
+    spec, not a bounded kernel; it peaks at 1.5 GB here.)"""
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, backend], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    peak_mb = int(run.stdout.split()[-1])
+    # x, y, gy, gx: 64 MB each; numpy, pyfast (and numba) themselves: < 200 MB
+    assert peak_mb < 4 * 64 + 250, f"peak RSS {peak_mb} MB"
+
+
+# ---------------------------------------------------------------------- native bindings
+
+class TestNativeBinding:
+    """pyfast._C's conv functions check everything themselves: a direct call with bad
+    arguments raises (ValueError/TypeError naming the argument) instead of crashing."""
+    x = np.ones((2, 4, 8, 8), np.float32)
+    w = np.ones((6, 2, 3, 3), np.float32)
+    out = np.empty((2, 6, 6, 6), np.float32)
+    one, zero = (1, 1), (0, 0)
+
+    @pytest.fixture(autouse=True)
+    def _c(self):
+        self.C = pytest.importorskip("pyfast._C")
+
+    def conv(self, x=None, w=None, bias=None, out=None, stride=(1, 1), padding=(0, 0),
+             dilation=(1, 1), groups=2):
+        return self.C.conv2d(self.x if x is None else x, self.w if w is None else w, bias,
+                             self.out if out is None else out, stride, padding, dilation,
+                             groups, False)
+
+    def test_valid_call_matches_reference(self):
+        self.conv()
+        want = pf.ops.conv2d(self.x, self.w, groups=2, backend="reference")
+        np.testing.assert_allclose(self.out, want)
+
+    @pytest.mark.parametrize("kwargs,message", [
+        (dict(groups=3), r"w has shape \(6, 2, 3, 3\), which does not fit x of shape \(2, 4, 8, 8\) with groups=3"),
+        (dict(groups=0), "groups must be >= 1"),
+        (dict(stride=(0, 1)), r"stride must be in 1\.\."),
+        (dict(padding=(-1, 0)), r"padding must be in 0\.\."),
+        (dict(dilation=(1, 2 ** 40)), r"dilation must be in 1\.\."),
+        (dict(out=np.empty((2, 6, 6, 5), np.float32)), r"out must have shape \(2, 6, 6, 6\), got \(2, 6, 6, 5\)"),
+        (dict(out=np.empty((2, 6, 6, 6), np.float32)[:, :, :, ::-1]), "out must be C-contiguous"),
+        (dict(x=np.ones((2, 4, 8, 16), np.float32)[..., ::2]), "x must be C-contiguous"),
+        (dict(x=np.ones((4, 8, 8), np.float32)), r"x must be 4-D, got shape \(4, 8, 8\)"),
+        (dict(x=np.ones((2, 4, 8, 8))), "x must have dtype float32, got float64"),
+        (dict(bias=np.ones(5, np.float32)), r"bias must have shape \(6,\), got \(5,\)"),
+        (dict(w=np.ones((6, 2, 9, 3), np.float32)), "the kernel spans 9 rows"),
+    ])
+    def test_conv2d_rejects(self, kwargs, message):
+        with pytest.raises(ValueError, match=message):
+            self.conv(**kwargs)
+
+    def test_dtype_must_be_float(self):
+        with pytest.raises(TypeError, match="w must be float32 or float64, got int32"):
+            self.conv(w=self.w.astype(np.int32))
+
+    def test_read_only_output(self):
+        out = np.empty((2, 6, 6, 6), np.float32)
+        out.setflags(write=False)
+        with pytest.raises(ValueError, match="out is read-only"):
+            self.conv(out=out)
+
+    def test_backward_rejects(self):
+        gy, f = np.ones((2, 6, 6, 6), np.float32), np.float32
+        with pytest.raises(ValueError, match="the weight gradient gw needs x"):
+            self.C.conv2d_backward(gy, None, self.w, None, np.empty_like(self.w), None,
+                                   self.one, self.zero, self.one, 2)
+        with pytest.raises(ValueError, match=r"gy must have shape \(2, 6, 6, 6\), got \(2, 6, 5, 6\)"):
+            self.C.conv2d_backward(np.ones((2, 6, 5, 6), f), self.x, self.w, None,
+                                   np.empty_like(self.w), None, self.one, self.zero, self.one, 2)
+        with pytest.raises(ValueError, match=r"gx must have shape \(2, 4, 8, 8\)"):
+            self.C.conv2d_backward(gy, self.x, self.w, np.empty((2, 4, 8, 7), f), None, None,
+                                   self.one, self.zero, self.one, 2)
+        with pytest.raises(ValueError, match=r"gb must have shape \(6,\)"):
+            self.C.conv2d_backward(gy, None, self.w, None, None, np.empty(5, f), self.one,
+                                   self.zero, self.one, 2)
+        with pytest.raises(ValueError, match="output channels differ"):
+            self.C.conv2d_backward(np.ones((2, 5, 6, 6), f), self.x, self.w, None, None,
+                                   np.empty(5, f), self.one, self.zero, self.one, 2)
+
+    def test_transposed_rejects(self):
+        f = np.float32
+        w = np.ones((4, 3, 2, 2), f)
+        with pytest.raises(ValueError, match="which no output_padding gives"):
+            self.C.conv_transpose2d(self.x, w, None, np.empty((2, 3, 18, 16), f), (2, 2),
+                                    self.zero, self.one, 1)
+        with pytest.raises(ValueError, match=r"they must be \(N, Cin, H, W\)"):
+            self.C.conv_transpose2d(self.x, np.ones((3, 3, 2, 2), f), None,
+                                    np.empty((2, 3, 16, 16), f), (2, 2), self.zero, self.one, 1)
+        with pytest.raises(ValueError, match=r"bias must have shape \(3,\)"):
+            self.C.conv_transpose2d(self.x, w, np.ones(4, f), np.empty((2, 3, 16, 16), f),
+                                    (2, 2), self.zero, self.one, 1)
+
+    def test_empty_and_degenerate_shapes_do_not_crash(self):
+        f = np.float32
+        self.C.conv2d(np.ones((0, 4, 8, 8), f), self.w, None, np.empty((0, 6, 6, 6), f),
+                      self.one, self.zero, self.one, 2, False)
+        # an empty input read entirely through padding gives zeros
+        out = np.full((1, 6, 2, 2), 7, f)
+        self.C.conv2d(np.ones((1, 4, 0, 0), f), np.ones((6, 2, 1, 1), f), None, out, self.one,
+                      self.one, self.one, 2, False)
+        assert not out.any()
+        gx, gw, gb = np.empty((1, 4, 0, 0), f), np.full((6, 2, 1, 1), 7, f), np.empty(6, f)
+        self.C.conv2d_backward(np.ones((1, 6, 2, 2), f), np.ones((1, 4, 0, 0), f),
+                               np.ones((6, 2, 1, 1), f), gx, gw, gb, self.one, self.one,
+                               self.one, 2)
+        assert not gw.any() and (gb == 4).all()
+
+
+# ---------------------------------------------------------------------- numba CUDA (simulator)
+
+# (name, N, C, H, W, K, kh, kw, stride, padding, dilation, groups): tiny, since every thread
+# of the simulator is a Python thread; "splits" sums its weight gradient in two splits.
+SIM_CASES = [
+    ("3x2-groups2", 2, 4, 5, 6, 6, 3, 2, (2, 1), (1, 0), (1, 2), 2),
+    ("3x3-pad", 1, 3, 7, 5, 4, 3, 3, 1, 1, 1, 1),
+    ("splits", 2, 2, 9, 9, 3, 1, 1, 1, 0, 1, 1),
+]
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", SIM_CASES, ids=[c[0] for c in SIM_CASES])
+def test_numba_cuda_kernels_in_simulator(dtype, case):
+    from pyfast.kernels import cuda as kernels
+    x, w, b, kw = conv_case(case, dtype, 18)
+    pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
+    params = [pair(kw[name]) for name in ("stride", "padding", "dilation")] + [kw["groups"]]
+    x64, w64, b64 = f64(x, w, b)
+    want = reference(pf.ops.conv2d, x64, w64, b64, activation="relu", **kw)
+    out = np.empty(want.shape, dtype)
+    kernels.conv2d(x, w, b, out, *params, True)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(out, want, **tol)
+    gy = np.random.default_rng(19).standard_normal(out.shape).astype(dtype)
+    grads = (np.empty_like(x), np.empty_like(w), np.empty(w.shape[0], dtype))
+    kernels.conv2d_backward(gy, x, w, *grads, *params)
+    for name, g, wg in zip("xwb", grads, reference(pf.ops.conv2d_backward, *f64(gy, x, w), **kw)):
+        np.testing.assert_allclose(g, wg, err_msg=name, **tol)
+
+
+@pytest.mark.cudasim
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numba_cuda_transposed_in_simulator(dtype):
+    from pyfast.kernels import cuda as kernels
+    x, w, b, kw = transposed_case(("3x3/2-outpad", 1, 4, 4, 3, 3, 3, 3, 2, 1, 1, 1, 1), dtype, 20)
+    want = reference(pf.ops.conv_transpose2d, *f64(x, w, b), **kw)
+    out = np.empty(want.shape, dtype)
+    kernels.conv_transpose2d(x, w, b, out, (2, 2), (1, 1), (1, 1), 1)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(out, want, **tol)
+
+
+# ---------------------------------------------------------------------- GPU
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", backend_params("conv", "cuda"))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES + TILED, ids=CASE_IDS + [c[0] for c in TILED])
+def test_cuda_matches_float64_reference(backend, dtype, case):
+    import cupy
+    x, w, b, kw = conv_case(case, dtype, 21)
+    x64, w64, b64 = f64(x, w, b)
+    got = pf.ops.conv2d(cupy.asarray(x), cupy.asarray(w), cupy.asarray(b), activation="relu",
+                        backend=backend, **kw)
+    assert isinstance(got, cupy.ndarray)
+    want = reference(pf.ops.conv2d, x64, w64, b64, activation="relu", **kw)
+    mag = reference(pf.ops.conv2d, np.abs(x64), np.abs(w64), np.abs(b64), **kw)
+    assert_within(cupy.asnumpy(got), want, rounding_bound(dtype, w[0].size + 1, mag), "conv2d")
+    gy = np.random.default_rng(22).standard_normal(want.shape).astype(dtype)
+    grads = pf.ops.conv2d_backward(cupy.asarray(gy), cupy.asarray(x), cupy.asarray(w),
+                                   backend=backend, **kw)
+    want = reference(pf.ops.conv2d_backward, *f64(gy, x, w), **kw)
+    mag = reference(pf.ops.conv2d_backward, *(np.abs(a) for a in f64(gy, x, w)), **kw)
+    n, _, oh, ow = gy.shape
+    terms = (w.shape[0] // kw["groups"] * w.shape[2] * w.shape[3], n * oh * ow, n * oh * ow)
+    for name, g, wg, m, t in zip("xwb", grads, want, mag, terms):
+        assert_within(cupy.asnumpy(g), wg, rounding_bound(dtype, t, m), "g" + name)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", backend_params("conv", "cuda"))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", TRANSPOSED, ids=TRANSPOSED_IDS)
+def test_cuda_transposed_matches_reference(backend, dtype, case):
+    import cupy
+    x, w, b, kw = transposed_case(case, dtype, 23)
+    got = pf.ops.conv_transpose2d(cupy.asarray(x), cupy.asarray(w), cupy.asarray(b),
+                                  backend=backend, **kw)
+    want = reference(pf.ops.conv_transpose2d, *f64(x, w, b), **kw)
+    tol = dict(rtol=1e-4, atol=1e-3) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(cupy.asnumpy(got), want, **tol)
+    gy = np.random.default_rng(24).standard_normal(want.shape).astype(dtype)
+    grads = pf.ops.conv_transpose2d_backward(cupy.asarray(gy), cupy.asarray(x), cupy.asarray(w),
+                                             backend=backend, **kw)
+    for name, g, wg in zip("xwb", grads,
+                           reference(pf.ops.conv_transpose2d_backward, *f64(gy, x, w), **kw)):
+        np.testing.assert_allclose(cupy.asnumpy(g), wg, err_msg=name, **tol)
+
+
+@pytest.mark.cuda
+def test_native_cuda_binding_checks():
+    import cupy
+    cuda_ext = pytest.importorskip("pyfast._cuda")
+    x = cupy.ones((2, 4, 8, 8), cupy.float32)
+    w = cupy.ones((6, 2, 3, 3), cupy.float32)
+    out = cupy.empty((2, 6, 6, 6), cupy.float32)
+    stream = cupy.cuda.get_current_stream().ptr
+    with pytest.raises(ValueError, match="which does not fit"):
+        cuda_ext.conv2d(x, w, None, out, (1, 1), (0, 0), (1, 1), 3, False, stream=stream)
+    with pytest.raises(ValueError, match=r"out must have shape \(2, 6, 6, 6\)"):
+        cuda_ext.conv2d(x, w, None, out[:, :, :5], (1, 1), (0, 0), (1, 1), 2, False, stream=stream)
+    with pytest.raises(TypeError, match="x is float64 but w is float32"):
+        cuda_ext.conv2d(x.astype(cupy.float64), w, None, out, (1, 1), (0, 0), (1, 1), 2, False,
+                        stream=stream)
+    with pytest.raises(ValueError, match="must be C-contiguous"):
+        cuda_ext.conv2d(cupy.ones((2, 4, 8, 16), cupy.float32)[..., ::2], w, None, out, (1, 1),
+                        (0, 0), (1, 1), 2, False, stream=stream)
+    with pytest.raises(TypeError, match="must be a CUDA array"):
+        cuda_ext.conv2d(np.ones((2, 4, 8, 8), np.float32), w, None, out, (1, 1), (0, 0), (1, 1),
+                        2, False, stream=stream)

@@ -1,0 +1,1037 @@
+// Convolution on the CPU (NCHW, float32 and float64): forward, both gradients and the
+// transposed convolution, for any stride, padding, dilation and groups (a group is a channel
+// slice; strides make it free). Two paths, chosen per shape:
+//
+// Stride 1 (every 3x3 and 1x1 layer of ResNet and U-Net, and the input gradient of those):
+// direct kernels on zero-padded copies of the input ("planes", see the direct section). The
+// forward micro-kernel reads its B vectors straight from the planes, so nothing is packed
+// per output position; the weight gradient broadcasts from them. Measured against im2col +
+// the packed GEMM (1 thread, AVX-512, float32, 3x3 N32 C64 32x32): forward 143 -> 234
+// GFLOP/s, weight gradient 121 -> 213; the GEMM lost to the packing of a column matrix that
+// only 64 output channels share.
+//
+// Other strides: im2col + the packed GEMM (gemm.h), per image n and group g, with P = OH*OW
+// and CRS = C/groups * kh * kw:
+//   forward      y[n,g] (Kg x P)     = W[g] (Kg x CRS) @ cols(x[n,g]) (CRS x P)   bias, ReLU fused
+//   weight grad  gW[g]  (Kg x CRS)  += gy[n,g] (Kg x P) @ cols(x[n,g])^T
+//   input grad   dcols = W[g]^T @ gy[n,g], scattered back into gx (col2im)
+// cols is im2col: row (c, i, j) holds x under kernel tap (i, j) for every output position.
+// A stride-1 input gradient is instead the forward convolution of gy with the flipped,
+// transposed weights and padding d*(k-1)-p: a gather, on the direct path.
+// The column buffer holds one tile of output positions (kColumnBytes), and the direct path's
+// planes one band of rows (kBandBytes), so memory is bounded whatever the image size (a
+// 512x512 U-Net layer needs about a MB per thread, not GB) and stays in cache.
+//
+// Threads: when there are at least as many (image, group, tile or band) items as threads,
+// and they divide evenly (or are plenty), each thread takes whole items and runs them
+// single-threaded (the GEMM's own parallel region is nested, hence inactive): no barriers,
+// and each thread's data stays in its own L2. Weight gradients then go to per-thread partial
+// sums, added up in a fixed order. With fewer items (batch 1, small images) the items run in
+// turn with the work inside split over the threads. col2im works on whole (image, group)
+// slices in the first mode and splits channels in the second, so no two threads ever add
+// into the same element of gx.
+
+#include "cpu/conv.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <new>
+#include <vector>
+
+#include "common/runtime.h"
+#include "cpu/gemm.h"
+
+namespace pyfast {
+namespace {
+
+using std::int64_t;
+
+// Column buffer per thread: a tile of it stays in L2 while the GEMM packs it.
+constexpr int64_t kColumnBytes = 1 << 20;
+// Tile widths are multiples of the widest GEMM micro-tile (32 float32 columns on AVX-512),
+// so only the last tile of an image has a ragged edge.
+constexpr int64_t kTileQuantum = 32;
+// Per-thread weight-gradient partial sums may take this much in all; beyond it the weight
+// gradient runs items in turn with the GEMM parallel inside.
+constexpr int64_t kPartialBytes = int64_t(256) << 20;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }  // a >= 0, b > 0
+
+int64_t clamp(int64_t v, int64_t lo, int64_t hi) { return std::min(std::max(v, lo), hi); }
+
+// Sizes derived from a ConvShape.
+struct Dims {
+    int64_t cg, kg;   // channels per group, in and out
+    int64_t taps;     // kh * kw
+    int64_t rows;     // CRS: rows of the column matrix, Cg * kh * kw
+    int64_t hw, p;    // input and output positions per channel
+
+    explicit Dims(const ConvShape& s)
+        : cg(s.c / s.groups), kg(s.k / s.groups), taps(s.kh * s.kw), rows(cg * taps),
+          hw(s.h * s.w), p(s.oh * s.ow) {}
+};
+
+// Grow-only, 64-byte aligned buffer of the calling thread, kept between calls.
+class ThreadBuffer {
+   public:
+    ~ThreadBuffer() { std::free(ptr_); }
+    template <typename T>
+    T* get(int64_t count) {
+        const size_t bytes = (static_cast<size_t>(count) * sizeof(T) + 63) / 64 * 64;
+        if (bytes > bytes_) {
+            std::free(ptr_);
+            ptr_ = std::aligned_alloc(64, bytes);
+            bytes_ = ptr_ ? bytes : 0;
+            if (!ptr_) throw std::bad_alloc();
+        }
+        return static_cast<T*>(ptr_);
+    }
+
+   private:
+    void* ptr_ = nullptr;
+    size_t bytes_ = 0;
+};
+
+thread_local ThreadBuffer column_buffer;
+
+// Output columns ow whose input column ow * sw + off lies inside [0, w): [lo, hi).
+struct Span {
+    int64_t lo, hi;
+};
+Span inside_columns(const ConvShape& s, int64_t off) {
+    const int64_t lo = off >= 0 ? 0 : ceil_div(-off, s.sw);
+    const int64_t hi = s.w - 1 - off < 0 ? 0 : std::min(s.ow, (s.w - 1 - off) / s.sw + 1);
+    return {std::min(lo, s.ow), std::max(hi, std::min(lo, s.ow))};
+}
+
+// Calls f(input row ih, or -1 for a padding row; column offset off; span; ow_begin, ow_end;
+// offset into the tile) for each output-row segment of positions [p0, p1) under tap (i, j).
+template <typename F>
+PYFAST_INLINE void for_segments(const ConvShape& s, int64_t i, int64_t j, int64_t p0,
+                                int64_t p1, F&& f) {
+    const int64_t off = j * s.dw - s.pw;
+    const Span span = inside_columns(s, off);
+    for (int64_t p = p0; p < p1;) {
+        const int64_t oh = p / s.ow, a = p - oh * s.ow, b = std::min(s.ow, a + (p1 - p));
+        const int64_t ih = oh * s.sh - s.ph + i * s.dh;
+        f(ih >= 0 && ih < s.h ? ih : -1, off, span, a, b, p - p0);
+        p += b - a;
+    }
+}
+
+// Rows [r0, r1) of the column matrix of one image's channel slice xg (Cg x h x w), over
+// output positions [p0, p1): cols[(r - r0) * ld + p - p0].
+template <typename T>
+void im2col(const ConvShape& s, const Dims& d, const T* xg, int64_t r0, int64_t r1, int64_t p0,
+            int64_t p1, T* cols, int64_t ld) {
+    for (int64_t r = r0; r < r1; ++r) {
+        const int64_t c = r / d.taps, i = r % d.taps / s.kw, j = r % s.kw;
+        const T* xc = xg + c * d.hw;
+        T* dst = cols + (r - r0) * ld;
+        for_segments(s, i, j, p0, p1, [&](int64_t ih, int64_t off, Span span, int64_t a,
+                                           int64_t b, int64_t at) {
+            T* out = dst + at - a;  // out[ow] for ow in [a, b)
+            if (ih < 0) {
+                std::fill(out + a, out + b, T(0));
+                return;
+            }
+            const T* row = xc + ih * s.w;
+            const int64_t lo = clamp(span.lo, a, b), hi = clamp(span.hi, lo, b);
+            std::fill(out + a, out + lo, T(0));
+            if (s.sw == 1) {
+                if (hi > lo) std::memcpy(out + lo, row + lo + off, (hi - lo) * sizeof(T));
+            } else {
+                for (int64_t ow = lo; ow < hi; ++ow) out[ow] = row[ow * s.sw + off];
+            }
+            std::fill(out + hi, out + b, T(0));
+        });
+    }
+}
+
+// The reverse of im2col for channels [c0, c1): xg (Cg x h x w) += each element of cols
+// (all rows, positions [p0, p1)) at the place im2col took it from.
+template <typename T>
+void col2im(const ConvShape& s, const Dims& d, const T* cols, int64_t c0, int64_t c1,
+            int64_t p0, int64_t p1, T* xg) {
+    const int64_t ld = p1 - p0;
+    for (int64_t r = c0 * d.taps; r < c1 * d.taps; ++r) {
+        const int64_t c = r / d.taps, i = r % d.taps / s.kw, j = r % s.kw;
+        T* xc = xg + c * d.hw;
+        const T* src = cols + r * ld;
+        for_segments(s, i, j, p0, p1, [&](int64_t ih, int64_t off, Span span, int64_t a,
+                                           int64_t b, int64_t at) {
+            if (ih < 0) return;
+            const T* in = src + at - a;
+            T* row = xc + ih * s.w;
+            const int64_t lo = clamp(span.lo, a, b), hi = clamp(span.hi, lo, b);
+            if (s.sw == 1) {
+                T* dst = row + off;
+                for (int64_t ow = lo; ow < hi; ++ow) dst[ow] += in[ow];
+            } else {
+                for (int64_t ow = lo; ow < hi; ++ow) row[ow * s.sw + off] += in[ow];
+            }
+        });
+    }
+}
+
+// How the output positions of one (image, group) are cut into tiles, and who runs them.
+struct Tiling {
+    int64_t width = 0, tiles = 0;  // positions per tile (the last may be narrower), tiles
+    int64_t images = 1;            // whole images per item (then tiles == 1), else 1
+    int64_t items = 0;             // image blocks * groups * tiles
+    bool by_item = false;          // threads take whole items, else items run in turn
+
+    // Item -> images [n0, n1), group g, positions [p0, p1).
+    struct Item {
+        int64_t n0, n1, g, p0, p1;
+    };
+    Item operator()(int64_t item, int64_t n, int64_t groups, int64_t positions) const {
+        const int64_t tile = item % tiles, pair = item / tiles;
+        const int64_t block = pair / groups, g = pair % groups;
+        const int64_t p0 = tile * width;
+        return {block * images, std::min(n, (block + 1) * images), g, p0,
+                std::min(positions, p0 + width)};
+    }
+};
+
+// gemm_inside: the items call the GEMM, whose own parallel region must then be inactive. It
+// is not where nested parallelism is enabled: torch's libgomp sets max-active-levels to
+// INT_MAX, and every thread would start a team of its own. The direct kernels' inner
+// regions ask for one thread explicitly, so nesting does not matter to them.
+bool threads_take_items(int64_t items, int threads, bool gemm_inside) {
+    // An imbalance of one item in four is tolerated; less work than that is split inside.
+    return threads > 1 && items >= threads && (items % threads == 0 || items >= 4 * threads) &&
+           (!gemm_inside || omp_get_max_active_levels() <= 1);
+}
+
+// Small images make narrow GEMMs: the forward and the weight gradient then put several whole
+// images side by side in one column matrix of up to kBatchBytes, aiming at kBatchPositions
+// columns (the GEMM's output goes through a buffer back to NCHW).
+constexpr int64_t kBatchBytes = 4 << 20;
+constexpr int64_t kBatchPositions = 512;
+
+// rows: column-matrix rows. split: cut tiles finer so that every thread gets an item, and
+// put small images together (forward and weight gradient; col2im needs whole images).
+Tiling plan_tiles(int64_t n, int64_t groups, int64_t positions, int64_t rows, int64_t elem,
+                  int threads, bool split) {
+    Tiling t;
+    if (split && positions < kBatchPositions) {
+        int64_t m = std::min({n, kBatchPositions / positions,
+                              std::max<int64_t>(1, kBatchBytes / (rows * positions * elem))});
+        while (m > 1 && ceil_div(n, m) * groups < threads) m = ceil_div(m, 2);
+        if (m > 1) {
+            t.images = m, t.width = positions, t.tiles = 1;
+            t.items = ceil_div(n, m) * groups;
+            t.by_item = threads_take_items(t.items, threads, true);
+            return t;
+        }
+    }
+    const int64_t pairs = n * groups;
+    int64_t width = positions;
+    if (rows > 0)
+        width = std::max(kTileQuantum,
+                         kColumnBytes / (rows * elem) / kTileQuantum * kTileQuantum);
+    int64_t tiles = ceil_div(positions, std::min(width, positions));
+    if (split)
+        while (threads > 1 && (pairs * tiles) % threads != 0 && pairs * tiles < 4 * threads &&
+               positions / (tiles + 1) >= kTileQuantum)
+            ++tiles;
+    t.width = std::min(positions, ceil_div(ceil_div(positions, tiles), kTileQuantum) * kTileQuantum);
+    t.tiles = ceil_div(positions, t.width);
+    t.items = pairs * t.tiles;
+    t.by_item = threads_take_items(split ? t.items : pairs, threads, true);
+    return t;
+}
+
+// Runs fn(item, thread) for items [0, count): spread over the threads when by_item, else in
+// turn on the calling thread. Items that write disjoint outputs are handed out as threads
+// come free (a thread slowed by another process does not hold the rest up); those that sum
+// into per-thread partials (`fixed`) are split statically, so which items each partial
+// holds, and the rounding of the total, depend only on the thread count. An exception
+// inside the parallel region is carried out of it.
+template <typename F>
+void run_items(int64_t count, bool by_item, int threads, F&& fn, bool fixed = false) {
+    if (!by_item) {
+        for (int64_t t = 0; t < count; ++t) fn(t, 0);
+        return;
+    }
+    std::exception_ptr error;
+    auto guarded = [&](int64_t t) {
+        try {
+            fn(t, omp_get_thread_num());
+        } catch (...) {
+#pragma omp critical(pyfast_conv_error)
+            if (!error) error = std::current_exception();
+        }
+    };
+    if (fixed) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int64_t t = 0; t < count; ++t) guarded(t);
+    } else {
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+        for (int64_t t = 0; t < count; ++t) guarded(t);
+    }
+    if (error) std::rethrow_exception(error);
+}
+
+// im2col of a whole tile (rows ld apart), over row ranges in parallel when asked.
+template <typename T>
+void im2col_tile(const ConvShape& s, const Dims& d, const T* xg, int64_t p0, int64_t p1,
+                 T* cols, int64_t ld, int threads) {
+    if (threads <= 1 || d.rows * (p1 - p0) < 32768) {
+        im2col(s, d, xg, 0, d.rows, p0, p1, cols, ld);
+        return;
+    }
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t r = 0; r < d.rows; ++r) im2col(s, d, xg, r, r + 1, p0, p1, cols + r * ld, ld);
+}
+
+// ---- direct (stride 1) ----------------------------------------------------------------------
+//
+// A stride-1 convolution needs no column matrix at all. Copy the input of one (image, group)
+// into zero-padded planes of width wp (wide_row) and compute the output on that "wide" grid
+// of wp columns per row: output position q = oh * wp + ow reads tap (i, j) of channel c at
+// plane[c][q + i*dh*wp + j*dw], so for every tap the positions q..q+NR-1 are NR consecutive
+// elements of the padded input. The micro-kernel keeps an MR (output channels) x NR
+// (positions) tile in vector registers and runs the whole reduction over (c, i, j) in one
+// go: per step NV vector loads straight from the padded planes and MR broadcasts from the
+// packed weights, nothing packed per position. The wp - ow columns of each wide row that
+// are not outputs are computed and dropped as the tile is written, with
+// bias and ReLU. A band of output rows at a time keeps the planes within kBandBytes.
+
+constexpr int64_t kBandBytes = 512 << 10;
+
+// Width of a padded row. Its left padding doubles as the right padding of the row before:
+// the reads of output column ow under tap j reach padded column ow + j*dw < w + 2*pw, and
+// what lies past the row's end is the next row's first pw zeros (the last row's are the
+// band's tail). So a row needs only w + pw elements, and only wp - ow wide positions per
+// row are dropped (1 instead of 2 for a padded 3x3; 15/14 rather than 16/14 of the work on a
+// 14x14 image). The output row must fit too, when the padding exceeds the kernel's reach.
+int64_t wide_row(const ConvShape& s) { return std::max(s.w + s.pw, s.ow); }
+
+template <typename T, int VecBytes, int MR_, int NV_>
+struct DirectCfg {
+    using type = T;
+    static constexpr int lanes = VecBytes / static_cast<int>(sizeof(T));
+    static constexpr int vec_bytes = VecBytes;
+    static constexpr int MR = MR_, NV = NV_, NR = NV_ * lanes;
+};
+
+//                                type   vec MR NV
+using DirectGenericF32 = DirectCfg<float,  16, 4, 2>;  // 4 x 8
+using DirectGenericF64 = DirectCfg<double, 16, 4, 2>;  // 4 x 4
+using DirectAvx2F32    = DirectCfg<float,  32, 6, 2>;  // 6 x 16, 12 ymm accumulators
+using DirectAvx2F64    = DirectCfg<double, 32, 6, 2>;  // 6 x 8
+using DirectAvx512F32  = DirectCfg<float,  64, 8, 3>;  // 8 x 48, 24 zmm accumulators
+using DirectAvx512F64  = DirectCfg<double, 64, 8, 3>;  // 8 x 24
+
+// One band of one (image, group), as the tiles see it.
+template <typename T>
+struct DirectBand {
+    const T* planes;        // cg padded planes, `plane` elements apart, rows wp apart
+    int64_t plane, wp;
+    const T* weights;       // packed: slivers of MR output channels, each (cg*taps) x MR
+    int64_t reduce;         // cg * taps
+    int64_t cg, taps;
+    const int64_t* offset;  // of each tap within a plane: i*dh*wp + j*dw
+    int64_t kg;             // output channels of the group
+    int64_t rows, ow;       // output rows in the band, output columns
+    int64_t qtiles;         // NR-wide tiles of positions covering rows * wp
+    T* y;                   // y[n, first channel of g, first row of the band]
+    int64_t ldy;            // elements between output channels: oh * ow
+    const T* bias;          // of the group's first channel, or null
+    bool relu;
+};
+
+template <class Cfg, int NV>
+PYFAST_INLINE void direct_tile(const DirectBand<typename Cfg::type>& b, int64_t sliver,
+                               int64_t qtile) {
+    // NV vectors of positions: Cfg::NV, or fewer for the last tile of a band.
+    using T = typename Cfg::type;
+    typedef T V __attribute__((vector_size(Cfg::vec_bytes)));
+    constexpr int MR = Cfg::MR, L = Cfg::lanes, NR = NV * L;
+    const int64_t q0 = qtile * Cfg::NR;
+
+    V acc[MR][NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) acc[i][j] = V{};
+
+    const T* __restrict a = b.weights + sliver * b.reduce * MR;
+    const T* x = b.planes + q0;
+    for (int64_t c = 0; c < b.cg; ++c, x += b.plane) {
+        for (int64_t t = 0; t < b.taps; ++t, a += MR) {
+            const T* xt = x + b.offset[t];
+            V v[NV];
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; ++j) std::memcpy(&v[j], xt + j * L, sizeof(V));
+#pragma GCC unroll 16
+            for (int i = 0; i < MR; ++i) {
+                const T ai = a[i];
+#pragma GCC unroll 4
+                for (int j = 0; j < NV; ++j) acc[i][j] += v[j] * ai;
+            }
+        }
+    }
+
+    // Out through a small buffer: positions q0.. map to (row, column) of the wide grid, and
+    // only columns < ow of rows < b.rows are outputs.
+    alignas(64) T tile[MR][NR];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) std::memcpy(&tile[i][j * L], &acc[i][j], sizeof(V));
+    const int64_t first = sliver * MR;
+    const int rows = static_cast<int>(std::min<int64_t>(MR, b.kg - first));
+    int64_t row = q0 / b.wp, col = q0 - row * b.wp;
+    for (int64_t q = 0; q < NR && row < b.rows;) {
+        const int64_t run = std::min<int64_t>(NR - q, b.wp - col);  // rest of this wide row
+        const int64_t out = std::min<int64_t>(run, std::max<int64_t>(b.ow - col, 0));
+        if (out > 0) {
+            for (int i = 0; i < rows; ++i) {
+                const T* src = &tile[i][q];
+                T* dst = b.y + (first + i) * b.ldy + row * b.ow + col;
+                const T add = b.bias ? b.bias[first + i] : T(0);
+                if (b.relu) {
+                    for (int64_t e = 0; e < out; ++e) {
+                        const T v = src[e] + add;
+                        dst[e] = v < T(0) ? T(0) : v;
+                    }
+                } else {
+                    for (int64_t e = 0; e < out; ++e) dst[e] = src[e] + add;
+                }
+            }
+        }
+        q += run;
+        col += run;
+        if (col == b.wp) col = 0, ++row;
+    }
+}
+
+// Tiles [t0, t1) of a band, numbered sliver-major (consecutive tiles share weights).
+template <class Cfg>
+PYFAST_INLINE void run_direct_tiles(const DirectBand<typename Cfg::type>& b, int64_t t0,
+                                    int64_t t1) {
+    constexpr int L = Cfg::lanes;
+    // The band's last tile computes only the vectors that hold positions of the band.
+    const int64_t tail = b.rows * b.wp - (b.qtiles - 1) * Cfg::NR;
+    const int tail_vectors = static_cast<int>(ceil_div(tail, L));
+    for (int64_t t = t0; t < t1; ++t) {
+        const int64_t sliver = t / b.qtiles, qtile = t % b.qtiles;
+        if (qtile + 1 < b.qtiles || tail_vectors >= Cfg::NV)
+            direct_tile<Cfg, Cfg::NV>(b, sliver, qtile);
+        else if (Cfg::NV > 2 && tail_vectors == 2)
+            direct_tile<Cfg, (Cfg::NV > 2 ? 2 : 1)>(b, sliver, qtile);
+        else
+            direct_tile<Cfg, 1>(b, sliver, qtile);
+    }
+}
+
+template <typename T>
+using DirectTilesFn = void (*)(const DirectBand<T>&, int64_t, int64_t);
+
+void direct_generic_f32(const DirectBand<float>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectGenericF32>(b, t0, t1); }
+void direct_generic_f64(const DirectBand<double>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectGenericF64>(b, t0, t1); }
+PYFAST_TARGET("avx2,fma")
+void direct_avx2_f32(const DirectBand<float>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectAvx2F32>(b, t0, t1); }
+PYFAST_TARGET("avx2,fma")
+void direct_avx2_f64(const DirectBand<double>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectAvx2F64>(b, t0, t1); }
+PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
+void direct_avx512_f32(const DirectBand<float>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectAvx512F32>(b, t0, t1); }
+PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
+void direct_avx512_f64(const DirectBand<double>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectAvx512F64>(b, t0, t1); }
+
+// Output rows [oh0, oh0 + rows) need padded rows [oh0, oh0 + rows + (kh-1)*dh): copied from
+// x[n, g] with the zero padding around them, into planes `plane` apart, then `tail` zeros
+// that the discarded positions of the last tiles may read.
+template <typename T>
+void fill_band(const ConvShape& s, const Dims& d, const T* xg, int64_t oh0, int64_t in_rows,
+               int64_t wp, int64_t tail, T* planes, int threads) {
+    const int64_t plane = in_rows * wp;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t c = 0; c < d.cg; ++c) {
+        for (int64_t r = 0; r < in_rows; ++r) {
+            T* dst = planes + c * plane + r * wp;
+            const int64_t ih = oh0 + r - s.ph;
+            if (ih < 0 || ih >= s.h) {
+                std::fill(dst, dst + wp, T(0));
+                continue;
+            }
+            std::fill(dst, dst + s.pw, T(0));
+            std::memcpy(dst + s.pw, xg + c * d.hw + ih * s.w, s.w * sizeof(T));
+            std::fill(dst + s.pw + s.w, dst + wp, T(0));
+        }
+    }
+    std::fill(planes + d.cg * plane, planes + d.cg * plane + tail, T(0));
+}
+
+// Output rows per band and bands per (image, group): the band's planes (row_bytes per
+// padded row) within kBandBytes, cut finer until the threads have an item each (or the
+// items divide evenly among them).
+struct Bands {
+    int64_t band, bands;
+};
+Bands plan_bands(const ConvShape& s, int64_t row_bytes, int64_t pairs, int threads) {
+    const int64_t halo = (s.kh - 1) * s.dh;
+    const int64_t most = std::max<int64_t>(1, kBandBytes / row_bytes - halo);
+    int64_t bands = ceil_div(s.oh, std::min(most, s.oh));
+    while (threads > 1 && (pairs * bands) % threads != 0 && pairs * bands < 4 * threads &&
+           bands < s.oh)
+        ++bands;
+    const int64_t band = ceil_div(s.oh, bands);
+    return {band, ceil_div(s.oh, band)};
+}
+
+template <class Cfg>
+void direct_forward(const ConvShape& s, const typename Cfg::type* x, const typename Cfg::type* w,
+                    const typename Cfg::type* bias, typename Cfg::type* y, bool relu,
+                    DirectTilesFn<typename Cfg::type> tiles) {
+    using T = typename Cfg::type;
+    constexpr int MR = Cfg::MR, NR = Cfg::NR;
+    const Dims d(s);
+    const int threads = num_threads();
+    const int64_t slivers = ceil_div(d.kg, MR);
+    const int64_t wp = wide_row(s), halo = (s.kh - 1) * s.dh;
+
+    // Weights of every group as MR-row slivers, zero rows past kg: weights[g][sliver][r][i].
+    std::vector<T> packed(static_cast<size_t>(s.groups * slivers * d.rows * MR), T(0));
+    for (int64_t k = 0; k < s.k; ++k) {
+        const int64_t g = k / d.kg, kl = k % d.kg;
+        T* dst = packed.data() + ((g * slivers + kl / MR) * d.rows) * MR + kl % MR;
+        for (int64_t r = 0; r < d.rows; ++r) dst[r * MR] = w[k * d.rows + r];
+    }
+    std::vector<int64_t> offset(d.taps);
+    for (int64_t i = 0; i < s.kh; ++i)
+        for (int64_t j = 0; j < s.kw; ++j) offset[i * s.kw + j] = i * s.dh * wp + j * s.dw;
+
+    const int64_t pairs = s.n * s.groups;
+    const Bands plan = plan_bands(s, d.cg * wp * static_cast<int64_t>(sizeof(T)), pairs, threads);
+    const int64_t band = plan.band, bands = plan.bands;
+    const int64_t tail = NR + (s.kw - 1) * s.dw;
+    const bool by_item = threads_take_items(pairs * bands, threads, false);
+
+    run_items(pairs * bands, by_item, threads, [&](int64_t item, int) {
+        const int64_t pair = item / bands, oh0 = item % bands * band;
+        const int64_t n = pair / s.groups, g = pair % s.groups;
+        const int64_t rows = std::min(band, s.oh - oh0), in_rows = rows + halo;
+        T* planes = column_buffer.get<T>(d.cg * in_rows * wp + tail);
+        const int inside = by_item ? 1 : threads;
+        fill_band(s, d, x + (n * s.c + g * d.cg) * d.hw, oh0, in_rows, wp, tail, planes,
+                  d.cg * in_rows * wp < 16384 ? 1 : inside);
+        DirectBand<T> b{planes, in_rows * wp, wp,
+                        packed.data() + g * slivers * d.rows * MR, d.rows, d.cg, d.taps,
+                        offset.data(), d.kg, rows, s.ow, ceil_div(rows * wp, NR),
+                        y + (n * s.k + g * d.kg) * d.p + oh0 * s.ow, d.p,
+                        bias ? bias + g * d.kg : nullptr, relu};
+        const int64_t count = slivers * b.qtiles;
+        if (inside == 1) {
+            tiles(b, 0, count);
+            return;
+        }
+#pragma omp parallel num_threads(inside)
+        {
+            const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+            tiles(b, count * tid / nth, count * (tid + 1) / nth);
+        }
+    });
+}
+
+template <typename T>
+struct DirectPaths;
+template <>
+struct DirectPaths<float> {
+    using generic = DirectGenericF32;
+    using avx2 = DirectAvx2F32;
+    using avx512 = DirectAvx512F32;
+    static constexpr DirectTilesFn<float> tiles_generic = direct_generic_f32,
+                                          tiles_avx2 = direct_avx2_f32,
+                                          tiles_avx512 = direct_avx512_f32;
+};
+template <>
+struct DirectPaths<double> {
+    using generic = DirectGenericF64;
+    using avx2 = DirectAvx2F64;
+    using avx512 = DirectAvx512F64;
+    static constexpr DirectTilesFn<double> tiles_generic = direct_generic_f64,
+                                           tiles_avx2 = direct_avx2_f64,
+                                           tiles_avx512 = direct_avx512_f64;
+};
+
+// Wide-grid positions the direct forward computes per output: the dropped columns and the
+// last tile's unused lanes (one band per image: what small images, where it matters, get).
+template <class Cfg>
+double direct_waste(const ConvShape& s) {
+    const int64_t positions = s.oh * wide_row(s);
+    const int64_t computed = positions / Cfg::NR * Cfg::NR +
+                             ceil_div(positions % Cfg::NR, Cfg::lanes) * Cfg::lanes;
+    return static_cast<double>(computed) / static_cast<double>(s.oh * s.ow);
+}
+
+// Whether the direct path takes this convolution: stride 1, no crop, the usual output
+// extent (a transposed convolution's output_padding can add rows the formula does not
+// have). A 1x1 one goes there too: reading x without packing it beat the GEMM (which reads
+// x as its B matrix) by 8% forward and 20% in the weight gradient (256->64 at 56x56).
+// Small images go to im2col with several images per GEMM instead: at 4x4 the wide grid
+// computes 2 positions per output and the weight gradient's reductions are 20 long.
+// Measured (3x3, 1 thread, AVX-512 float32, forward / weight gradient GFLOP/s, direct vs
+// im2col): 4x4 125/115 vs 172/175, 7x7 175/130 vs 168/189, 8x8 208/192 vs 176/170,
+// 14x14 234/212 vs 177/183; the cut is at 1.3 positions per output, or fewer than 64 wide
+// positions per image.
+template <typename T>
+bool takes_direct(const ConvShape& s) {
+    if (s.sh != 1 || s.sw != 1 || s.ph < 0 || s.pw < 0 ||
+        s.oh != s.h + 2 * s.ph - s.dh * (s.kh - 1) || s.ow != s.w + 2 * s.pw - s.dw * (s.kw - 1))
+        return false;
+    using P = DirectPaths<T>;
+    const Isa isa = active_isa();
+    const double waste = isa == Isa::avx512 ? direct_waste<typename P::avx512>(s)
+                         : isa == Isa::avx2 ? direct_waste<typename P::avx2>(s)
+                                            : direct_waste<typename P::generic>(s);
+    return waste <= 1.3 && s.oh * wide_row(s) >= 64;
+}
+
+template <typename T>
+void direct_forward_dispatch(const ConvShape& s, const T* x, const T* w, const T* bias, T* y,
+                             bool relu) {
+    using P = DirectPaths<T>;
+    switch (active_isa()) {
+        case Isa::avx512:
+            return direct_forward<typename P::avx512>(s, x, w, bias, y, relu, P::tiles_avx512);
+        case Isa::avx2:
+            return direct_forward<typename P::avx2>(s, x, w, bias, y, relu, P::tiles_avx2);
+        default:
+            return direct_forward<typename P::generic>(s, x, w, bias, y, relu, P::tiles_generic);
+    }
+}
+
+// ---- direct weight gradient (stride 1) -------------------------------------------------------
+//
+// gW[k, (c, i, j)] = sum over wide positions q of gy[k, q] * plane[c][q + offset(i, j)], the
+// positions of dropped columns carrying gy = 0. The reduction runs along q, so the tile is
+// transposed with respect to the forward one: MR rows (c, tap) x NR output channels k. gy is
+// packed once per band as gyT[q][k] (zeros in dropped columns), whose rows give the NV
+// vectors of a step; the MR broadcasts come straight from the padded planes, one pointer per
+// row. A tile sums over every position of the band in registers, then adds into the
+// caller's gW^T (rows x K), which run_items keeps per thread.
+
+template <typename T, int VecBytes, int MR_, int NV_>
+using WgradCfg = DirectCfg<T, VecBytes, MR_, NV_>;
+
+//                               type   vec  MR NV
+using WgradGenericF32 = WgradCfg<float,  16, 4, 2>;   // 4 x 8
+using WgradGenericF64 = WgradCfg<double, 16, 4, 2>;   // 4 x 4
+using WgradAvx2F32    = WgradCfg<float,  32, 6, 2>;   // 6 x 16, 12 ymm accumulators
+using WgradAvx2F64    = WgradCfg<double, 32, 6, 2>;   // 6 x 8
+using WgradAvx512F32  = WgradCfg<float,  64, 12, 2>;  // 12 x 32, 24 zmm accumulators
+using WgradAvx512F64  = WgradCfg<double, 64, 12, 2>;  // 12 x 16
+
+template <typename T>
+struct WgradBand {
+    const T* planes;        // as DirectBand
+    int64_t plane;
+    const int64_t* offset;
+    int64_t reduce, taps;   // rows of the tile grid: cg * taps
+    const T* gyt;           // positions x ldg (kg rounded up to NR, zero-padded)
+    int64_t ldg, positions;
+    int64_t kg;
+    int64_t rtiles;         // MR-row tiles over reduce
+    T* acc;                 // gW^T of the group: reduce x kg, added to
+    const T* zeros;         // `positions` zeros: the row pointer of rows past reduce
+};
+
+template <class Cfg>
+PYFAST_INLINE void wgrad_tile(const WgradBand<typename Cfg::type>& b, int64_t rtile,
+                              int64_t ktile) {
+    using T = typename Cfg::type;
+    typedef T V __attribute__((vector_size(Cfg::vec_bytes)));
+    constexpr int MR = Cfg::MR, NV = Cfg::NV, NR = Cfg::NR, L = Cfg::lanes;
+    const int64_t r0 = rtile * MR, k0 = ktile * NR;
+    const T* src[MR];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+        const int64_t r = r0 + i;
+        src[i] = r < b.reduce ? b.planes + r / b.taps * b.plane + b.offset[r % b.taps] : b.zeros;
+    }
+    V acc[MR][NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) acc[i][j] = V{};
+    const T* g = b.gyt + k0;
+    for (int64_t q = 0; q < b.positions; ++q, g += b.ldg) {
+        V v[NV];
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) std::memcpy(&v[j], g + j * L, sizeof(V));
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; ++i) {
+            const T ai = src[i][q];
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; ++j) acc[i][j] += v[j] * ai;
+        }
+    }
+    const int rows = static_cast<int>(std::min<int64_t>(MR, b.reduce - r0));
+    const int64_t cols = std::min<int64_t>(NR, b.kg - k0);
+    alignas(64) T tile[NR];
+    for (int i = 0; i < rows; ++i) {
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) std::memcpy(&tile[j * L], &acc[i][j], sizeof(V));
+        T* dst = b.acc + (r0 + i) * b.kg + k0;
+        for (int64_t e = 0; e < cols; ++e) dst[e] += tile[e];
+    }
+}
+
+template <class Cfg>
+PYFAST_INLINE void run_wgrad_tiles(const WgradBand<typename Cfg::type>& b, int64_t t0,
+                                   int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) wgrad_tile<Cfg>(b, t % b.rtiles, t / b.rtiles);
+}
+
+template <typename T>
+using WgradTilesFn = void (*)(const WgradBand<T>&, int64_t, int64_t);
+
+void wgrad_generic_f32(const WgradBand<float>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradGenericF32>(b, t0, t1); }
+void wgrad_generic_f64(const WgradBand<double>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradGenericF64>(b, t0, t1); }
+PYFAST_TARGET("avx2,fma")
+void wgrad_avx2_f32(const WgradBand<float>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradAvx2F32>(b, t0, t1); }
+PYFAST_TARGET("avx2,fma")
+void wgrad_avx2_f64(const WgradBand<double>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradAvx2F64>(b, t0, t1); }
+PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
+void wgrad_avx512_f32(const WgradBand<float>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradAvx512F32>(b, t0, t1); }
+PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
+void wgrad_avx512_f64(const WgradBand<double>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradAvx512F64>(b, t0, t1); }
+
+thread_local ThreadBuffer gy_buffer;
+
+// gW (K x cg*taps) of a stride-1 convolution; the planes as direct_forward builds them.
+template <class Cfg>
+void direct_weight_grad(const ConvShape& s, const typename Cfg::type* gy,
+                        const typename Cfg::type* x, typename Cfg::type* gw,
+                        WgradTilesFn<typename Cfg::type> tiles) {
+    using T = typename Cfg::type;
+    constexpr int MR = Cfg::MR, NR = Cfg::NR;
+    const Dims d(s);
+    const int threads = num_threads();
+    const int64_t wp = wide_row(s), halo = (s.kh - 1) * s.dh;
+    const int64_t ldg = ceil_div(d.kg, NR) * NR;
+    std::vector<int64_t> offset(d.taps);
+    for (int64_t i = 0; i < s.kh; ++i)
+        for (int64_t j = 0; j < s.kw; ++j) offset[i * s.kw + j] = i * s.dh * wp + j * s.dw;
+
+    const int64_t pairs = s.n * s.groups;
+    const Bands plan =
+        plan_bands(s, (d.cg + ldg) * wp * static_cast<int64_t>(sizeof(T)), pairs, threads);
+    const int64_t band = plan.band, bands = plan.bands;
+    const int64_t items = pairs * bands, size = s.k * d.rows;
+    bool by_item = threads_take_items(items, threads, false) &&
+                   threads * size * static_cast<int64_t>(sizeof(T)) <= kPartialBytes;
+
+    // gW^T per thread (thread 0's is sums[0]); static scheduling fixes who sums what.
+    const int partials = by_item ? threads : 1;
+    std::vector<T> sums(static_cast<size_t>(partials) * size, T(0));
+    std::vector<T> zeros(static_cast<size_t>(band * wp), T(0));
+    run_items(items, by_item, threads, [&](int64_t item, int tid) {
+        const int64_t pair = item / bands, oh0 = item % bands * band;
+        const int64_t n = pair / s.groups, g = pair % s.groups;
+        const int64_t rows = std::min(band, s.oh - oh0), in_rows = rows + halo;
+        const int64_t positions = rows * wp;
+        const int inside = by_item ? 1 : threads;
+        // The last row's reads run (kw-1)*dw past the planes: into zeros (a dropped position
+        // multiplies them by gy = 0, which must not meet uninitialised memory: 0 * NaN).
+        const int64_t tail = (s.kw - 1) * s.dw;
+        T* planes = column_buffer.get<T>(d.cg * in_rows * wp + tail);
+        fill_band(s, d, x + (n * s.c + g * d.cg) * d.hw, oh0, in_rows, wp, tail, planes,
+                  d.cg * in_rows * wp < 16384 ? 1 : inside);
+        // gyT[q][k]: gy of the band on the wide grid, zero in the dropped columns.
+        T* gyt = gy_buffer.get<T>(positions * ldg);
+        const T* gyg = gy + (n * s.k + g * d.kg) * d.p + oh0 * s.ow;
+#pragma omp parallel for num_threads(positions * ldg < 16384 ? 1 : inside) schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+            T* dst = gyt + r * wp * ldg;
+            std::fill(dst, dst + wp * ldg, T(0));
+            for (int64_t k = 0; k < d.kg; ++k) {
+                const T* src = gyg + k * d.p + r * s.ow;
+                for (int64_t c = 0; c < s.ow; ++c) dst[c * ldg + k] = src[c];
+            }
+        }
+        WgradBand<T> b{planes, in_rows * wp, offset.data(), d.rows, d.taps, gyt, ldg,
+                       positions, d.kg, ceil_div(d.rows, MR),
+                       sums.data() + tid * size + g * d.rows * d.kg, zeros.data()};
+        const int64_t count = b.rtiles * ceil_div(d.kg, NR);
+        if (inside == 1) {
+            tiles(b, 0, count);
+            return;
+        }
+#pragma omp parallel num_threads(inside)
+        {
+            const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
+            tiles(b, count * t / nth, count * (t + 1) / nth);
+        }
+    }, /*fixed=*/true);
+    // gw[g*kg + k][r] = sum over partials of sums[.][g][r][k]
+#pragma omp parallel for num_threads(size < 65536 ? 1 : threads) schedule(static)
+    for (int64_t k = 0; k < s.k; ++k) {
+        const int64_t g = k / d.kg, kl = k % d.kg;
+        for (int64_t r = 0; r < d.rows; ++r) {
+            T v = T(0);
+            for (int p = 0; p < partials; ++p)
+                v += sums[p * size + (g * d.rows + r) * d.kg + kl];
+            gw[k * d.rows + r] = v;
+        }
+    }
+}
+
+template <typename T>
+struct WgradPaths;
+template <>
+struct WgradPaths<float> {
+    using generic = WgradGenericF32;
+    using avx2 = WgradAvx2F32;
+    using avx512 = WgradAvx512F32;
+    static constexpr WgradTilesFn<float> tiles_generic = wgrad_generic_f32,
+                                         tiles_avx2 = wgrad_avx2_f32,
+                                         tiles_avx512 = wgrad_avx512_f32;
+};
+template <>
+struct WgradPaths<double> {
+    using generic = WgradGenericF64;
+    using avx2 = WgradAvx2F64;
+    using avx512 = WgradAvx512F64;
+    static constexpr WgradTilesFn<double> tiles_generic = wgrad_generic_f64,
+                                          tiles_avx2 = wgrad_avx2_f64,
+                                          tiles_avx512 = wgrad_avx512_f64;
+};
+
+template <typename T>
+void direct_weight_grad_dispatch(const ConvShape& s, const T* gy, const T* x, T* gw) {
+    using P = WgradPaths<T>;
+    switch (active_isa()) {
+        case Isa::avx512:
+            return direct_weight_grad<typename P::avx512>(s, gy, x, gw, P::tiles_avx512);
+        case Isa::avx2:
+            return direct_weight_grad<typename P::avx2>(s, gy, x, gw, P::tiles_avx2);
+        default:
+            return direct_weight_grad<typename P::generic>(s, gy, x, gw, P::tiles_generic);
+    }
+}
+
+// ---- forward ------------------------------------------------------------------------------
+
+thread_local ThreadBuffer output_buffer;
+
+// Positions [p0, p1) of images [n0, n1), group g. With several images their columns sit side
+// by side (ld = images * P) and the product goes through a buffer to each image's slice.
+template <typename T>
+void forward_tile(const ConvShape& s, const Dims& d, const T* x, const T* w, const T* bias, T* y,
+                  bool relu, const Tiling::Item& it, int threads) {
+    const int64_t images = it.n1 - it.n0, width = it.p1 - it.p0, ld = images * width;
+    T* cols = column_buffer.get<T>(d.rows * ld);
+    for (int64_t j = 0; j < images; ++j)
+        im2col_tile(s, d, x + ((it.n0 + j) * s.c + it.g * d.cg) * d.hw, it.p0, it.p1,
+                    cols + j * width, ld, threads);
+    Epilogue<T> ep;
+    ep.bias = bias ? bias + it.g * d.kg : nullptr;
+    ep.bias_per_row = true;
+    ep.relu = relu;
+    T* out = y + (it.n0 * s.k + it.g * d.kg) * d.p + it.p0;
+    if (images == 1) {
+        gemm<T>(d.kg, width, d.rows, MatRef<T>{w + it.g * d.kg * d.rows, d.rows, 1},
+                MatRef<T>{cols, ld, 1}, out, d.p, ep);
+        return;
+    }
+    T* product = output_buffer.get<T>(d.kg * ld);
+    gemm<T>(d.kg, ld, d.rows, MatRef<T>{w + it.g * d.kg * d.rows, d.rows, 1},
+            MatRef<T>{cols, ld, 1}, product, ld, ep);
+    for (int64_t j = 0; j < images; ++j)
+        for (int64_t k = 0; k < d.kg; ++k)
+            std::memcpy(out + j * s.k * d.p + k * d.p, product + k * ld + j * width,
+                        width * sizeof(T));
+}
+
+template <typename T>
+void forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, bool relu) {
+    const Dims d(s);
+    if (s.n == 0 || s.k == 0 || d.p == 0) return;
+    if (takes_direct<T>(s)) return direct_forward_dispatch(s, x, w, bias, y, relu);
+    const int threads = num_threads();
+    const Tiling t = plan_tiles(s.n, s.groups, d.p, d.rows, sizeof(T), threads, true);
+    run_items(t.items, t.by_item, threads, [&](int64_t item, int) {
+        forward_tile(s, d, x, w, bias, y, relu, t(item, s.n, s.groups, d.p),
+                     t.by_item ? 1 : threads);
+    });
+}
+
+// ---- weight gradient ----------------------------------------------------------------------
+
+// acc (K x CRS, like w) += the item's share of the weight gradient. Several images: their
+// gy slices are copied side by side, as their columns are.
+template <typename T>
+void weight_grad_tile(const ConvShape& s, const Dims& d, const T* gy, const T* x, T* acc,
+                      const Tiling::Item& it, int threads) {
+    const int64_t images = it.n1 - it.n0, width = it.p1 - it.p0, ld = images * width;
+    T* cols = column_buffer.get<T>(d.rows * ld);
+    for (int64_t j = 0; j < images; ++j)
+        im2col_tile(s, d, x + ((it.n0 + j) * s.c + it.g * d.cg) * d.hw, it.p0, it.p1,
+                    cols + j * width, ld, threads);
+    const T* gyg = gy + (it.n0 * s.k + it.g * d.kg) * d.p + it.p0;
+    MatRef<T> a{gyg, d.p, 1};
+    if (images > 1) {
+        T* side_by_side = output_buffer.get<T>(d.kg * ld);
+        for (int64_t j = 0; j < images; ++j)
+            for (int64_t k = 0; k < d.kg; ++k)
+                std::memcpy(side_by_side + k * ld + j * width, gyg + j * s.k * d.p + k * d.p,
+                            width * sizeof(T));
+        a = {side_by_side, ld, 1};
+    }
+    Epilogue<T> ep;
+    ep.accumulate = true;
+    gemm<T>(d.kg, d.rows, ld, a, MatRef<T>{cols, 1, ld},  // the columns transposed
+            acc + it.g * d.kg * d.rows, d.rows, ep);
+}
+
+template <typename T>
+void weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw) {
+    const Dims d(s);
+    const int64_t size = s.k * d.rows;
+    if (s.n > 0 && d.p > 0 && size > 0 && takes_direct<T>(s))
+        return direct_weight_grad_dispatch(s, gy, x, gw);
+    std::fill(gw, gw + size, T(0));
+    if (s.n == 0 || d.p == 0 || size == 0) return;
+    const int threads = num_threads();
+    Tiling t = plan_tiles(s.n, s.groups, d.p, d.rows, sizeof(T), threads, true);
+    if (t.by_item && threads * size * static_cast<int64_t>(sizeof(T)) > kPartialBytes)
+        t.by_item = false;
+    auto tile_of = [&](int64_t item, T* acc, int inside) {
+        weight_grad_tile(s, d, gy, x, acc, t(item, s.n, s.groups, d.p), inside);
+    };
+    if (!t.by_item) {
+        run_items(t.items, false, threads, [&](int64_t item, int) { tile_of(item, gw, threads); });
+        return;
+    }
+    // Thread 0 sums into gw, the others into partials; static scheduling fixes which items
+    // each thread sums, so the result depends only on the thread count.
+    std::vector<T> partial(static_cast<size_t>(threads - 1) * size, T(0));
+    run_items(t.items, true, threads, [&](int64_t item, int tid) {
+        tile_of(item, tid == 0 ? gw : partial.data() + (tid - 1) * size, 1);
+    }, /*fixed=*/true);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t e = 0; e < size; ++e)
+        for (int th = 1; th < threads; ++th) gw[e] += partial[(th - 1) * size + e];
+}
+
+// ---- bias gradient ------------------------------------------------------------------------
+
+template <typename T>
+T sum_of(const T* v, int64_t count) {
+    T acc[8] = {};  // eight chains: vectorisable, and the order is fixed
+    int64_t i = 0;
+    for (; i + 8 <= count; i += 8)
+        for (int l = 0; l < 8; ++l) acc[l] += v[i + l];
+    T total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; i < count; ++i) total += v[i];
+    return total;
+}
+
+template <typename T>
+void bias_grad(const ConvShape& s, const T* gy, T* gb) {
+    const int64_t p = s.oh * s.ow;
+    const int threads = s.n * s.k * p < 65536 ? 1 : num_threads();
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t k = 0; k < s.k; ++k) {
+        T total = T(0);
+        for (int64_t n = 0; n < s.n; ++n) total += sum_of(gy + (n * s.k + k) * p, p);
+        gb[k] = total;
+    }
+}
+
+// ---- input gradient -----------------------------------------------------------------------
+
+// gx (x's shape in s) = the input gradient for gy, plus bias per channel when given.
+template <typename T>
+void input_grad(const ConvShape& s, const T* gy, const T* w, const T* bias, T* gx) {
+    const Dims d(s);
+    if (s.n == 0 || d.hw == 0 || s.c == 0) return;
+    if (s.sh == 1 && s.sw == 1) {
+        // gx[h] = sum over taps i of gy[h + p - i*d] w[i]: the convolution of gy with the
+        // taps reversed, in and out channels swapped, and padding d*(k-1) - p.
+        std::vector<T> flipped(static_cast<size_t>(s.c) * d.kg * d.taps);
+        for (int64_t g = 0; g < s.groups; ++g)
+            for (int64_t kl = 0; kl < d.kg; ++kl)
+                for (int64_t c = 0; c < d.cg; ++c)
+                    for (int64_t tap = 0; tap < d.taps; ++tap)
+                        flipped[((g * d.cg + c) * d.kg + kl) * d.taps + (d.taps - 1 - tap)] =
+                            w[((g * d.kg + kl) * d.cg + c) * d.taps + tap];
+        const ConvShape t{s.n, s.k, s.oh, s.ow, s.c, s.kh, s.kw, s.h, s.w, 1, 1,
+                          s.dh * (s.kh - 1) - s.ph, s.dw * (s.kw - 1) - s.pw, s.dh, s.dw,
+                          s.groups};
+        forward(t, gy, flipped.data(), bias, gx, false);
+        return;
+    }
+    // Stride > 1: dcols = W[g]^T @ gy[n, g] per tile, scattered into gx. Each (image, group)
+    // slice of gx is filled by one thread (or by all, split over channels).
+    const int threads = num_threads();
+    const Tiling t = plan_tiles(s.n, s.groups, d.p, d.rows, sizeof(T), threads, false);
+    run_items(s.n * s.groups, t.by_item, threads, [&](int64_t pair, int) {
+        const int64_t n = pair / s.groups, g = pair % s.groups;
+        const int inside = t.by_item ? 1 : threads;
+        T* gxg = gx + (n * s.c + g * d.cg) * d.hw;
+#pragma omp parallel for num_threads(inside) schedule(static)
+        for (int64_t c = 0; c < d.cg; ++c)
+            std::fill(gxg + c * d.hw, gxg + (c + 1) * d.hw, bias ? bias[g * d.cg + c] : T(0));
+        if (s.k == 0) return;
+        for (int64_t p0 = 0; p0 < d.p; p0 += t.width) {
+            const int64_t p1 = std::min(d.p, p0 + t.width);
+            T* dcols = column_buffer.get<T>(d.rows * (p1 - p0));
+            gemm<T>(d.rows, p1 - p0, d.kg, MatRef<T>{w + g * d.kg * d.rows, 1, d.rows},
+                    MatRef<T>{gy + (n * s.k + g * d.kg) * d.p + p0, d.p, 1}, dcols, p1 - p0,
+                    Epilogue<T>{});
+#pragma omp parallel for num_threads(inside) schedule(static)
+            for (int64_t c = 0; c < d.cg; ++c) col2im(s, d, dcols, c, c + 1, p0, p1, gxg);
+        }
+    });
+}
+
+}  // namespace
+
+template <typename T>
+void conv2d_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, bool relu) {
+    forward(s, x, w, bias, y, relu);
+}
+
+template <typename T>
+void conv2d_backward(const ConvShape& s, const T* gy, const T* x, const T* w, T* gx, T* gw,
+                     T* gb) {
+    if (gb) bias_grad(s, gy, gb);
+    if (gw) weight_grad(s, gy, x, gw);
+    if (gx) {
+        if (s.k == 0 || s.oh * s.ow == 0)
+            std::fill(gx, gx + s.n * s.c * s.h * s.w, T(0));
+        else
+            input_grad(s, gy, w, static_cast<const T*>(nullptr), gx);
+    }
+}
+
+template <typename T>
+void conv_transpose2d(const ConvShape& s, const T* in, const T* w, const T* bias, T* out) {
+    const int64_t size = s.n * s.c * s.h * s.w;
+    if (s.k == 0 || s.oh * s.ow == 0) {
+        for (int64_t e = 0; e < size; ++e) out[e] = bias ? bias[e / (s.h * s.w) % s.c] : T(0);
+        return;
+    }
+    input_grad(s, in, w, bias, out);
+}
+
+#define PYFAST_CONV_INSTANTIATE(T)                                                            \
+    template void conv2d_forward<T>(const ConvShape&, const T*, const T*, const T*, T*, bool); \
+    template void conv2d_backward<T>(const ConvShape&, const T*, const T*, const T*, T*, T*,   \
+                                     T*);                                                      \
+    template void conv_transpose2d<T>(const ConvShape&, const T*, const T*, const T*, T*);
+PYFAST_CONV_INSTANTIATE(float)
+PYFAST_CONV_INSTANTIATE(double)
+#undef PYFAST_CONV_INSTANTIATE
+
+}  // namespace pyfast
