@@ -104,6 +104,24 @@ const T* in_data(const py::array& x, const char* name) {
     return p;
 }
 
+// ---- conv ---------------------------------------------------------------------------------
+
+using pyfast::ConvPair;
+using pyfast::ConvShape4;
+
+ConvShape4 shape4(const py::array& x, const char* name) {
+    PYFAST_CHECK(x.ndim() == 4, name, " must be 4-D, got shape ", shape_of(x));
+    return {x.shape(0), x.shape(1), x.shape(2), x.shape(3)};
+}
+
+// The data of an input: dtype T (else ValueError), C-contiguous.
+template <typename T>
+const T* conv_in(const py::array& x, const char* name) {
+    const T* p = data_of<T>(x, name);
+    PYFAST_CHECK(x.flags() & py::array::c_style, name, " must be C-contiguous");
+    return p;
+}
+
 template <typename T>
 const T* optional_in(const std::optional<py::array>& x, const char* name, py::ssize_t size) {
     if (!x) return nullptr;
@@ -784,24 +802,6 @@ void adam_step(const py::object& params, const py::object& grads, const py::obje
 }
 
 
-// ---- conv ---------------------------------------------------------------------------------
-
-using pyfast::ConvPair;
-using pyfast::ConvShape4;
-
-ConvShape4 shape4(const py::array& x, const char* name) {
-    PYFAST_CHECK(x.ndim() == 4, name, " must be 4-D, got shape ", shape_of(x));
-    return {x.shape(0), x.shape(1), x.shape(2), x.shape(3)};
-}
-
-// The data of an input: dtype T (else ValueError), C-contiguous.
-template <typename T>
-const T* conv_in(const py::array& x, const char* name) {
-    const T* p = data_of<T>(x, name);
-    PYFAST_CHECK(x.flags() & py::array::c_style, name, " must be C-contiguous");
-    return p;
-}
-
 // An output: exactly `shape`, dtype T, C-contiguous and writeable.
 template <typename T>
 T* conv_out(py::array& x, const char* name, const ConvShape4& shape) {
@@ -964,7 +964,6 @@ PYBIND11_MODULE(_C, m) {
           py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
           py::arg("decoupled"), py::arg("amsgrad"),
           "torch.optim.Adam's (decoupled: AdamW's) step in place over lists of arrays.");
-
     m.def("conv2d", &conv2d, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("out"),
           py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
           py::arg("relu"),

@@ -298,6 +298,12 @@ void matmul(const py::object& a_obj, const py::object& b_obj, const py::object& 
         matmul_typed<double>(a, b, out, has_bias ? &bias : nullptr, relu, stream);
 }
 
+std::int64_t element_count(const CudaArray& x) {
+    std::int64_t n = 1;
+    for (const std::int64_t e : x.shape) n *= e;
+    return n;
+}
+
 
 // ---- softmax_xent -----------------------------------------------------------------------
 
@@ -354,13 +360,14 @@ CudaArray cuda_int64_array(const py::handle& obj, const char* name) {
     return x;
 }
 
-// The device the kernels run on, after checking that every array lives there.
+// The device the kernels run on, after checking that every non-empty array lives where it
+// can reach (an empty array may have no memory at all).
 int device_for(const char* what, std::initializer_list<std::pair<const CudaArray*, const char*>> arrays) {
     require_device(what);
     int device = 0;
     pyfast::cuda::check(cudaGetDevice(&device), "cudaGetDevice");
     for (const auto& [x, name] : arrays)
-        if (x) check_accessible(*x, name, device);
+        if (x && element_count(*x) > 0) check_accessible(*x, name, device);
     return device;
 }
 
@@ -707,12 +714,6 @@ void adam_step_cuda(const py::object& params, const py::object& grads, const py:
 
 // ---- conv -------------------------------------------------------------------------------
 
-std::int64_t element_count(const CudaArray& x) {
-    std::int64_t n = 1;
-    for (const std::int64_t e : x.shape) n *= e;
-    return n;
-}
-
 pyfast::ConvShape4 conv_shape4(const CudaArray& x, const char* name) {
     PYFAST_CHECK(x.ndim() == 4, name, " must be 4-D, got shape ", tuple_str(x.shape));
     return {x.shape[0], x.shape[1], x.shape[2], x.shape[3]};
@@ -760,16 +761,6 @@ void check_conv_vector(const CudaArray& x, const char* name, std::int64_t n) {
                  tuple_str(x.shape));
 }
 
-// The current device, after checking that every non-empty array lives where it can reach.
-int conv_device(const char* what, std::initializer_list<std::pair<const CudaArray*, const char*>> arrays) {
-    require_device(what);
-    int device = 0;
-    pyfast::cuda::check(cudaGetDevice(&device), "cudaGetDevice");
-    for (const auto& [x, name] : arrays)
-        if (x && element_count(*x) > 0) check_accessible(*x, name, device);
-    return device;
-}
-
 template <typename T>
 const T* ptr_or_null(const CudaArray* x) {
     return x ? reinterpret_cast<const T*>(x->ptr) : nullptr;
@@ -793,7 +784,7 @@ void conv2d_cuda(const py::object& x_obj, const py::object& w_obj, const py::obj
         check_conv_vector(bias, "bias", s.k);
     }
     const cudaStream_t stream = stream_of(stream_obj);
-    conv_device("conv2d", {{&x, "x"}, {&w, "w"}, {&out, "out"}, {has_bias ? &bias : nullptr, "bias"}});
+    device_for("conv2d", {{&x, "x"}, {&w, "w"}, {&out, "out"}, {has_bias ? &bias : nullptr, "bias"}});
     py::gil_scoped_release release;
     if (w.itemsize == 4)
         pyfast::cuda::conv2d_forward<float>(s, ptr_or_null<float>(&x), ptr_or_null<float>(&w),
@@ -842,7 +833,7 @@ void conv2d_backward_cuda(const py::object& gy_obj, const py::object& x_obj,
         PYFAST_CHECK(!gb.readonly, "gb is read-only");
     }
     const cudaStream_t stream = stream_of(stream_obj);
-    conv_device("conv2d_backward", {{&gy, "gy"}, {&w, "w"}, {has_x ? &x : nullptr, "x"},
+    device_for("conv2d_backward", {{&gy, "gy"}, {&w, "w"}, {has_x ? &x : nullptr, "x"},
                                     {has_gx ? &gx : nullptr, "gx"}, {has_gw ? &gw : nullptr, "gw"},
                                     {has_gb ? &gb : nullptr, "gb"}});
     py::gil_scoped_release release;
@@ -880,7 +871,7 @@ void conv_transpose2d_cuda(const py::object& x_obj, const py::object& w_obj,
         check_conv_vector(bias, "bias", s.c);
     }
     const cudaStream_t stream = stream_of(stream_obj);
-    conv_device("conv_transpose2d",
+    device_for("conv_transpose2d",
                 {{&x, "x"}, {&w, "w"}, {&out, "out"}, {has_bias ? &bias : nullptr, "bias"}});
     py::gil_scoped_release release;
     if (w.itemsize == 4)
@@ -946,7 +937,6 @@ PYBIND11_MODULE(_cuda, m) {
           py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
           py::arg("decoupled"), py::arg("amsgrad"), py::kw_only(), py::arg("stream"),
           "torch.optim.Adam's (decoupled: AdamW's) step over lists of CUDA arrays, one launch.");
-
     m.def("conv2d", &conv2d_cuda, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("out"),
           py::arg("stride"), py::arg("padding"), py::arg("dilation"), py::arg("groups"),
           py::arg("relu"), py::kw_only(), py::arg("stream"),

@@ -32,7 +32,7 @@ from .gemm import (KC, KSTEP, MC, NC_BYTES, PAD, ROWS, carve_workspace, gemm_til
                    pack_a_panel, update_row1, update_rows4)
 
 COLUMN_BYTES = 1 << 20   # column buffer per item
-BAND_BYTES = 512 << 10   # padded planes per item (stride-1 kernels)
+BAND_BYTES = 1 << 20     # padded planes per item (stride-1 kernels)
 TILE_QUANTUM = 16        # tile widths are multiples of the GEMM panels' padding
 
 _JIT = dict(cache=True, fastmath=True, nogil=True)
@@ -386,8 +386,10 @@ def _is_direct(geo):
     return kh == kw == sh == sw == 1 and ph == pw == 0 and (oh, ow) == (h, wd)
 
 
-def _direct(geo):
-    """(wp, band, bands) when the stride-1 kernels take this convolution, else None."""
+def _direct(geo, weight_grad=False):
+    """(wp, band, bands) when the stride-1 kernels take this convolution, else None. The
+    band's planes (and for the weight gradient also gy laid out on the same rows) take at
+    most BAND_BYTES."""
     n, c, h, wd, k, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, groups = geo
     if sh != 1 or sw != 1 or ph < 0 or pw < 0 or (kh == kw == 1 and ph == pw == 0):
         return None
@@ -395,7 +397,8 @@ def _direct(geo):
         return None  # a transposed convolution's output_padding: rows past the formula
     wp = max(wd + pw, ow)
     halo = (kh - 1) * dh
-    band = max(1, BAND_BYTES // (8 * (c // groups) * wp) - halo)
+    per_row = 8 * (c // groups + (k // groups if weight_grad else 0)) * wp
+    band = max(1, BAND_BYTES // per_row - halo)
     bands = math.ceil(oh / min(band, oh))
     while n * groups * bands < get_num_threads() and bands < oh:
         bands += 1
@@ -454,7 +457,7 @@ def conv2d_backward(gy, x, w, gx, gw, gb, stride, padding, dilation, groups):
     if shape is None:
         return
     geo = _geometry(shape, w.shape, gy.shape, stride, padding, dilation, groups)
-    direct = _direct(geo)
+    direct = _direct(geo, weight_grad=True)
     if gw is not None and direct is not None:
         direct_weight_grad_kernel(gy.reshape(-1), x.reshape(-1), gw.reshape(-1), *geo[:9],
                                   *geo[11:], *direct, get_num_threads())

@@ -10,6 +10,6 @@ from .softmax_xent import bce_with_logits, mse, softmax, softmax_xent
 
 FAMILIES = ("gemm", "conv", "softmax_xent", "optim")
 
-__all__ = ["FAMILIES", "matmul", "conv2d", "conv2d_backward", "conv_transpose2d"]
-__all__ += ["softmax", "softmax_xent", "bce_with_logits", "mse"]
-__all__ += ["sgd_step", "rmsprop_step", "adam_step"]
+__all__ = ["FAMILIES", "matmul", "conv2d", "conv2d_backward", "conv_transpose2d",
+           "softmax", "softmax_xent", "bce_with_logits", "mse",
+           "sgd_step", "rmsprop_step", "adam_step"]
