@@ -146,7 +146,25 @@ def _check_float(array, what):
 
 # ---------------------------------------------------------------------------- Tensor
 
-class Tensor:
+class _DeviceShortcuts:
+    """torch's shorthands for ``to()``, shared by Tensor and nn.Module."""
+
+    __slots__ = ()
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self):
+        return self.to("cuda")
+
+    def float(self):
+        return self.to(dtype=np.float32)
+
+    def double(self):
+        return self.to(dtype=np.float64)
+
+
+class Tensor(_DeviceShortcuts):
     """An array with an optional gradient and the node that computed it."""
 
     __slots__ = ("_data", "_grad", "requires_grad", "_node", "grad_storage", "__weakref__")
@@ -273,18 +291,6 @@ class Tensor:
         if _on_device(self._data, device) and dtype == self.dtype:
             return self
         return _Convert.apply(self, device=device, dtype=dtype)
-
-    def cpu(self):
-        return self.to("cpu")
-
-    def cuda(self):
-        return self.to("cuda")
-
-    def float(self):
-        return self.to(dtype=np.float32)
-
-    def double(self):
-        return self.to(dtype=np.float64)
 
     def __dlpack__(self, *args, **kwargs):
         return self._data.__dlpack__(*args, **kwargs)
