@@ -285,7 +285,7 @@ class _Plan:
 def run(args, log=print):
     """Run ``pyfast train`` for parsed ``args``; returns the exit code."""
     import pyfast as pf
-    from pyfast.demo import EpochLines, Throughput
+    from pyfast.demo import EpochLines, Throughput, _adamw_one_cycle
 
     model_name = _canonical(args.model, MODELS, "model")
     if args.noise < 0 or not np.isfinite(args.noise):
@@ -329,11 +329,8 @@ def run(args, log=print):
                                        lr=args.lr or 2e-4, progress=not args.quiet,
                                        callbacks=callbacks)
         else:
-            lr = args.lr or 2e-3
-            optimizer = pf.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-            scheduler = pf.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr,
-                                                         epochs=args.epochs,
-                                                         steps_per_epoch=len(train_loader))
+            optimizer, scheduler = _adamw_one_cycle(model, args.lr or 2e-3, 1e-4, args.epochs,
+                                                    train_loader)
             history = pf.train.fit(model, train_loader, loss_fn=plan.loss_fn,
                                    optimizer=optimizer, epochs=args.epochs,
                                    val_loader=val_loader, metrics=plan.metrics,

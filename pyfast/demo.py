@@ -164,6 +164,15 @@ class _Context:
             result.notes.append(why_not)
 
 
+def _adamw_one_cycle(model, lr, weight_decay, epochs, train_loader):
+    """AdamW under a one-cycle schedule peaking at ``lr`` (stepped per batch): the recipe of
+    the demo's tasks and of ``pyfast train``."""
+    optimizer = pf.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = pf.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, epochs=epochs,
+                                                 steps_per_epoch=len(train_loader))
+    return optimizer, scheduler
+
+
 def _epochs(n):
     return f"{n} epoch{'s' if n != 1 else ''}"
 
@@ -201,10 +210,7 @@ def _classification(ctx):
     train_loader = ctx.loader(train, 64, shuffle=True)
     val_loader = ctx.loader(val, 256)
     model = ctx.model(pf.models.resnet18(num_classes=10, in_channels=1, small_input=True))
-    lr = 3e-3
-    optimizer = pf.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    scheduler = pf.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, epochs=s.cls_epochs,
-                                                 steps_per_epoch=len(train_loader))
+    optimizer, scheduler = _adamw_one_cycle(model, 3e-3, 1e-4, s.cls_epochs, train_loader)
     meter = Throughput()
     ctx.log(f"classification: ResNet-18 on {len(train)} digits, {len(val)} held out, "
             f"{_epochs(s.cls_epochs)}")
@@ -240,10 +246,7 @@ def _segmentation(ctx):
                               transform=T.Compose([T.RandomHorizontalFlip()]))
     val_loader = ctx.loader(val, 50)
     model = ctx.model(pf.models.UNet(1, 1, base_channels=s.seg_base, depth=3))
-    lr = 3e-3
-    optimizer = pf.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    scheduler = pf.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, epochs=s.seg_epochs,
-                                                 steps_per_epoch=len(train_loader))
+    optimizer, scheduler = _adamw_one_cycle(model, 3e-3, 1e-4, s.seg_epochs, train_loader)
 
     def loss_fn(logits, masks):
         # BCE sharpens every pixel; Dice keeps the small lesions from drowning in background.
@@ -300,10 +303,7 @@ def _anomaly(ctx):
     train_loader = ctx.loader(pf.data.ArrayDataset(normal.x), 32, shuffle=True)
     model = ctx.model(pf.models.ConvAutoencoder(1, latent_channels=16, image_size=64,
                                                 noise_std=0.05))
-    lr = 2e-3
-    optimizer = pf.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5)
-    scheduler = pf.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, epochs=s.ae_epochs,
-                                                 steps_per_epoch=len(train_loader))
+    optimizer, scheduler = _adamw_one_cycle(model, 2e-3, 1e-5, s.ae_epochs, train_loader)
     meter = Throughput()
     ctx.log(f"anomaly: denoising autoencoder on {len(normal)} lesion-free slices, scored on "
             f"{len(test)} held-out slices ({int(labels.sum())} with lesions), "
