@@ -20,6 +20,8 @@ import zlib
 
 import numpy as np
 
+from pyfast.io import _fsync_directory
+
 __all__ = ["write_bytes_atomic", "write_json", "encode_png", "write_png", "image_grid",
            "overlay", "plot_curves"]
 
@@ -42,12 +44,7 @@ def write_bytes_atomic(path, data):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    with contextlib.suppress(OSError):  # make the rename durable where the OS allows it
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    _fsync_directory(directory)
     return path
 
 

@@ -35,34 +35,35 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _number_type(convert, accept, expected):
+    """An argparse ``type``: ``convert(text)`` when ``accept`` holds for the value, else an
+    error saying what was ``expected``."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
 
 
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+_positive_int = _number_type(int, lambda v: v >= 1, "a positive integer")
+_non_negative_int = _number_type(int, lambda v: v >= 0, "an integer >= 0")
+_positive_float = _number_type(float, lambda v: 0 < v < float("inf"), "a positive number")
 
 
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+def _add_kernel_options(parser):
+    """--backend, --device and --threads: how ``demo`` and ``train`` run their kernels."""
+    from pyfast import backends
+
+    parser.add_argument("--backend", choices=backends.NAMES,
+                        help="pyfast backend for every kernel (default: the fastest that loads)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda needs CuPy and an NVIDIA GPU (default: %(default)s)")
+    parser.add_argument("--threads", type=_positive_int, metavar="N",
+                        help="CPU threads of the native kernels (default: all usable cores)")
 
 
 def _parser():
@@ -126,12 +127,7 @@ def _parser():
                       help=f"run only these ({', '.join(TASKS)}; default: all)")
     demo.add_argument("--seed", type=_non_negative_int, default=0, metavar="N",
                       help="seed of everything random (default: %(default)s)")
-    demo.add_argument("--backend", choices=backends.NAMES,
-                      help="pyfast backend for every kernel (default: the fastest that loads)")
-    demo.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                      help="cuda needs CuPy and an NVIDIA GPU (default: %(default)s)")
-    demo.add_argument("--threads", type=_positive_int, metavar="N",
-                      help="CPU threads of the native kernels (default: all usable cores)")
+    _add_kernel_options(demo)
     demo.set_defaults(run=_demo)
 
     train = cli_train.add_parser(commands, _positive_int, _positive_float)
@@ -140,18 +136,16 @@ def _parser():
 
 
 def main(argv=None):
-    from pyfast import cli_train
-
     try:
         args = _parser().parse_args(argv)
         if args.command in ("demo", "train", "bench"):
             from pyfast._memory import keep_freed_memory
             keep_freed_memory()   # same-sized arrays every step: reuse pages, no re-faulting
         return args.run(args)
-    except (UsageError, cli_train.UsageError) as exc:
+    except UsageError as exc:
         print(f"pyfast: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (CommandFailed, cli_train.CommandFailed, OSError) as exc:
+    except (CommandFailed, OSError) as exc:
         print(f"pyfast: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
@@ -385,4 +379,7 @@ def _train(args):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m pyfast.cli` runs this file as __main__, a second copy of the module: run the
+    # imported pyfast.cli so the UsageError that cli_train raises is the one main() catches.
+    from pyfast.cli import main as _main
+    sys.exit(_main())

@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+from pyfast.cli import CommandFailed, UsageError, _add_kernel_options
+
 __all__ = ["MODELS", "DATASETS", "add_parser", "run", "UsageError", "CommandFailed"]
 
 CLASSIFIERS = ("resnet18", "resnet34", "resnet50", "densenet121", "densenet169")
@@ -28,14 +30,6 @@ DATASETS = ("digits", "breast-cancer", "lesions", "PATH.npz")
 _ALIASES = {"conv_autoencoder": "conv-autoencoder", "convautoencoder": "conv-autoencoder",
             "breast_cancer": "breast-cancer", "synthetic-lesions": "lesions",
             "synthetic_lesions": "lesions"}
-
-
-class UsageError(Exception):
-    """Bad input from the command line (exit code 2)."""
-
-
-class CommandFailed(Exception):
-    """The run could not be done (exit code 1)."""
 
 
 @dataclasses.dataclass
@@ -53,8 +47,6 @@ class Data:
 
 
 def add_parser(commands, positive_int, positive_float):
-    from pyfast import backends
-
     p = commands.add_parser(
         "train", help="train a model on built-in data (or a MedMNIST .npz file)",
         description="Train a pf.models architecture with per-epoch validation. The data set "
@@ -72,12 +64,7 @@ def add_parser(commands, positive_int, positive_float):
     p.add_argument("--lr", type=positive_float, default=None, metavar="LR",
                    help="peak learning rate of AdamW with a one-cycle schedule "
                         "(default: 2e-3; DCGAN: Adam 2e-4, constant)")
-    p.add_argument("--backend", choices=backends.NAMES,
-                   help="pyfast backend for every kernel (default: the fastest that loads)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="cuda needs CuPy and an NVIDIA GPU (default: %(default)s)")
-    p.add_argument("--threads", type=positive_int, metavar="N",
-                   help="CPU threads of the native kernels (default: all usable cores)")
+    _add_kernel_options(p)
     p.add_argument("--seed", type=int, default=0, metavar="N",
                    help="seed of initialisation, shuffling and data splits (default: 0)")
     p.add_argument("--out", metavar="DIR", default=None,
@@ -298,7 +285,7 @@ class _Plan:
 def run(args, log=print):
     """Run ``pyfast train`` for parsed ``args``; returns the exit code."""
     import pyfast as pf
-    from pyfast.demo import EpochLines, Throughput
+    from pyfast.demo import EpochLines, Throughput, _adamw_one_cycle
 
     model_name = _canonical(args.model, MODELS, "model")
     if args.noise < 0 or not np.isfinite(args.noise):
@@ -342,11 +329,8 @@ def run(args, log=print):
                                        lr=args.lr or 2e-4, progress=not args.quiet,
                                        callbacks=callbacks)
         else:
-            lr = args.lr or 2e-3
-            optimizer = pf.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-            scheduler = pf.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr,
-                                                         epochs=args.epochs,
-                                                         steps_per_epoch=len(train_loader))
+            optimizer, scheduler = _adamw_one_cycle(model, args.lr or 2e-3, 1e-4, args.epochs,
+                                                    train_loader)
             history = pf.train.fit(model, train_loader, loss_fn=plan.loss_fn,
                                    optimizer=optimizer, epochs=args.epochs,
                                    val_loader=val_loader, metrics=plan.metrics,

@@ -152,8 +152,16 @@ class _Context:
     def model(self, module):
         return module.to(self.device) if self.device != "cpu" else module
 
-    def callbacks(self, label, throughput, keys=None):
-        return [throughput, EpochLines(label, keys=keys)]
+    def fit(self, label, result, fit, *args, keys=None, **options):
+        """``fit(*args, **options)`` (pf.train.fit or fit_gan) with the demo's progress bar,
+        epoch lines and throughput meter; the images per second and the history go to
+        ``result``."""
+        meter = Throughput()
+        history = fit(*args, progress=self.progress,
+                      callbacks=[meter, EpochLines(label, keys=keys)], **options)
+        result.images_per_s = meter.rate
+        result.history = history
+        return history
 
     def curves(self, name, panels, title, result):
         path = self.path(name)
@@ -162,6 +170,15 @@ class _Context:
             result.files.append(path)
         elif why_not not in result.notes:
             result.notes.append(why_not)
+
+
+def _adamw_one_cycle(model, lr, weight_decay, epochs, train_loader):
+    """AdamW under a one-cycle schedule peaking at ``lr`` (stepped per batch): the recipe of
+    the demo's tasks and of ``pyfast train``."""
+    optimizer = pf.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = pf.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, epochs=epochs,
+                                                 steps_per_epoch=len(train_loader))
+    return optimizer, scheduler
 
 
 def _epochs(n):
@@ -201,20 +218,13 @@ def _classification(ctx):
     train_loader = ctx.loader(train, 64, shuffle=True)
     val_loader = ctx.loader(val, 256)
     model = ctx.model(pf.models.resnet18(num_classes=10, in_channels=1, small_input=True))
-    lr = 3e-3
-    optimizer = pf.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    scheduler = pf.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, epochs=s.cls_epochs,
-                                                 steps_per_epoch=len(train_loader))
-    meter = Throughput()
+    optimizer, scheduler = _adamw_one_cycle(model, 3e-3, 1e-4, s.cls_epochs, train_loader)
     ctx.log(f"classification: ResNet-18 on {len(train)} digits, {len(val)} held out, "
             f"{_epochs(s.cls_epochs)}")
-    history = pf.train.fit(model, train_loader, loss_fn=F.cross_entropy, optimizer=optimizer,
-                           epochs=s.cls_epochs, val_loader=val_loader, metrics=("accuracy",),
-                           scheduler=scheduler, progress=ctx.progress,
-                           callbacks=ctx.callbacks("classification", meter))
+    history = ctx.fit("classification", result, pf.train.fit, model, train_loader,
+                      loss_fn=F.cross_entropy, optimizer=optimizer, epochs=s.cls_epochs,
+                      val_loader=val_loader, metrics=("accuracy",), scheduler=scheduler)
     result.value = history["val_accuracy"][-1]
-    result.images_per_s = meter.rate
-    result.history = history
     ctx.classifier = model
     ctx.curves("classification_curves.png",
                {"loss": {"train": history["loss"], "validation": history["val_loss"]},
@@ -240,25 +250,18 @@ def _segmentation(ctx):
                               transform=T.Compose([T.RandomHorizontalFlip()]))
     val_loader = ctx.loader(val, 50)
     model = ctx.model(pf.models.UNet(1, 1, base_channels=s.seg_base, depth=3))
-    lr = 3e-3
-    optimizer = pf.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    scheduler = pf.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, epochs=s.seg_epochs,
-                                                 steps_per_epoch=len(train_loader))
+    optimizer, scheduler = _adamw_one_cycle(model, 3e-3, 1e-4, s.seg_epochs, train_loader)
 
     def loss_fn(logits, masks):
         # BCE sharpens every pixel; Dice keeps the small lesions from drowning in background.
         return F.binary_cross_entropy_with_logits(logits, masks) + F.dice_loss(logits, masks)
 
-    meter = Throughput()
     ctx.log(f"segmentation: U-Net on {len(train)} slices, {len(val)} held-out slices, "
             f"{_epochs(s.seg_epochs)}")
-    history = pf.train.fit(model, train_loader, loss_fn=loss_fn, optimizer=optimizer,
-                           epochs=s.seg_epochs, val_loader=val_loader, metrics=("dice",),
-                           scheduler=scheduler, progress=ctx.progress,
-                           callbacks=ctx.callbacks("segmentation", meter))
+    history = ctx.fit("segmentation", result, pf.train.fit, model, train_loader,
+                      loss_fn=loss_fn, optimizer=optimizer, epochs=s.seg_epochs,
+                      val_loader=val_loader, metrics=("dice",), scheduler=scheduler)
     result.value = history["val_dice"][-1]
-    result.images_per_s = meter.rate
-    result.history = history
 
     # Pictures: 12 held-out slices with lesions (or whatever there is), each shown plain
     # and with the true mask (green), the prediction (red) and their overlap (yellow).
@@ -300,24 +303,17 @@ def _anomaly(ctx):
     train_loader = ctx.loader(pf.data.ArrayDataset(normal.x), 32, shuffle=True)
     model = ctx.model(pf.models.ConvAutoencoder(1, latent_channels=16, image_size=64,
                                                 noise_std=0.05))
-    lr = 2e-3
-    optimizer = pf.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-5)
-    scheduler = pf.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, epochs=s.ae_epochs,
-                                                 steps_per_epoch=len(train_loader))
-    meter = Throughput()
+    optimizer, scheduler = _adamw_one_cycle(model, 2e-3, 1e-5, s.ae_epochs, train_loader)
     ctx.log(f"anomaly: denoising autoencoder on {len(normal)} lesion-free slices, scored on "
             f"{len(test)} held-out slices ({int(labels.sum())} with lesions), "
             f"{_epochs(s.ae_epochs)}")
-    history = pf.train.fit(model, train_loader, loss_fn=F.mse_loss, optimizer=optimizer,
-                           epochs=s.ae_epochs, metrics=(), scheduler=scheduler,
-                           progress=ctx.progress, callbacks=ctx.callbacks("anomaly", meter))
+    history = ctx.fit("anomaly", result, pf.train.fit, model, train_loader, loss_fn=F.mse_loss,
+                      optimizer=optimizer, epochs=s.ae_epochs, metrics=(), scheduler=scheduler)
     x = _to_device(test.x, ctx.device)
     scores = pf.models.anomaly_scores(model, x, pool=5)
     whole = pf.models.anomaly_scores(model, x)
     result.value = pf.train.metrics.auroc(scores, labels)
     result.extra["auroc_whole_image_mse"] = pf.train.metrics.auroc(whole, labels)
-    result.images_per_s = meter.rate
-    result.history = history
 
     # Pictures: the 6 highest- and 6 lowest-scoring test slices: input, reconstruction,
     # and the squared residual (brighter = worse reconstructed), with the true lesion mask.
@@ -361,16 +357,11 @@ def _synthesis(ctx):
                         shuffle=True)
     gan = ctx.model(pf.models.DCGAN(latent_dim=64, image_channels=1, image_size=16,
                                     features=32))
-    meter = Throughput()
     ctx.log(f"synthesis: DCGAN on {len(images)} digits, {_epochs(s.gan_epochs)}")
-    history = pf.train.fit_gan(gan, loader, epochs=s.gan_epochs, lr=2e-4, betas=(0.5, 0.999),
-                               progress=ctx.progress,
-                               callbacks=ctx.callbacks("synthesis", meter,
-                                                       keys=("d_loss", "g_loss", "d_real",
-                                                             "d_fake")))
+    history = ctx.fit("synthesis", result, pf.train.fit_gan, gan, loader,
+                      keys=("d_loss", "g_loss", "d_real", "d_fake"), epochs=s.gan_epochs,
+                      lr=2e-4, betas=(0.5, 0.999))
     result.value = history["d_fake"][-1]
-    result.images_per_s = meter.rate
-    result.history = history
     samples = gan.sample(64, seed=ctx.seed)
     path = ctx.path("dcgan_samples.png")
     _outputs.write_png(path, _outputs.image_grid(samples, columns=8, scale=4, pad=2,

@@ -59,6 +59,7 @@ def test_unet_trains_exactly_like_its_torch_twin(bilinear):
     hand-written torch U-Net (skips, upsampling and batch norm all take part)."""
     torch = pytest.importorskip("torch")
     from pyfast.bench import _torch_models as torch_models
+    from tests.nn.helpers import assert_grads_close
 
     pf.manual_seed(0)
     data = pf.data.datasets.synthetic_lesions(4, size=16, seed=0)
@@ -77,11 +78,7 @@ def test_unet_trains_exactly_like_its_torch_twin(bilinear):
         topt.zero_grad()
         want.backward()
         np.testing.assert_allclose(loss.item(), want.item(), rtol=1e-4)
-        grads = dict(twin.named_parameters())
-        for name, p in model.named_parameters():
-            g = grads[name].grad.numpy()
-            np.testing.assert_allclose(p.grad.numpy(), g, rtol=1e-3,
-                                       atol=1e-3 * np.abs(g).max() + 1e-7, err_msg=name)
+        assert_grads_close(model, twin, rtol=1e-3, atol=1e-7, relative_atol=1e-3)
         opt.step()
         topt.step()
 

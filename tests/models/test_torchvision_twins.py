@@ -10,6 +10,7 @@ import pyfast as pf
 torch = pytest.importorskip("torch")
 
 from pyfast.bench import _torch_models as torch_twins  # noqa: E402  (imports torch)
+from tests.nn.helpers import assert_grads_close  # noqa: E402
 
 COUNTS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
           "densenet121": 7_978_856, "densenet169": 14_149_480}
@@ -97,11 +98,7 @@ def test_training_step_matches_torch_gradients():
     loss = pf.nn.functional.cross_entropy(model(x), y)
     loss.backward()
     np.testing.assert_allclose(loss.item(), loss_t.item(), rtol=1e-4)
-    grads = dict(reference.named_parameters())
-    for name, p in model.named_parameters():
-        want = grads[name].grad.numpy()
-        np.testing.assert_allclose(p.grad.numpy(), want, rtol=2e-3,
-                                   atol=2e-4 * np.abs(want).max() + 1e-7, err_msg=name)
+    assert_grads_close(model, reference, rtol=2e-3, atol=1e-7, relative_atol=2e-4)
     buffers = dict(reference.named_buffers())
     for name, b in model.named_buffers():
         np.testing.assert_allclose(b.numpy(), buffers[name].numpy(), rtol=1e-4, atol=1e-5,
