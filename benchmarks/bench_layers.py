@@ -1,4 +1,4 @@
-"""The layer API's cost on top of the kernels (issue 5's benchmark).
+"""The layer API's cost on top of the kernels: per-call overhead and time outside kernels.
 
 Two measurements, each side by side with a competitor in the same process:
 
