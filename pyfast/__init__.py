@@ -26,3 +26,6 @@ __all__ += ["optim", "train", "save", "load"]
 
 from . import data  # noqa: E402  (NumPy only; scikit-learn and CuPy load on first use)
 __all__ += ["data"]
+
+from . import models  # noqa: E402  (pf.nn layers only)
+__all__ += ["models"]

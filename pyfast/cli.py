@@ -2,6 +2,8 @@
 
     pyfast info [--json]
     pyfast bench [FAMILY ...] [--backend B] [--threads N ...] [--json PATH] [--roofline] [--quick]
+    pyfast demo [--out DIR] [--quick] [--tasks T ...] [--seed N] [--backend B] [--device D]
+    pyfast train MODEL --data DATASET [--epochs N] [--batch-size N] [--backend B] [--out DIR]
 
 Exit codes: 0 success, 1 a failure while running (a wrong result, an unwritable file, a
 backend asked for that cannot run), 2 a usage error. Errors are one line on stderr.
@@ -10,10 +12,12 @@ backend asked for that cannot run), 2 a usage error. Errors are one line on stde
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import sys
+import time
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -31,14 +35,35 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see {self.prog} --help)")
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _number_type(convert, accept, expected):
+    """An argparse ``type``: ``convert(text)`` when ``accept`` holds for the value, else an
+    error saying what was ``expected``."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
+
+
+_positive_int = _number_type(int, lambda v: v >= 1, "a positive integer")
+_non_negative_int = _number_type(int, lambda v: v >= 0, "an integer >= 0")
+_positive_float = _number_type(float, lambda v: 0 < v < float("inf"), "a positive number")
+
+
+def _add_kernel_options(parser):
+    """--backend, --device and --threads: how ``demo`` and ``train`` run their kernels."""
+    from pyfast import backends
+
+    parser.add_argument("--backend", choices=backends.NAMES,
+                        help="pyfast backend for every kernel (default: the fastest that loads)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda needs CuPy and an NVIDIA GPU (default: %(default)s)")
+    parser.add_argument("--threads", type=_positive_int, metavar="N",
+                        help="CPU threads of the native kernels (default: all usable cores)")
 
 
 def _parser():
@@ -80,12 +105,42 @@ def _parser():
     bench.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, metavar="SECONDS",
                        help="timing budget per row (default: %(default)s)")
     bench.set_defaults(run=_bench)
+
+    from pyfast import cli_train
+    from pyfast.demo import TASKS
+
+    demo = commands.add_parser(
+        "demo", help="train ResNet, U-Net, a denoising autoencoder and a DCGAN on built-in "
+                     "medical-style data, with metrics, a summary table and pictures",
+        description="Train four models from scratch on built-in data, each with per-epoch "
+                    "validation and a metric with a target: a ResNet-18 on digits (accuracy "
+                    ">= 0.95), a U-Net on synthetic MRI lesions (Dice >= 0.85), a denoising "
+                    "autoencoder as a lesion detector (AUROC >= 0.8) and a DCGAN on digits "
+                    "(a grid of samples). Prints a summary table and writes pictures, curves "
+                    "and summary.json/summary.md to --out. Exits 1 if a target is missed.")
+    demo.add_argument("--out", metavar="DIR", default="pyfast-demo",
+                      help="output folder (default: %(default)s)")
+    demo.add_argument("--quick", action="store_true",
+                      help="a smaller run of about a minute (targets not enforced)")
+    demo.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tests only
+    demo.add_argument("--tasks", nargs="+", choices=TASKS, metavar="TASK",
+                      help=f"run only these ({', '.join(TASKS)}; default: all)")
+    demo.add_argument("--seed", type=_non_negative_int, default=0, metavar="N",
+                      help="seed of everything random (default: %(default)s)")
+    _add_kernel_options(demo)
+    demo.set_defaults(run=_demo)
+
+    train = cli_train.add_parser(commands, _positive_int, _positive_float)
+    train.set_defaults(run=_train)
     return parser
 
 
 def main(argv=None):
     try:
         args = _parser().parse_args(argv)
+        if args.command in ("demo", "train", "bench"):
+            from pyfast._memory import keep_freed_memory
+            keep_freed_memory()   # same-sized arrays every step: reuse pages, no re-faulting
         return args.run(args)
     except UsageError as exc:
         print(f"pyfast: error: {exc}", file=sys.stderr)
@@ -257,5 +312,74 @@ def _bench(args):
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------- demo, train
+
+def _demo(args):
+    import pyfast as pf
+    from pyfast import demo
+
+    scale = "smoke" if args.smoke else "quick" if args.quick else "full"
+    device = _device(args.device)
+    if args.threads:
+        pf.set_num_threads(args.threads)
+    out = os.path.abspath(args.out)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise CommandFailed(f"--out {args.out}: cannot create the folder "
+                            f"({exc.strerror or exc})") from None
+    if not os.access(out, os.W_OK):
+        raise CommandFailed(f"--out {args.out}: the folder is not writable")
+    tasks = tuple(t for t in demo.TASKS if t in (args.tasks or demo.TASKS))
+    print(f"pyfast demo ({scale}): {', '.join(tasks)}; seed {args.seed}, device {device}, "
+          f"backend {args.backend or 'auto'}, {pf.get_num_threads()} threads; output in {out}\n",
+          flush=True)
+    start = time.perf_counter()
+    try:
+        with pf.use_backend(args.backend) if args.backend else contextlib.nullcontext():
+            results = demo.run(out, scale=scale, tasks=tasks, seed=args.seed, device=device)
+    except ImportError as exc:   # scikit-learn (the digits) or safetensors missing
+        raise CommandFailed(str(exc)) from None
+    except RuntimeError as exc:  # a backend asked for by name that cannot run
+        raise CommandFailed(str(exc)) from None
+    print(demo.format_table(results))
+    print(f"\ntotal {time.perf_counter() - start:.1f} s; wrote to {out}:")
+    for r in results:
+        for path in r.files:
+            print(f"  {os.path.relpath(path, out)}")
+        for note in r.notes:
+            print(f"  note ({r.task}): {note}")
+    print("  summary.json, summary.md")
+    missed = [r for r in results if r.met is False]
+    if missed:
+        what = "; ".join(f"{r.task} {r.metric} {r.value:.4f} < {r.target:g}" for r in missed)
+        print(f"pyfast: error: the demo missed {len(missed)} target(s): {what}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _device(device):
+    if device == "cuda":
+        from pyfast import bench
+        why = bench.cuda_unavailable()
+        if why:
+            raise CommandFailed(f"--device cuda: {why}")
+    return device
+
+
+def _train(args):
+    from pyfast import cli_train
+
+    try:
+        return cli_train.run(args)
+    except ImportError as exc:
+        raise CommandFailed(str(exc)) from None
+    except RuntimeError as exc:  # a backend asked for by name that cannot run
+        raise CommandFailed(str(exc)) from None
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m pyfast.cli` runs this file as __main__, a second copy of the module: run the
+    # imported pyfast.cli so the UsageError that cli_train raises is the one main() catches.
+    from pyfast.cli import main as _main
+    sys.exit(_main())

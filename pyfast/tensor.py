@@ -146,7 +146,25 @@ def _check_float(array, what):
 
 # ---------------------------------------------------------------------------- Tensor
 
-class Tensor:
+class _DeviceShortcuts:
+    """torch's shorthands for ``to()``, shared by Tensor and nn.Module."""
+
+    __slots__ = ()
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self):
+        return self.to("cuda")
+
+    def float(self):
+        return self.to(dtype=np.float32)
+
+    def double(self):
+        return self.to(dtype=np.float64)
+
+
+class Tensor(_DeviceShortcuts):
     """An array with an optional gradient and the node that computed it."""
 
     __slots__ = ("_data", "_grad", "requires_grad", "_node", "grad_storage", "__weakref__")
@@ -273,18 +291,6 @@ class Tensor:
         if _on_device(self._data, device) and dtype == self.dtype:
             return self
         return _Convert.apply(self, device=device, dtype=dtype)
-
-    def cpu(self):
-        return self.to("cpu")
-
-    def cuda(self):
-        return self.to("cuda")
-
-    def float(self):
-        return self.to(dtype=np.float32)
-
-    def double(self):
-        return self.to(dtype=np.float64)
 
     def __dlpack__(self, *args, **kwargs):
         return self._data.__dlpack__(*args, **kwargs)
@@ -850,44 +856,34 @@ class _Clamp(Function):
         return (g * ctx.mask,)
 
 
-class _Relu(Function):
+class _OutputActivation(Function):
+    """relu, sigmoid and tanh: their gradient is a function of the output, so forward keeps
+    y (not x) and backward hands it to ``ops.<op>_backward``. pf.nn.functional uses these
+    same classes."""
+
     fresh_grads = True
+    op = None  # the pf.ops kernel's name
 
     @staticmethod
     def forward(ctx, x):
-        y = ops.relu(x)
-        ctx.y = y
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        return (ops.relu_backward(g, ctx.y),)
-
-
-class _Sigmoid(Function):
-    fresh_grads = True
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.y = ops.sigmoid(x)
+        ctx.y = getattr(ops, ctx.op)(x)
         return ctx.y
 
     @staticmethod
     def backward(ctx, g):
-        return (ops.sigmoid_backward(g, ctx.y),)
+        return (getattr(ops, ctx.op + "_backward")(g, ctx.y),)
 
 
-class _Tanh(Function):
-    fresh_grads = True
+class _Relu(_OutputActivation):
+    op = "relu"
 
-    @staticmethod
-    def forward(ctx, x):
-        ctx.y = ops.tanh(x)
-        return ctx.y
 
-    @staticmethod
-    def backward(ctx, g):
-        return (ops.tanh_backward(g, ctx.y),)
+class _Sigmoid(_OutputActivation):
+    op = "sigmoid"
+
+
+class _Tanh(_OutputActivation):
+    op = "tanh"
 
 
 def _matmul(a, b):

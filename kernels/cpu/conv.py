@@ -137,6 +137,19 @@ def forward_kernel(x, w, bias, has_bias, relu, y, n, c, h, wd, k, kh, kw, oh, ow
 
 
 @njit(parallel=True, **_JIT)
+def sum_transposed_partials(partial, gw, k, kg, rows):
+    """gw[g, kl, r] = the sum over threads t, in order, of partial[t]'s gW^T[g, r, kl]: the
+    weight gradient kernels' per-thread partials (rows taps per group), added."""
+    for e in prange(k * rows):
+        g, rest = e // (kg * rows), e % (kg * rows)
+        src = g * kg * rows + (rest % rows) * kg + rest // rows
+        total = partial[0, src]
+        for t in range(1, partial.shape[0]):
+            total += partial[t, src]
+        gw[e] = total
+
+
+@njit(parallel=True, **_JIT)
 def weight_grad_kernel(gy, x, gw, n, c, h, wd, k, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw,
                        groups, width, tiles, threads):
     cg, kg = c // groups, k // groups
@@ -168,13 +181,7 @@ def weight_grad_kernel(gy, x, gw, n, c, h, wd, k, kh, kw, oh, ow, sh, sw, ph, pw
             acc = partial[t, g * kg * rows:(g + 1) * kg * rows]
             for e in range(rows * kg):
                 acc[e] += product[e]
-    for e in prange(k * rows):  # gw[g, kl, r] from the partials' gW^T[g, r, kl]
-        g, rest = e // (kg * rows), e % (kg * rows)
-        src = g * kg * rows + (rest % rows) * kg + rest // rows
-        total = partial[0, src]
-        for t in range(1, threads):
-            total += partial[t, src]
-        gw[e] = total
+    sum_transposed_partials(partial, gw, k, kg, rows)
 
 
 @njit(parallel=True, **_JIT)
@@ -350,13 +357,7 @@ def direct_weight_grad_kernel(gy, x, gw, n, c, h, wd, k, kh, kw, oh, ow, ph, pw,
                     src_row = ct[i * width:i * width + kg]
                     for j in range(kg):
                         dst[j] += src_row[j]
-    for e in prange(k * reduce):  # gw[g, kl, r] from the partials' gW^T[g, r, kl]
-        g, rest = e // (kg * reduce), e % (kg * reduce)
-        src = g * kg * reduce + (rest % reduce) * kg + rest // reduce
-        total = partial[0, src]
-        for t in range(1, threads):
-            total += partial[t, src]
-        gw[e] = total
+    sum_transposed_partials(partial, gw, k, kg, reduce)
 
 
 # ---------------------------------------------------------------------------- entry points

@@ -45,22 +45,29 @@ def a_index(mode, g, m, r, n, c, h, w, k, kh, kw, oh, ow, cg, kg, taps):
 
 
 @cuda.jit(device=True, inline=True)
+def x_index(g, tap, position, c, h, w, kw, oh, ow, sh, sw, ph, pw, dh, dw, cg, taps):
+    """Flat index of x under tap = (c, i, j) at output position = (img, row, col), or -1 in
+    the padding: the column matrix, B of the forward pass and B^T of the weight gradient."""
+    p = oh * ow
+    img = position // p
+    pos = position - img * p
+    o_h = pos // ow
+    ci = tap // taps
+    t = tap - ci * taps
+    i = t // kw
+    ih = o_h * sh - ph + i * dh
+    iw = (pos - o_h * ow) * sw - pw + (t - i * kw) * dw
+    if ih < 0 or ih >= h or iw < 0 or iw >= w:
+        return -1
+    return ((img * c + g * cg + ci) * h + ih) * w + iw
+
+
+@cuda.jit(device=True, inline=True)
 def b_index(mode, g, r, col, n, c, h, w, k, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, cg, kg,
             taps):
     """Flat index of B(r, col) in the pass's B tensor, or -1 where it reads a zero."""
     if mode == FORWARD:        # x under tap r = (c, i, j) at output position col
-        p = oh * ow
-        img = col // p
-        pos = col - img * p
-        o_h = pos // ow
-        ci = r // taps
-        t = r - ci * taps
-        i = t // kw
-        ih = o_h * sh - ph + i * dh
-        iw = (pos - o_h * ow) * sw - pw + (t - i * kw) * dw
-        if ih < 0 or ih >= h or iw < 0 or iw >= w:
-            return -1
-        return ((img * c + g * cg + ci) * h + ih) * w + iw
+        return x_index(g, r, col, c, h, w, kw, oh, ow, sh, sw, ph, pw, dh, dw, cg, taps)
     if mode == INPUT_GRAD:     # gy that input position col = (img, h, w) received via tap r
         hw = h * w
         img = col // hw
@@ -78,18 +85,8 @@ def b_index(mode, g, r, col, n, c, h, w, k, kh, kw, oh, ow, sh, sw, ph, pw, dh, 
         if o_h * sh != th or o_w * sw != tw or o_h >= oh or o_w >= ow:
             return -1
         return ((img * k + g * kg + kl) * oh + o_h) * ow + o_w
-    p = oh * ow                # x under tap col = (c, i, j) at output position r = (img, pos)
-    img = r // p
-    pos = r - img * p
-    o_h = pos // ow
-    ci = col // taps
-    t = col - ci * taps
-    i = t // kw
-    ih = o_h * sh - ph + i * dh
-    iw = (pos - o_h * ow) * sw - pw + (t - i * kw) * dw
-    if ih < 0 or ih >= h or iw < 0 or iw >= w:
-        return -1
-    return ((img * c + g * cg + ci) * h + ih) * w + iw
+    # WEIGHT_GRAD: x under tap col = (c, i, j) at output position r = (img, pos)
+    return x_index(g, col, r, c, h, w, kw, oh, ow, sh, sw, ph, pw, dh, dw, cg, taps)
 
 
 @cuda.jit(fastmath=True, cache=True)

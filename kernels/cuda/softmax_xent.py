@@ -34,6 +34,14 @@ def _merge(m, s, om, os):
 
 
 @cuda.jit(device=True, inline=True)
+def _running_max_sum(m, s, v):
+    """(max, sum of exp(x - max)) with one more element v: one exp per element."""
+    if v > m:
+        return v, s * math.exp(m - v) + 1.0
+    return m, s + math.exp(v - m)
+
+
+@cuda.jit(device=True, inline=True)
 def _block_max_sum(m, s, shared_m, shared_s):
     tid = cuda.threadIdx.x
     shared_m[tid] = m
@@ -70,6 +78,15 @@ def _block_sum(v, shared):
 
 
 @cuda.jit(device=True, inline=True)
+def _gradient_terms(w, has_w, y, smoothing, e_over_c, wsum, scale, s):
+    """(w_y, hard = (1 - smoothing) w_y, coef, b): class i's gradient is
+    coef exp(x_i - m) - b w_i, the label's own then rewritten by _label_terms."""
+    w_y = w[y] if has_w else 1.0
+    hard = (1.0 - smoothing) * w_y
+    return w_y, hard, scale * (hard + e_over_c * wsum) / s, scale * e_over_c
+
+
+@cuda.jit(device=True, inline=True)
 def _label_terms(scale, hard, e_over_c, wsum, w_y, d_y, s, tw):
     """(the label's gradient, the loss) from p_y = exp(d_y) / s, in float64."""
     p = math.exp(d_y) / s
@@ -102,17 +119,9 @@ def xent_rows(x, labels, w, has_w, ignore_index, smoothing, scale, wsum, g, loss
         xy = x[base + y]  # every thread reads it before any writes this row (in place)
         m, s = LOWEST, 0.0
         for i in range(tid, c, THREADS):
-            v = x[base + i]
-            if v > m:
-                s = s * math.exp(m - v) + 1.0
-                m = v
-            else:
-                s += math.exp(v - m)
+            m, s = _running_max_sum(m, s, x[base + i])
         m, s = _block_max_sum(m, s, shared_m, shared_s)
-        w_y = w[y] if has_w else 1.0
-        hard = (1.0 - smoothing) * w_y
-        coef = scale * (hard + e_over_c * wsum) / s
-        b = scale * e_over_c
+        w_y, hard, coef, b = _gradient_terms(w, has_w, y, smoothing, e_over_c, wsum, scale, s)
         tw = 0.0
         for i in range(tid, c, THREADS):
             d = x[base + i] - m
@@ -146,16 +155,8 @@ def xent_positions(x, labels, w, has_w, ignore_index, smoothing, scale, wsum, g,
         xy = x[base + y * sp]
         m, s = LOWEST, 0.0
         for j in range(c):
-            v = x[base + j * sp]
-            if v > m:
-                s = s * math.exp(m - v) + 1.0
-                m = v
-            else:
-                s += math.exp(v - m)
-        w_y = w[y] if has_w else 1.0
-        hard = (1.0 - smoothing) * w_y
-        coef = scale * (hard + e_over_c * wsum) / s
-        b = scale * e_over_c
+            m, s = _running_max_sum(m, s, x[base + j * sp])
+        w_y, hard, coef, b = _gradient_terms(w, has_w, y, smoothing, e_over_c, wsum, scale, s)
         tw = 0.0
         for j in range(c):
             d = x[base + j * sp] - m
@@ -178,12 +179,7 @@ def softmax_rows(x, out, rows, c, log):
         base = row * c
         m, s = LOWEST, 0.0
         for i in range(tid, c, THREADS):
-            v = x[base + i]
-            if v > m:
-                s = s * math.exp(m - v) + 1.0
-                m = v
-            else:
-                s += math.exp(v - m)
+            m, s = _running_max_sum(m, s, x[base + i])
         m, s = _block_max_sum(m, s, shared_m, shared_s)
         log_s = math.log(s)
         for i in range(tid, c, THREADS):
@@ -199,12 +195,7 @@ def softmax_positions(x, out, a, c, b, log):
         base = (idx // b) * c * b + idx % b
         m, s = LOWEST, 0.0
         for j in range(c):
-            v = x[base + j * b]
-            if v > m:
-                s = s * math.exp(m - v) + 1.0
-                m = v
-            else:
-                s += math.exp(v - m)
+            m, s = _running_max_sum(m, s, x[base + j * b])
         log_s = math.log(s)
         for j in range(c):
             d = x[base + j * b] - m

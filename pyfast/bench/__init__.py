@@ -26,16 +26,17 @@ import os
 import pkgutil
 import platform
 import sys
-import tempfile
 import time
 from typing import Any, Callable
 
 import numpy as np
 
 import pyfast as pf
+from pyfast._outputs import write_bytes_atomic
 
 __all__ = ["Options", "Case", "Skip", "Row", "WrongResult", "families", "load_family",
-           "collect", "pyfast_impls", "installed", "cuda_unavailable", "limit_threads",
+           "collect", "pyfast_impls", "installed", "cuda_unavailable", "array_module_on",
+           "torch_unavailable", "torch_impl", "on_each_device", "first_reports", "limit_threads",
            "measure", "blocking", "run", "measure_peaks", "machine_info", "notes",
            "check_close", "to_numpy", "cpu_model", "usable_cores", "Table", "format_peaks",
            "write_json_atomic",
@@ -174,6 +175,57 @@ def cuda_unavailable():
     except Exception as exc:  # no driver, no device, broken install: all mean "no GPU here"
         return f"no CUDA device ({exc})"
     return None if count > 0 else "no CUDA device"
+
+
+# What every family's ``cases`` needs (pyfast/bench/conv.py can adopt these too).
+
+def array_module_on(device):
+    """numpy for "cpu", cupy for "cuda" (imported here, on first use)."""
+    if device == "cpu":
+        return np
+    import cupy
+    return cupy
+
+
+def torch_unavailable(device):
+    """None when torch can run on ``device``, else why not."""
+    if not installed("torch"):
+        return "torch is not installed"
+    if device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            return "this torch has no CUDA"
+    return None
+
+
+def torch_impl(family, device, build, impls, skips):
+    """Append ("torch", ``build``) to ``impls`` when torch runs on ``device``, else its Skip
+    to ``skips``."""
+    why = torch_unavailable(device)
+    if why is None:
+        impls.append(("torch", build))
+    else:
+        skips.append(Skip(family, "torch", device, why))
+
+
+def on_each_device(family, device_cases, options, cpu_shapes, cuda_shapes=None):
+    """``device_cases("cpu", cpu_shapes, options)`` and, when CuPy sees a GPU, the same on
+    "cuda" with ``cuda_shapes`` (default: the CPU's); without a GPU, one Skip saying why."""
+    yield from device_cases("cpu", cpu_shapes, options)
+    no_gpu = cuda_unavailable()
+    if no_gpu:
+        yield Skip(family, "all", "cuda", no_gpu)
+        return
+    yield from device_cases("cuda", cpu_shapes if cuda_shapes is None else cuda_shapes, options)
+
+
+def first_reports(skips, reported):
+    """The ``skips`` not in ``reported`` yet, which records them: a reason that holds for
+    every shape is listed once."""
+    for skip in skips:
+        if (skip.impl, skip.reason) not in reported:
+            reported.add((skip.impl, skip.reason))
+            yield skip
 
 
 # ---------------------------------------------------------------------------- timing
@@ -535,26 +587,5 @@ def format_peaks(peaks, isa=None):
 def write_json_atomic(path, document):
     """Write ``document`` as JSON to ``path`` so that no reader ever sees half a file: a
     temporary file in the same directory, fsync, then rename over ``path``."""
-    path = os.path.abspath(path)
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
-        with os.fdopen(fd, "w") as f:
-            json.dump(document, f, indent=1, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    text = json.dumps(document, indent=1, default=str) + "\n"
+    write_bytes_atomic(path, text.encode())

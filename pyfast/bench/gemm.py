@@ -15,8 +15,8 @@ import types
 import numpy as np
 
 import pyfast as pf
-from pyfast.bench import (PYFAST_PREFIX, Case, Skip, check_close, cuda_unavailable, installed,
-                          pyfast_impls)
+from pyfast.bench import (PYFAST_PREFIX, Case, array_module_on, check_close, on_each_device,
+                          pyfast_impls, torch_impl)
 
 FAMILY = "gemm"
 SIZES = (64, 128, 256, 512, 1024, 2048)
@@ -42,7 +42,7 @@ class Problem:
 
     def operands(self, device):
         """a, b, bias on ``device`` (copied there once) and a fresh output to write."""
-        xp = np if device == "cpu" else _cupy()
+        xp = array_module_on(device)
         if device not in self._on_device:
             self._on_device[device] = tuple(xp.asarray(x) for x in (self.a, self.b, self.bias))
         a, b, bias = self._on_device[device]
@@ -64,11 +64,6 @@ class Problem:
             # widen it); wrong indexing or a lost block is off by O(sqrt(n)), far above it.
             self._oracle[op] = (expected, (self.n + 2) * np.finfo(np.float32).eps * magnitude)
         check_close(result, *self._oracle[op])
-
-
-def _cupy():
-    import cupy
-    return cupy
 
 
 def _pyfast(backend):
@@ -106,22 +101,10 @@ def _implementations(device, options):
     """(impl name, builder) for ``device``, and the skips."""
     names, skips = pyfast_impls(FAMILY, device, options)
     impls = [(PYFAST_PREFIX + name, _pyfast(name)) for name in names]
-    if device == "cpu":
-        impls.append(("numpy", _array_library(np)))
-    else:
-        impls.append(("cupy", _array_library(_cupy())))
-    if not installed("torch"):
-        skips.append(Skip(FAMILY, "torch", device, "torch is not installed"))
-    elif device == "cuda" and not _torch_cuda():
-        skips.append(Skip(FAMILY, "torch", device, "this torch has no CUDA"))
-    else:
-        impls.append(("torch", _torch))
+    impls.append(("numpy" if device == "cpu" else "cupy",
+                  _array_library(array_module_on(device))))
+    torch_impl(FAMILY, device, _torch, impls, skips)
     return impls, skips
-
-
-def _torch_cuda():
-    import torch
-    return torch.cuda.is_available()
 
 
 def _device_cases(device, sizes, options):
@@ -141,10 +124,6 @@ def _device_cases(device, sizes, options):
 def cases(options, sizes=None):
     """The gemm cases on the CPU and, when CuPy sees one, on the GPU. ``sizes`` overrides
     the default square sizes on both devices."""
-    yield from _device_cases("cpu", sizes or (QUICK_SIZES if options.quick else SIZES), options)
-    no_gpu = cuda_unavailable()
-    if no_gpu:
-        yield Skip(FAMILY, "all", "cuda", no_gpu)
-        return
-    yield from _device_cases("cuda", sizes or (CUDA_QUICK_SIZES if options.quick else CUDA_SIZES),
-                             options)
+    yield from on_each_device(FAMILY, _device_cases, options,
+                              sizes or (QUICK_SIZES if options.quick else SIZES),
+                              sizes or (CUDA_QUICK_SIZES if options.quick else CUDA_SIZES))

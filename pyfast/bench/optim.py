@@ -20,8 +20,8 @@ import functools
 import numpy as np
 
 import pyfast as pf
-from pyfast.bench import (PYFAST_PREFIX, Case, Skip, check_close, cuda_unavailable, installed,
-                          pyfast_impls, to_numpy)
+from pyfast.bench import (PYFAST_PREFIX, Case, Skip, array_module_on, check_close, first_reports,
+                          on_each_device, pyfast_impls, to_numpy, torch_unavailable)
 
 FAMILY = "optim"
 MILLION = 1_000_000
@@ -87,7 +87,7 @@ class Problem:
     def grads(self, device):
         """The gradient tensors on ``device`` (made once, read-only to every implementation)."""
         if device not in self._grads:
-            xp = np if device == "cpu" else _cupy()
+            xp = array_module_on(device)
             self._grads[device] = self.split(self.g, xp)
         return self._grads[device]
 
@@ -108,15 +108,10 @@ class Problem:
         check_close(flat[self.sample], want, 1e-5 * np.abs(want) + 1e-6)
 
 
-def _cupy():
-    import cupy
-    return cupy
-
-
 def _pyfast(backend):
     def build(problem, device, op):
         fn, options, state_names, *_ = OPS[op]
-        xp = np if device == "cpu" else _cupy()
+        xp = array_module_on(device)
         params, grads = problem.split(problem.p0, xp), problem.grads(device)
         states = [[xp.zeros_like(p) for p in params] for _ in state_names]
         step = getattr(pf.ops, fn)
@@ -135,7 +130,7 @@ def _torch(mode):
     def build(problem, device, op):
         import torch
         *_, cls_name, options, _ = OPS[op]
-        xp = np if device == "cpu" else _cupy()
+        xp = array_module_on(device)
         params = [torch.from_dlpack(p).requires_grad_() for p in problem.split(problem.p0, xp)]
         for t, g in zip(params, problem.grads(device)):
             t.grad = torch.from_dlpack(g)
@@ -162,29 +157,28 @@ def _torch_supports(cls_name, mode):
 def _device_cases(device, shapes, options):
     names, skips = pyfast_impls(FAMILY, device, options)
     yield from skips
-    torch_ok = installed("torch") and (device == "cpu" or _torch_cuda())
-    if not torch_ok:
-        yield Skip(FAMILY, "torch", device, "torch is not installed" if not installed("torch")
-                   else "this torch has no CUDA")
+    no_torch = torch_unavailable(device)
+    if no_torch:
+        yield Skip(FAMILY, "torch", device, no_torch)
     reported = set()
     for label, sizes in shapes:
         problem = Problem(label, sizes)
         for op, (_, _, _, cls_name, _, per_param) in OPS.items():
             impls = [(PYFAST_PREFIX + name, _pyfast(name)) for name in names]
-            if torch_ok:
+            if not no_torch:
                 for impl, mode in TORCH_MODES:
                     why = _torch_supports(cls_name, mode)
                     if why is None:
                         impls.append((impl, _torch(mode)))
-                    elif (impl, cls_name) not in reported:
-                        reported.add((impl, cls_name))
-                        yield Skip(FAMILY, impl, device, f"torch.optim.{cls_name}: {why}")
+                    else:
+                        yield from first_reports(
+                            [Skip(FAMILY, impl, device, f"torch.optim.{cls_name}: {why}")],
+                            reported)
             for impl, build in impls:
                 if impl == PYFAST_PREFIX + "reference" and problem.total > REFERENCE_MAX_ELEMENTS:
-                    if (impl, "size") not in reported:
-                        reported.add((impl, "size"))
-                        yield Skip(FAMILY, impl, device, "the NumPy reference beyond 20M "
-                                   "parameters: gigabytes of temporaries, seconds per step")
+                    yield from first_reports(
+                        [Skip(FAMILY, impl, device, "the NumPy reference beyond 20M "
+                              "parameters: gigabytes of temporaries, seconds per step")], reported)
                     continue
                 yield Case(FAMILY, op, label, impl, device, work=float(per_param * problem.total),
                            unit="byte",
@@ -193,18 +187,8 @@ def _device_cases(device, shapes, options):
                            check=lambda result, problem=problem, op=op: problem.check(op, result))
 
 
-def _torch_cuda():
-    import torch
-    return torch.cuda.is_available()
-
-
 def cases(options, shapes=None):
     """The optim cases on the CPU and, when CuPy sees one, on the GPU. ``shapes`` overrides
     the default (label, tensor sizes) list on both devices."""
-    shapes = shapes or (QUICK_SHAPES if options.quick else SHAPES)
-    yield from _device_cases("cpu", shapes, options)
-    no_gpu = cuda_unavailable()
-    if no_gpu:
-        yield Skip(FAMILY, "all", "cuda", no_gpu)
-        return
-    yield from _device_cases("cuda", shapes, options)
+    yield from on_each_device(FAMILY, _device_cases, options,
+                              shapes or (QUICK_SHAPES if options.quick else SHAPES))

@@ -20,8 +20,8 @@ import functools
 import numpy as np
 
 import pyfast as pf
-from pyfast.bench import (PYFAST_PREFIX, Case, Skip, WrongResult, check_close, cuda_unavailable,
-                          installed, pyfast_impls, to_numpy)
+from pyfast.bench import (PYFAST_PREFIX, Case, Skip, WrongResult, array_module_on, check_close,
+                          first_reports, on_each_device, pyfast_impls, to_numpy, torch_impl)
 
 FAMILY = "softmax_xent"
 SHAPES = ((256, 1000), (2048, 32000), (8192, 50000))
@@ -69,7 +69,7 @@ class Problem:
     def on(self, device):
         """(logits, labels) on ``device``, copied there once."""
         if device not in self._on_device:
-            xp = np if device == "cpu" else _cupy()
+            xp = array_module_on(device)
             self._on_device[device] = (xp.asarray(self.x), xp.asarray(self.y))
         return self._on_device[device]
 
@@ -100,11 +100,6 @@ class Problem:
         check_close(got, want_grad, 1e-5 * np.abs(want_grad) + 4e-7 / self.rows)
 
 
-def _cupy():
-    import cupy
-    return cupy
-
-
 def _pyfast(backend, inplace):
     def build(problem, device):
         x, y = problem.on(device)
@@ -132,7 +127,7 @@ def _torch(problem, device):
 
 
 def _copy(problem, device):
-    xp = np if device == "cpu" else _cupy()
+    xp = array_module_on(device)
     x, _ = problem.on(device)
     out = xp.empty_like(x)
     oracle_loss = problem.oracle[0]
@@ -148,19 +143,9 @@ def _implementations(device, options, op):
     inplace = op.endswith("in place")
     impls = [(PYFAST_PREFIX + name, _pyfast(name, inplace)) for name in names]
     if not inplace:
-        if not installed("torch"):
-            skips.append(Skip(FAMILY, "torch", device, "torch is not installed"))
-        elif device == "cuda" and not _torch_cuda():
-            skips.append(Skip(FAMILY, "torch", device, "this torch has no CUDA"))
-        else:
-            impls.append(("torch", _torch))
+        torch_impl(FAMILY, device, _torch, impls, skips)
     impls.append(("copy", _copy))
     return impls, skips
-
-
-def _torch_cuda():
-    import torch
-    return torch.cuda.is_available()
 
 
 def _device_cases(device, shapes, options):
@@ -169,17 +154,12 @@ def _device_cases(device, shapes, options):
         problem = Problem(rows, classes)
         for op in OPS:
             impls, skips = _implementations(device, options, op)
-            for skip in skips:
-                if (skip.impl, skip.reason) not in reported:
-                    reported.add((skip.impl, skip.reason))
-                    yield skip
+            yield from first_reports(skips, reported)
             for impl, build in impls:
                 if impl == PYFAST_PREFIX + "reference" and rows * classes > REFERENCE_MAX_ELEMENTS:
                     why = (f"the NumPy reference at {problem.shape} needs several GB of "
                            f"temporaries and minutes")
-                    if (impl, why) not in reported:
-                        reported.add((impl, why))
-                        yield Skip(FAMILY, impl, device, why)
+                    yield from first_reports([Skip(FAMILY, impl, device, why)], reported)
                     continue
                 yield Case(FAMILY, op, problem.shape, impl, device, work=problem.work, unit="byte",
                            prepare=lambda build=build, problem=problem: build(problem, device),
@@ -189,10 +169,5 @@ def _device_cases(device, shapes, options):
 def cases(options, shapes=None):
     """The softmax_xent cases on the CPU and, when CuPy sees one, on the GPU. ``shapes``
     overrides the default (rows, classes) list on both devices."""
-    shapes = shapes or (QUICK_SHAPES if options.quick else SHAPES)
-    yield from _device_cases("cpu", shapes, options)
-    no_gpu = cuda_unavailable()
-    if no_gpu:
-        yield Skip(FAMILY, "all", "cuda", no_gpu)
-        return
-    yield from _device_cases("cuda", shapes, options)
+    yield from on_each_device(FAMILY, _device_cases, options,
+                              shapes or (QUICK_SHAPES if options.quick else SHAPES))

@@ -8,7 +8,27 @@ from .module import Module
 __all__ = ["Sequential", "ModuleList", "ModuleDict"]
 
 
-class Sequential(Module):
+class _ModuleSequence(Module):
+    """What Sequential and ModuleList share: children named "0", "1", ... in order,
+    indexed like a list (a slice gives a new container of the subclass's kind)."""
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self._sliced(list(self._modules.items())[index])
+        return list(self._modules.values())[_index(index, len(self))]
+
+    def append(self, module):
+        self.add_module(str(len(self)), module)
+        return self
+
+
+class Sequential(_ModuleSequence):
     """Modules applied in order. ``Sequential(m0, m1, ...)`` or ``Sequential(OrderedDict)``."""
 
     def __init__(self, *args):
@@ -36,20 +56,8 @@ class Sequential(Module):
                 i += 1
         return input
 
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return Sequential(OrderedDict(list(self._modules.items())[index]))
-        return list(self._modules.values())[_index(index, len(self))]
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
+    def _sliced(self, items):
+        return Sequential(OrderedDict(items))
 
 
 def _relu_type():
@@ -69,31 +77,19 @@ def _index(i, n):
     return i % n
 
 
-class ModuleList(Module):
+class ModuleList(_ModuleSequence):
     def __init__(self, modules=None):
         super().__init__()
         for module in modules or ():
             self.append(module)
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
 
     def extend(self, modules):
         for module in modules:
             self.append(module)
         return self
 
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return ModuleList(list(self._modules.values())[index])
-        return list(self._modules.values())[_index(index, len(self))]
+    def _sliced(self, items):
+        return ModuleList(module for _, module in items)
 
     def __setitem__(self, index, module):
         self.add_module(str(_index(index, len(self))), module)

@@ -3,16 +3,11 @@
 (kaiming_uniform with a=sqrt(5), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), the same bound for
 the bias; fan_in = weight.shape[1] * kh * kw)."""
 
-import math
-
 import numpy as np
 
 from . import functional as F
-from . import init
-from .init import _calculate_fan_in_and_fan_out
-from .linear import _empty
+from .linear import _add_weight_and_bias, _reset_weight_and_bias
 from .module import Module
-from .parameter import Parameter
 
 __all__ = ["Conv2d", "ConvTranspose2d"]
 
@@ -54,20 +49,10 @@ class _ConvNd(Module):
             shape = (in_channels, out_channels // groups) + self.kernel_size
         else:
             shape = (out_channels, in_channels // groups) + self.kernel_size
-        self.weight = Parameter(_empty(shape, device, dtype))
-        if bias:
-            self.bias = Parameter(_empty((out_channels,), device, dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        _add_weight_and_bias(self, shape, out_channels, bias, device, dtype)
 
     def reset_parameters(self):
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = _calculate_fan_in_and_fan_out(self.weight)
-            if fan_in != 0:
-                bound = 1 / math.sqrt(fan_in)
-                init.uniform_(self.bias, -bound, bound)
+        _reset_weight_and_bias(self.weight, self.bias)
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -14,7 +14,7 @@ import numbers
 from pyfast import ops
 from pyfast._arrays import array_module
 from pyfast._random import generator
-from pyfast.tensor import Function, Tensor, _as_data
+from pyfast.tensor import Function, Tensor, _as_data, _Relu, _Sigmoid, _Tanh
 
 __all__ = ["linear", "conv2d", "conv_transpose2d", "relu", "leaky_relu", "sigmoid", "tanh",
            "softmax", "log_softmax", "dropout", "batch_norm", "max_pool2d", "avg_pool2d",
@@ -80,19 +80,6 @@ def linear(input, weight, bias=None, *, activation=None):
 
 # ---------------------------------------------------------------------------- activations
 
-class _Relu(Function):
-    fresh_grads = True
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.y = ops.relu(x)
-        return ctx.y
-
-    @staticmethod
-    def backward(ctx, g):
-        return (ops.relu_backward(g, ctx.y),)
-
-
 class _LeakyRelu(Function):
     fresh_grads = True
 
@@ -104,32 +91,6 @@ class _LeakyRelu(Function):
     @staticmethod
     def backward(ctx, g):
         return (ops.leaky_relu_backward(g, ctx.x, ctx.slope),)
-
-
-class _Sigmoid(Function):
-    fresh_grads = True
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.y = ops.sigmoid(x)
-        return ctx.y
-
-    @staticmethod
-    def backward(ctx, g):
-        return (ops.sigmoid_backward(g, ctx.y),)
-
-
-class _Tanh(Function):
-    fresh_grads = True
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.y = ops.tanh(x)
-        return ctx.y
-
-    @staticmethod
-    def backward(ctx, g):
-        return (ops.tanh_backward(g, ctx.y),)
 
 
 def relu(input, inplace=False):

@@ -20,6 +20,27 @@ def _empty(shape, device, dtype):
     return data
 
 
+def _add_weight_and_bias(module, weight_shape, outputs, bias, device, dtype):
+    """``module.weight`` of ``weight_shape`` and ``module.bias`` of ``(outputs,)`` (None
+    when ``bias`` is false), both then drawn by ``module.reset_parameters()``."""
+    module.weight = Parameter(_empty(weight_shape, device, dtype))
+    if bias:
+        module.bias = Parameter(_empty((outputs,), device, dtype))
+    else:
+        module.register_parameter("bias", None)
+    module.reset_parameters()
+
+
+def _reset_weight_and_bias(weight, bias):
+    """torch's default for Linear and Conv: kaiming_uniform(a=sqrt(5)) for the weight,
+    i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the same bound for the bias."""
+    init.kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        fan_in, _ = init._calculate_fan_in_and_fan_out(weight)
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+        init.uniform_(bias, -bound, bound)
+
+
 class Identity(Module):
     """Returns its input; takes (and ignores) any arguments, as torch."""
 
@@ -40,19 +61,11 @@ class Linear(Module):
             if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
                 raise ValueError(f"Linear: {name} must be a non-negative int, got {n!r}")
         self.in_features, self.out_features = int(in_features), int(out_features)
-        self.weight = Parameter(_empty((out_features, in_features), device, dtype))
-        if bias:
-            self.bias = Parameter(_empty((out_features,), device, dtype))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
+        _add_weight_and_bias(self, (out_features, in_features), out_features, bias, device,
+                             dtype)
 
     def reset_parameters(self):
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in = self.in_features
-            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            init.uniform_(self.bias, -bound, bound)
+        _reset_weight_and_bias(self.weight, self.bias)
 
     def forward(self, input, activation=None):
         return F.linear(input, self.weight, self.bias, activation=activation)

@@ -19,7 +19,7 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from pyfast._arrays import as_array, describe, is_cupy
-from pyfast.tensor import Tensor, _normalise_device, _on_device, _to_device
+from pyfast.tensor import Tensor, _DeviceShortcuts, _normalise_device, _on_device, _to_device
 
 from .parameter import Parameter
 
@@ -50,7 +50,7 @@ def _state_value(value, key):
         raise TypeError(f"state_dict[{key!r}] is not an array: {describe(value)}") from None
 
 
-class Module:
+class Module(_DeviceShortcuts):
     """Base class of layers and models (torch.nn.Module's contract)."""
 
     training: bool
@@ -299,18 +299,6 @@ class Module:
                             t._grad is not None and t._grad._data is t.grad_storage):
                         t.grad_storage = None
         return self
-
-    def cpu(self):
-        return self.to("cpu")
-
-    def cuda(self):
-        return self.to("cuda")
-
-    def float(self):
-        return self.to(dtype=np.float32)
-
-    def double(self):
-        return self.to(dtype=np.float64)
 
     # ---------------------------------------------------------------- calling
     def __call__(self, *args, **kwargs):

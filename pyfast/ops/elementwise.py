@@ -56,18 +56,28 @@ def _run(op, device, backend, *args):
     getattr(kernels, op)(*args)
 
 
+def _forward(op, x, out, backend, *options):
+    (x,), y, device = _prepare(out, "x", x=x)
+    _run(op, device, backend, x, y, *options)
+    return y
+
+
+def _backward(op, gy, saved, out, backend, *options):
+    """``op``'s gradient from gy and the one array the forward kept, ``saved`` = {name: array}
+    (the output y, or the input x for leaky_relu)."""
+    (gy, kept), gx, device = _prepare(out, "gy", gy=gy, **saved)
+    _run(op, device, backend, gy, kept, gx, *options)
+    return gx
+
+
 def relu(x, *, out=None, backend=None):
     """max(x, 0)."""
-    (x,), y, device = _prepare(out, "x", x=x)
-    _run("relu", device, backend, x, y)
-    return y
+    return _forward("relu", x, out, backend)
 
 
 def relu_backward(gy, y, *, out=None, backend=None):
     """gy where the relu output y > 0, else 0."""
-    (gy, y), gx, device = _prepare(out, "gy", gy=gy, y=y)
-    _run("relu_backward", device, backend, gy, y, gx)
-    return gx
+    return _backward("relu_backward", gy, {"y": y}, out, backend)
 
 
 def _slope(negative_slope):
@@ -80,44 +90,32 @@ def _slope(negative_slope):
 def leaky_relu(x, negative_slope=0.01, *, out=None, backend=None):
     """x where x > 0, else negative_slope * x."""
     slope = _slope(negative_slope)
-    (x,), y, device = _prepare(out, "x", x=x)
-    _run("leaky_relu", device, backend, x, y, slope)
-    return y
+    return _forward("leaky_relu", x, out, backend, slope)
 
 
 def leaky_relu_backward(gy, x, negative_slope=0.01, *, out=None, backend=None):
     """gy where the input x > 0, else negative_slope * gy."""
     slope = _slope(negative_slope)
-    (gy, x), gx, device = _prepare(out, "gy", gy=gy, x=x)
-    _run("leaky_relu_backward", device, backend, gy, x, gx, slope)
-    return gx
+    return _backward("leaky_relu_backward", gy, {"x": x}, out, backend, slope)
 
 
 def sigmoid(x, *, out=None, backend=None):
     """1 / (1 + exp(-x))."""
-    (x,), y, device = _prepare(out, "x", x=x)
-    _run("sigmoid", device, backend, x, y)
-    return y
+    return _forward("sigmoid", x, out, backend)
 
 
 def sigmoid_backward(gy, y, *, out=None, backend=None):
     """gy * y * (1 - y) from the sigmoid output y."""
-    (gy, y), gx, device = _prepare(out, "gy", gy=gy, y=y)
-    _run("sigmoid_backward", device, backend, gy, y, gx)
-    return gx
+    return _backward("sigmoid_backward", gy, {"y": y}, out, backend)
 
 
 def tanh(x, *, out=None, backend=None):
-    (x,), y, device = _prepare(out, "x", x=x)
-    _run("tanh", device, backend, x, y)
-    return y
+    return _forward("tanh", x, out, backend)
 
 
 def tanh_backward(gy, y, *, out=None, backend=None):
     """gy * (1 - y**2) from the tanh output y."""
-    (gy, y), gx, device = _prepare(out, "gy", gy=gy, y=y)
-    _run("tanh_backward", device, backend, gy, y, gx)
-    return gx
+    return _backward("tanh_backward", gy, {"y": y}, out, backend)
 
 
 def dropout(x, p, seed, *, out=None, backend=None):
@@ -129,11 +127,9 @@ def dropout(x, p, seed, *, out=None, backend=None):
         raise ValueError(f"dropout probability p must be in [0, 1], got {p!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 1 << 64:
         raise ValueError(f"seed must be an int in [0, 2**64), got {seed!r}")
-    (x,), y, device = _prepare(out, "x", x=x)
     threshold = min(int(round(p * (1 << DROPOUT_BITS))), 1 << DROPOUT_BITS)
     scale = 0.0 if threshold == 1 << DROPOUT_BITS else 1.0 / (1.0 - p)
-    _run("dropout", device, backend, x, y, seed, threshold, scale)
-    return y
+    return _forward("dropout", x, out, backend, seed, threshold, scale)
 
 
 def add(a, b, *, out=None, backend=None):

@@ -20,7 +20,7 @@ from pyfast import _random
 from pyfast._arrays import array_module
 
 from .loop import (Run, _array_of, _callbacks, _check_epochs, _len_or_none, _model_device,
-                   _no_grad, _to_device)
+                   _no_grad, _to_device, _train_epochs)
 from .progress import ProgressBar
 
 __all__ = ["fit_gan", "GANRun"]
@@ -154,24 +154,4 @@ def fit_gan(gan, loader, *, epochs, lr=2e-4, betas=(0.5, 0.999), latent_dim=None
     if resume is not None:
         run.restore(resume)
     bar = ProgressBar(progress)
-
-    try:
-        for cb in callbacks:
-            cb.on_train_begin(run)
-        while run.epoch < epochs and not run.stop_training:
-            for cb in callbacks:
-                cb.on_epoch_begin(run)
-            logs = _gan_epoch(run, bce, bar)
-            for key in history:
-                history[key].append(logs[key])
-            run.epoch += 1
-            for cb in callbacks:
-                cb.on_epoch_end(run, logs)
-            for cb in callbacks:
-                cb.after_epoch_end(run, logs)
-            bar.end({k: v for k, v in logs.items() if k != "time"})
-    finally:
-        bar.close()
-    for cb in callbacks:
-        cb.on_train_end(run)
-    return history
+    return _train_epochs(run, bar, lambda: _gan_epoch(run, bce, bar), not_shown=("time",))

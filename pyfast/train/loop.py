@@ -312,14 +312,21 @@ def fit(model, train_loader, *, loss_fn, optimizer, epochs, val_loader=None,
     per_batch = scheduler if isinstance(scheduler, OneCycleLR) else None
     device = _model_device(model)
     bar = ProgressBar(progress)
+    return _train_epochs(run, bar, lambda: _fit_epoch(run, loss_fn, metrics, device, per_batch,
+                                                      bar), not_shown=("lr", "time"))
 
+
+def _train_epochs(run, bar, train_one_epoch, not_shown):
+    """The epoch loop of fit and fit_gan: the callbacks around each epoch, one value per
+    history key per epoch, the progress bar closed whatever happens. Returns the history."""
+    callbacks, history = run.callbacks, run.history
     try:
         for cb in callbacks:
             cb.on_train_begin(run)
-        while run.epoch < epochs and not run.stop_training:
+        while run.epoch < run.epochs and not run.stop_training:
             for cb in callbacks:
                 cb.on_epoch_begin(run)
-            logs = _fit_epoch(run, loss_fn, metrics, device, per_batch, bar)
+            logs = train_one_epoch()
             for key in history:
                 history[key].append(logs[key])
             run.epoch += 1
@@ -327,7 +334,7 @@ def fit(model, train_loader, *, loss_fn, optimizer, epochs, val_loader=None,
                 cb.on_epoch_end(run, logs)
             for cb in callbacks:
                 cb.after_epoch_end(run, logs)
-            bar.end({k: v for k, v in logs.items() if k not in ("lr", "time")})
+            bar.end({k: v for k, v in logs.items() if k not in not_shown})
     finally:
         bar.close()
     for cb in callbacks:

@@ -29,6 +29,16 @@ def assert_close(got, want, rtol=1e-4, atol=1e-5, what=""):
     np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=what)
 
 
+def assert_grads_close(pf_module, torch_module, rtol, atol, relative_atol=0.0):
+    """Every parameter's gradient equals that of torch's parameter of the same name, to
+    ``rtol`` and ``atol + relative_atol * max |that gradient|``."""
+    torch_params = dict(torch_module.named_parameters())
+    for name, p in pf_module.named_parameters():
+        want = torch_params[name].grad.detach().numpy()
+        assert_close(p.grad, want, rtol, atol + relative_atol * np.abs(want).max(),
+                     f"gradient of {name}")
+
+
 def compare_module(pf_module, torch_module, x, rtol=1e-4, atol=1e-5, train=True, seed=0):
     """Same weights, same input: outputs, input gradient and every parameter gradient
     (for a random upstream gradient) must agree."""
@@ -44,9 +54,7 @@ def compare_module(pf_module, torch_module, x, rtol=1e-4, atol=1e-5, train=True,
     yt.backward(to_torch(gy))
     yp.backward(gy)
     assert_close(xp_.grad, xt.grad, rtol, atol, "input gradient")
-    tparams = dict(torch_module.named_parameters())
-    for name, p in pf_module.named_parameters():
-        assert_close(p.grad, tparams[name].grad, rtol, atol, f"gradient of {name}")
+    assert_grads_close(pf_module, torch_module, rtol, atol)
     for name, b in torch_module.named_buffers():
         assert_close(pf_module.state_dict()[name], b, rtol, atol, f"buffer {name}")
     return yp, yt

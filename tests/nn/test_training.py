@@ -7,7 +7,7 @@ import numpy as np
 import pyfast as pf
 from pyfast import nn
 from pyfast.nn import functional as F
-from tests.nn.helpers import assert_close, copy_params, to_torch, torch
+from tests.nn.helpers import assert_close, assert_grads_close, copy_params, to_torch, torch
 
 
 def toy_images(n=64, seed=0):
@@ -87,9 +87,7 @@ def test_residual_and_dense_blocks_match_torch():
     yp.backward(g)
     yt.backward(to_torch(g))
     assert_close(xp_.grad, xt.grad, 1e-4, 1e-5, "input")
-    tp = dict(theirs.named_parameters())
-    for name, p in ours.named_parameters():
-        assert_close(p.grad, tp[name].grad, 1e-4, 1e-4, name)
+    assert_grads_close(ours, theirs, 1e-4, 1e-4)
 
 
 def test_no_grad_inference_records_nothing():
