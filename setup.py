@@ -80,7 +80,7 @@ if nvcc:
     libdir = os.path.dirname(glob.glob(os.path.join(home, "lib*", "libcudart_static.a"))[0])
     cuda_ext = Pybind11Extension(
         "pyfast._cuda",
-        sources=["csrc/bindings_cuda.cpp"],
+        sources=_rel("csrc/bindings/cuda_*.cpp") + ["csrc/bindings_cuda.cpp"],
         include_dirs=["csrc", os.path.join(home, "include")],
         cxx_std=17,
         extra_compile_args=["-O3", "-fvisibility=hidden"],

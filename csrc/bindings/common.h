@@ -14,7 +14,8 @@
 namespace pyfast::binding {
 
 namespace py = pybind11;
-using pyfast::fail;
+// Each extension's array header adds shape_str overloads for its array type here, which
+// would hide common/checks.h's for shapes and containers.
 using pyfast::shape_str;
 
 // The Python type name of obj, for messages that say what was passed instead.

@@ -45,8 +45,7 @@ void conv2d_backward(const py::array& gy, const std::optional<py::array>& x, con
         const T* wp = input<T>(w, "w");
         const T* xp = x ? input<T>(*x, "x") : nullptr;
         T* gxp = gx ? output<T>(*gx, "gx", {s.n, s.c, s.h, s.w}) : nullptr;
-        T* gwp = gw ? output<T>(*gw, "gw", {w_shape[0], w_shape[1], w_shape[2], w_shape[3]})
-                    : nullptr;
+        T* gwp = gw ? output<T>(*gw, "gw", w_shape) : nullptr;
         T* gbp = optional_output<T>(gb, "gb", s.k);
         py::gil_scoped_release release;
         pyfast::conv2d_backward<T>(s, gyp, xp, wp, gxp, gwp, gbp);

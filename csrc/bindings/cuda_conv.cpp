@@ -24,7 +24,7 @@ ConvPair conv_pair(const py::handle& v, const char* name) {
     return {e[0], e[1]};
 }
 
-// A conv operand: a C-contiguous CUDA array of w's dtype (w itself when like is null).
+// A conv operand: a C-contiguous CUDA array of w's dtype (w itself when w is null).
 CudaArray conv_array(const py::handle& obj, const char* name, const CudaArray* w) {
     const CudaArray x = cuda_array(obj, name);
     if (w) check_dtype_like(x, name, *w, "w");

@@ -5,7 +5,6 @@
 #include <array>
 #include <cstdint>
 #include <optional>
-#include <string>
 
 #include "common/checks.h"
 
@@ -48,11 +47,6 @@ using ConvPair = std::array<std::int64_t, 2>;
 // Stride, padding and dilation beyond this describe no real array and could overflow the
 // index arithmetic.
 constexpr std::int64_t kMaxConvParam = std::int64_t(1) << 30;
-
-inline std::string conv_shape_str(const ConvShape4& s) {
-    return "(" + std::to_string(s[0]) + ", " + std::to_string(s[1]) + ", " + std::to_string(s[2]) +
-           ", " + std::to_string(s[3]) + ")";
-}
 
 inline void check_conv_params(const ConvPair& stride, const ConvPair& padding,
                               const ConvPair& dilation, std::int64_t groups) {
