@@ -62,7 +62,8 @@ if _flag("PYFAST_NATIVE_ARCH"):
 ext_modules = [
     Pybind11Extension(
         "pyfast._C",
-        sources=_rel("csrc/common/*.cpp") + _rel("csrc/cpu/*.cpp") + ["csrc/bindings.cpp"],
+        sources=_rel("csrc/common/*.cpp") + _rel("csrc/cpu/*.cpp")
+        + _rel("csrc/bindings/cpu_*.cpp") + ["csrc/bindings.cpp"],
         include_dirs=["csrc"],
         cxx_std=17,
         extra_compile_args=cxx_flags + ["-fopenmp"],
@@ -79,7 +80,7 @@ if nvcc:
     libdir = os.path.dirname(glob.glob(os.path.join(home, "lib*", "libcudart_static.a"))[0])
     cuda_ext = Pybind11Extension(
         "pyfast._cuda",
-        sources=["csrc/bindings_cuda.cpp"],
+        sources=_rel("csrc/bindings/cuda_*.cpp") + ["csrc/bindings_cuda.cpp"],
         include_dirs=["csrc", os.path.join(home, "include")],
         cxx_std=17,
         extra_compile_args=["-O3", "-fvisibility=hidden"],

@@ -32,7 +32,7 @@
 //
 // Threads: when there are at least as many (image, group, tile or band) items as threads,
 // and they divide evenly (or are plenty), each thread takes whole items and runs them
-// single-threaded (the GEMM's own parallel region is nested, hence inactive): no barriers,
+// single-threaded (the GEMM runs alone inside a parallel region): no barriers,
 // and each thread's data stays in its own L2. Weight gradients then go to per-thread partial
 // sums, added up in a fixed order. With fewer items (batch 1, small images) the items run in
 // turn with the work inside split over the threads. col2im works on whole (image, group)
@@ -207,10 +207,12 @@ struct Tiling {
     }
 };
 
-// gemm_inside: the items call the GEMM, whose own parallel region must then be inactive. It
-// is not where nested parallelism is enabled: torch's libgomp sets max-active-levels to
-// INT_MAX, and every thread would start a team of its own. The direct kernels' inner
-// regions ask for one thread explicitly, so nesting does not matter to them.
+// gemm_inside: the items call the GEMM. Where nested parallelism is enabled (torch's libgomp
+// sets max-active-levels to INT_MAX) such items are split inside rather than spread over the
+// threads. The GEMM starts no nested team either way (inside a parallel region it runs on
+// its caller's thread), so this is a choice of schedule now, kept until measured. The
+// direct kernels' inner regions ask for one thread explicitly, so nesting does not matter
+// to them.
 bool threads_take_items(int64_t items, int threads, bool gemm_inside) {
     // An imbalance of one item in four is tolerated; less work than that is split inside.
     return threads > 1 && items >= threads && (items % threads == 0 || items >= 4 * threads) &&

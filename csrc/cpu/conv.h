@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <string>
+#include <optional>
 
 #include "common/checks.h"
 
@@ -48,11 +48,6 @@ using ConvPair = std::array<std::int64_t, 2>;
 // index arithmetic.
 constexpr std::int64_t kMaxConvParam = std::int64_t(1) << 30;
 
-inline std::string conv_shape_str(const ConvShape4& s) {
-    return "(" + std::to_string(s[0]) + ", " + std::to_string(s[1]) + ", " + std::to_string(s[2]) +
-           ", " + std::to_string(s[3]) + ")";
-}
-
 inline void check_conv_params(const ConvPair& stride, const ConvPair& padding,
                               const ConvPair& dilation, std::int64_t groups) {
     const ConvPair* pairs[3] = {&stride, &padding, &dilation};
@@ -75,21 +70,42 @@ inline ConvShape conv2d_shape(const char* what, const ConvShape4& x, const ConvS
     check_conv_params(stride, padding, dilation, groups);
     const std::int64_t c = x[1], k = w[0];
     PYFAST_CHECK(c % groups == 0 && k % groups == 0 && w[1] * groups == c, what, ": w has shape ",
-                 conv_shape_str(w), ", which does not fit x of shape ", conv_shape_str(x),
+                 shape_str(w), ", which does not fit x of shape ", shape_str(x),
                  " with groups=", groups);
     PYFAST_CHECK(w[2] >= 1 && w[3] >= 1, what, ": w has an empty kernel, shape ",
-                 conv_shape_str(w));
+                 shape_str(w));
     std::int64_t out[2];
     const char* axes[2] = {"rows", "columns"};
     for (int a = 0; a < 2; ++a) {
         const std::int64_t size = x[2 + a], span = dilation[a] * (w[2 + a] - 1) + 1;
         PYFAST_CHECK(span <= size + 2 * padding[a], what, ": the kernel spans ", span, " ",
-                     axes[a], " (w has shape ", conv_shape_str(w), ") but the padded input has only ",
-                     size + 2 * padding[a], " (x has shape ", conv_shape_str(x), ")");
+                     axes[a], " (w has shape ", shape_str(w), ") but the padded input has only ",
+                     size + 2 * padding[a], " (x has shape ", shape_str(x), ")");
         out[a] = (size + 2 * padding[a] - span) / stride[a] + 1;
     }
     return {x[0], c, x[2], x[3], k, w[2], w[3], out[0], out[1], stride[0], stride[1],
             padding[0], padding[1], dilation[0], dilation[1], groups};
+}
+
+// The convolution whose gradients conv2d_backward computes, from the shapes of gy, w and
+// the input: x's, or gx's where x is not passed (only gw needs it). With neither, only gb is
+// asked for and gy alone decides.
+inline ConvShape conv2d_backward_shape(const ConvShape4& gy, const ConvShape4& w,
+                                       const std::optional<ConvShape4>& input,
+                                       const ConvPair& stride, const ConvPair& padding,
+                                       const ConvPair& dilation, std::int64_t groups) {
+    PYFAST_CHECK(gy[1] == w[0], "conv2d_backward: gy has shape ", shape_str(gy),
+                 " but w has shape ", shape_str(w), " (output channels differ)");
+    if (!input) {
+        ConvShape s{};
+        s.n = gy[0], s.k = gy[1], s.oh = gy[2], s.ow = gy[3];
+        return s;
+    }
+    const ConvShape s =
+        conv2d_shape("conv2d_backward", *input, w, stride, padding, dilation, groups);
+    const ConvShape4 want{s.n, s.k, s.oh, s.ow};
+    PYFAST_CHECK(gy == want, "gy must have shape ", shape_str(want), ", got ", shape_str(gy));
+    return s;
 }
 
 // conv_transpose2d(x, w) with x (n, cin, h, w), w (cin, cout/groups, kh, kw) and out (n,
@@ -101,18 +117,18 @@ inline ConvShape conv_transpose2d_shape(const ConvShape4& x, const ConvShape4& w
                                         std::int64_t groups) {
     check_conv_params(stride, padding, dilation, groups);
     PYFAST_CHECK(w[0] == x[1] && x[1] % groups == 0 && out[0] == x[0] && out[1] == w[1] * groups,
-                 "conv_transpose2d: x has shape ", conv_shape_str(x), ", w ", conv_shape_str(w),
-                 " and out ", conv_shape_str(out), "; with groups=", groups, " they must be (N, Cin, "
+                 "conv_transpose2d: x has shape ", shape_str(x), ", w ", shape_str(w),
+                 " and out ", shape_str(out), "; with groups=", groups, " they must be (N, Cin, "
                  "H, W), (Cin, Cout/groups, kh, kw) and (N, Cout, OH, OW)");
     PYFAST_CHECK(w[2] >= 1 && w[3] >= 1, "conv_transpose2d: w has an empty kernel, shape ",
-                 conv_shape_str(w));
+                 shape_str(w));
     for (int a = 0; a < 2; ++a) {
         const std::int64_t op = out[2 + a] - ((x[2 + a] - 1) * stride[a] - 2 * padding[a] +
                                               dilation[a] * (w[2 + a] - 1) + 1);
         PYFAST_CHECK(x[2 + a] >= 1 && op >= 0 && op < std::max(stride[a], dilation[a]),
-                     "conv_transpose2d: out has shape ", conv_shape_str(out),
-                     ", which no output_padding gives for x of shape ", conv_shape_str(x),
-                     " and w of shape ", conv_shape_str(w));
+                     "conv_transpose2d: out has shape ", shape_str(out),
+                     ", which no output_padding gives for x of shape ", shape_str(x),
+                     " and w of shape ", shape_str(w));
     }
     return {out[0], out[1], out[2], out[3], w[0], w[2], w[3], x[2], x[3], stride[0], stride[1],
             padding[0], padding[1], dilation[0], dilation[1], groups};

@@ -270,6 +270,7 @@ void gemm_driver(int64_t m, int64_t n, int64_t k, MatRef<typename Cfg::type> a,
     // Below a few MFLOP a parallel region costs more than it saves.
     int threads = num_threads();
     if (2.0 * m * n * k < 4e6) threads = 1;
+    if (omp_in_parallel()) threads = 1;  // no nested team: torch's libgomp allows them
 
 #pragma omp parallel num_threads(threads)
     {

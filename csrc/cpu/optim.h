@@ -1,6 +1,6 @@
 // Fused optimizer steps on the CPU (torch.optim's update rules), in place over lists of
 // tensors: one parallel region and one pass over memory for all of them (see optim.cpp).
-// Arguments are validated by the caller (csrc/bindings.cpp); these functions only compute.
+// csrc/bindings/cpu_optim.cpp validates the arguments; these functions only compute.
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,6 @@
 // Softmax, log-softmax and the fused losses of the softmax_xent family on the CPU: each
 // returns its gradient with the loss, in one pass over memory (see softmax_xent.cpp).
-// Arguments are validated by the caller (csrc/bindings.cpp); these functions only compute.
+// csrc/bindings/cpu_softmax_xent.cpp validates the arguments; these functions only compute.
 #pragma once
 
 #include <cstdint>

@@ -2,8 +2,8 @@
 // (pybind11 turns std::runtime_error into RuntimeError) carrying CUDA's own words, and a few
 // device helpers for 16-byte vector memory access.
 //
-// The host part is plain C++ over cuda_runtime_api.h, so bindings_cuda.cpp (compiled by g++)
-// includes this file too; the device part is only seen by nvcc.
+// The host part is plain C++ over cuda_runtime_api.h, so the bindings (csrc/bindings/cuda_*,
+// compiled by g++) include this file too; the device part is only seen by nvcc.
 #pragma once
 
 #include <cuda_runtime_api.h>

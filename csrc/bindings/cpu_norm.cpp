@@ -1,0 +1,78 @@
+// pyfast._C's norm family: batch norm over x (N, C, S), forward (training statistics or the
+// running ones) and backward.
+
+#include "bindings/arrays.h"
+#include "cpu/norm.h"
+
+namespace pyfast::binding {
+namespace {
+
+void batch_norm(const py::array& x, const std::optional<py::array>& weight,
+                const std::optional<py::array>& bias, const std::optional<py::array>& running_mean,
+                const std::optional<py::array>& running_var, py::array y, py::array mean,
+                py::array invstd, bool training, double momentum, double eps) {
+    check_ndim(x, 3, "x", "(N, C, S)");
+    check_same_shape(y, "y", x, "x");
+    PYFAST_CHECK(std::isfinite(momentum) && momentum >= 0 && std::isfinite(eps) && eps >= 0,
+                 "momentum and eps must be finite and >= 0, got ", momentum, " and ", eps);
+    const py::ssize_t n = x.shape(0), c = x.shape(1), s = x.shape(2);
+    PYFAST_CHECK(!training || n * s > 1, "Expected more than 1 value per channel when training, "
+                 "got input size ", shape_str(x));
+    PYFAST_CHECK(training || (running_mean && running_var),
+                 "eval mode needs running_mean and running_var");
+    on_float_type(x, "x", [&](auto zero) {
+        using T = decltype(zero);
+        const T* px = input<T>(x, "x");
+        T* py_ = output<T>(y, "y");
+        const T* w = optional_input<T>(weight, "weight", c);
+        const T* b = optional_input<T>(bias, "bias", c);
+        T* rm = optional_output<T>(running_mean, "running_mean", c);
+        T* rv = optional_output<T>(running_var, "running_var", c);
+        T* pm = output<T>(mean, "mean", {c});
+        T* pi = output<T>(invstd, "invstd", {c});
+        py::gil_scoped_release release;
+        pyfast::batch_norm_forward<T>(px, py_, n, c, s, w, b, rm, rv, pm, pi, training, momentum,
+                                      eps);
+    });
+}
+
+void batch_norm_backward(const py::array& gy, const py::array& x,
+                         const std::optional<py::array>& weight, const py::array& mean,
+                         const py::array& invstd, std::optional<py::array> gx,
+                         const std::optional<py::array>& gweight,
+                         const std::optional<py::array>& gbias, bool training) {
+    check_ndim(x, 3, "x", "(N, C, S)");
+    check_same_shape(gy, "gy", x, "x");
+    const py::ssize_t n = x.shape(0), c = x.shape(1), s = x.shape(2);
+    on_float_type(x, "x", [&](auto zero) {
+        using T = decltype(zero);
+        const T* pg = input<T>(gy, "gy");
+        const T* px = input<T>(x, "x");
+        const T* w = optional_input<T>(weight, "weight", c);
+        const T* pm = input<T>(mean, "mean", {c});
+        const T* pi = input<T>(invstd, "invstd", {c});
+        T* pgx = nullptr;
+        if (gx) {
+            check_same_shape(*gx, "gx", x, "x");
+            pgx = output<T>(*gx, "gx");
+        }
+        T* pgw = optional_output<T>(gweight, "gweight", c);
+        T* pgb = optional_output<T>(gbias, "gbias", c);
+        py::gil_scoped_release release;
+        pyfast::batch_norm_backward<T>(pg, px, n, c, s, w, pm, pi, pgx, pgw, pgb, training);
+    });
+}
+
+}  // namespace
+
+void bind_norm(py::module_& m) {
+    m.def("batch_norm", &batch_norm, py::arg("x"), py::arg("weight"), py::arg("bias"),
+          py::arg("running_mean"), py::arg("running_var"), py::arg("y"), py::arg("mean"),
+          py::arg("invstd"), py::arg("training"), py::arg("momentum"), py::arg("eps"),
+          "Batch norm of x (N, C, S) into y; mean/invstd (C,) receive the statistics used.");
+    m.def("batch_norm_backward", &batch_norm_backward, py::arg("gy"), py::arg("x"),
+          py::arg("weight"), py::arg("mean"), py::arg("invstd"), py::arg("gx"),
+          py::arg("gweight"), py::arg("gbias"), py::arg("training"));
+}
+
+}  // namespace pyfast::binding
