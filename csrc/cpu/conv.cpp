@@ -44,14 +44,13 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <exception>
-#include <new>
 #include <numeric>
 #include <vector>
 
 #include "common/runtime.h"
+#include "common/thread_buffer.h"
 #include "cpu/gemm.h"
 
 namespace pyfast {
@@ -82,27 +81,6 @@ struct Dims {
     explicit Dims(const ConvShape& s)
         : cg(s.c / s.groups), kg(s.k / s.groups), taps(s.kh * s.kw), rows(cg * taps),
           hw(s.h * s.w), p(s.oh * s.ow) {}
-};
-
-// Grow-only, 64-byte aligned buffer of the calling thread, kept between calls.
-class ThreadBuffer {
-   public:
-    ~ThreadBuffer() { std::free(ptr_); }
-    template <typename T>
-    T* get(int64_t count) {
-        const size_t bytes = (static_cast<size_t>(count) * sizeof(T) + 63) / 64 * 64;
-        if (bytes > bytes_) {
-            std::free(ptr_);
-            ptr_ = std::aligned_alloc(64, bytes);
-            bytes_ = ptr_ ? bytes : 0;
-            if (!ptr_) throw std::bad_alloc();
-        }
-        return static_cast<T*>(ptr_);
-    }
-
-   private:
-    void* ptr_ = nullptr;
-    size_t bytes_ = 0;
 };
 
 thread_local ThreadBuffer column_buffer;

@@ -19,10 +19,10 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 
 #include "common/runtime.h"
+#include "common/thread_buffer.h"
 
 namespace pyfast {
 namespace {
@@ -218,32 +218,7 @@ void pack_a_sliver(MatRef<T> a, int64_t kc, int64_t rows, T* __restrict dest) {
     }
 }
 
-// Grow-only, 64-byte aligned scratch owned by the calling thread, so a steady stream of
-// same-sized calls never touches the allocator (or pays first-touch page faults).
-class Scratch {
-   public:
-    ~Scratch() { std::free(ptr_); }
-    template <typename T>
-    T* get(size_t count) {
-        size_t bytes = (count * sizeof(T) + 63) / 64 * 64;
-        if (bytes > bytes_) {
-            std::free(ptr_);
-            ptr_ = std::aligned_alloc(64, bytes);
-            if (!ptr_) {
-                bytes_ = 0;
-                throw std::bad_alloc();
-            }
-            bytes_ = bytes;
-        }
-        return static_cast<T*>(ptr_);
-    }
-
-   private:
-    void* ptr_ = nullptr;
-    size_t bytes_ = 0;
-};
-
-thread_local Scratch scratch_a, scratch_b;
+thread_local ThreadBuffer scratch_a, scratch_b;
 
 // Size of the blocks that split `extent` into as few pieces of at most `limit` as possible,
 // all equal up to a multiple of `quantum` (limit is a multiple of quantum).
