@@ -422,16 +422,8 @@ PYFAST_INLINE void run_direct_tiles(const DirectBand<typename Cfg::type>& b, int
 template <typename T>
 using DirectTilesFn = void (*)(const DirectBand<T>&, int64_t, int64_t);
 
-void direct_generic_f32(const DirectBand<float>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectGenericF32>(b, t0, t1); }
-void direct_generic_f64(const DirectBand<double>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectGenericF64>(b, t0, t1); }
-PYFAST_TARGET("avx2,fma")
-void direct_avx2_f32(const DirectBand<float>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectAvx2F32>(b, t0, t1); }
-PYFAST_TARGET("avx2,fma")
-void direct_avx2_f64(const DirectBand<double>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectAvx2F64>(b, t0, t1); }
-PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
-void direct_avx512_f32(const DirectBand<float>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectAvx512F32>(b, t0, t1); }
-PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
-void direct_avx512_f64(const DirectBand<double>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectAvx512F64>(b, t0, t1); }
+// direct_generic_f32 ... direct_avx512_f64 and DirectPaths<float>/<double> (common/runtime.h).
+PYFAST_ISA_TILE_PATHS(DirectPaths, DirectBand, run_direct_tiles, direct, Direct)
 
 // Output rows [oh0, oh0 + rows) need padded rows [oh0, oh0 + rows + (kh-1)*dh): copied from
 // x[n, g] with the zero padding around them, into planes `plane` apart, then `tail` zeros
@@ -528,27 +520,6 @@ void direct_forward(const ConvShape& s, const typename Cfg::type* x, const typen
     });
 }
 
-template <typename T>
-struct DirectPaths;
-template <>
-struct DirectPaths<float> {
-    using generic = DirectGenericF32;
-    using avx2 = DirectAvx2F32;
-    using avx512 = DirectAvx512F32;
-    static constexpr DirectTilesFn<float> tiles_generic = direct_generic_f32,
-                                          tiles_avx2 = direct_avx2_f32,
-                                          tiles_avx512 = direct_avx512_f32;
-};
-template <>
-struct DirectPaths<double> {
-    using generic = DirectGenericF64;
-    using avx2 = DirectAvx2F64;
-    using avx512 = DirectAvx512F64;
-    static constexpr DirectTilesFn<double> tiles_generic = direct_generic_f64,
-                                           tiles_avx2 = direct_avx2_f64,
-                                           tiles_avx512 = direct_avx512_f64;
-};
-
 // Wide-grid positions the direct forward computes per output: the dropped columns and the
 // last tile's unused lanes (one band per image: what small images, where it matters, get).
 template <class Cfg>
@@ -574,26 +545,17 @@ bool takes_direct(const ConvShape& s) {
     if (s.sh != 1 || s.sw != 1 || s.ph < 0 || s.pw < 0 ||
         s.oh != s.h + 2 * s.ph - s.dh * (s.kh - 1) || s.ow != s.w + 2 * s.pw - s.dw * (s.kw - 1))
         return false;
-    using P = DirectPaths<T>;
-    const Isa isa = active_isa();
-    const double waste = isa == Isa::avx512 ? direct_waste<typename P::avx512>(s)
-                         : isa == Isa::avx2 ? direct_waste<typename P::avx2>(s)
-                                            : direct_waste<typename P::generic>(s);
+    const double waste = with_active_isa<DirectPaths<T>>(
+        [&](auto cfg, auto) { return direct_waste<decltype(cfg)>(s); });
     return waste <= 1.3 && s.oh * wide_row(s) >= 64;
 }
 
 template <typename T>
 void direct_forward_dispatch(const ConvShape& s, const T* x, const T* w, const T* bias, T* y,
                              bool relu) {
-    using P = DirectPaths<T>;
-    switch (active_isa()) {
-        case Isa::avx512:
-            return direct_forward<typename P::avx512>(s, x, w, bias, y, relu, P::tiles_avx512);
-        case Isa::avx2:
-            return direct_forward<typename P::avx2>(s, x, w, bias, y, relu, P::tiles_avx2);
-        default:
-            return direct_forward<typename P::generic>(s, x, w, bias, y, relu, P::tiles_generic);
-    }
+    with_active_isa<DirectPaths<T>>([&](auto cfg, auto tiles) {
+        direct_forward<decltype(cfg)>(s, x, w, bias, y, relu, tiles);
+    });
 }
 
 // ---- direct weight gradient (stride 1) -------------------------------------------------------
@@ -681,16 +643,8 @@ PYFAST_INLINE void run_wgrad_tiles(const WgradBand<typename Cfg::type>& b, int64
 template <typename T>
 using WgradTilesFn = void (*)(const WgradBand<T>&, int64_t, int64_t);
 
-void wgrad_generic_f32(const WgradBand<float>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradGenericF32>(b, t0, t1); }
-void wgrad_generic_f64(const WgradBand<double>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradGenericF64>(b, t0, t1); }
-PYFAST_TARGET("avx2,fma")
-void wgrad_avx2_f32(const WgradBand<float>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradAvx2F32>(b, t0, t1); }
-PYFAST_TARGET("avx2,fma")
-void wgrad_avx2_f64(const WgradBand<double>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradAvx2F64>(b, t0, t1); }
-PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
-void wgrad_avx512_f32(const WgradBand<float>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradAvx512F32>(b, t0, t1); }
-PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
-void wgrad_avx512_f64(const WgradBand<double>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradAvx512F64>(b, t0, t1); }
+// wgrad_generic_f32 ... wgrad_avx512_f64 and WgradPaths<float>/<double> (common/runtime.h).
+PYFAST_ISA_TILE_PATHS(WgradPaths, WgradBand, run_wgrad_tiles, wgrad, Wgrad)
 
 thread_local ThreadBuffer gy_buffer;
 
@@ -773,37 +727,10 @@ void direct_weight_grad(const ConvShape& s, const typename Cfg::type* gy,
 }
 
 template <typename T>
-struct WgradPaths;
-template <>
-struct WgradPaths<float> {
-    using generic = WgradGenericF32;
-    using avx2 = WgradAvx2F32;
-    using avx512 = WgradAvx512F32;
-    static constexpr WgradTilesFn<float> tiles_generic = wgrad_generic_f32,
-                                         tiles_avx2 = wgrad_avx2_f32,
-                                         tiles_avx512 = wgrad_avx512_f32;
-};
-template <>
-struct WgradPaths<double> {
-    using generic = WgradGenericF64;
-    using avx2 = WgradAvx2F64;
-    using avx512 = WgradAvx512F64;
-    static constexpr WgradTilesFn<double> tiles_generic = wgrad_generic_f64,
-                                          tiles_avx2 = wgrad_avx2_f64,
-                                          tiles_avx512 = wgrad_avx512_f64;
-};
-
-template <typename T>
 void direct_weight_grad_dispatch(const ConvShape& s, const T* gy, const T* x, T* gw) {
-    using P = WgradPaths<T>;
-    switch (active_isa()) {
-        case Isa::avx512:
-            return direct_weight_grad<typename P::avx512>(s, gy, x, gw, P::tiles_avx512);
-        case Isa::avx2:
-            return direct_weight_grad<typename P::avx2>(s, gy, x, gw, P::tiles_avx2);
-        default:
-            return direct_weight_grad<typename P::generic>(s, gy, x, gw, P::tiles_generic);
-    }
+    with_active_isa<WgradPaths<T>>([&](auto cfg, auto tiles) {
+        direct_weight_grad<decltype(cfg)>(s, gy, x, gw, tiles);
+    });
 }
 
 // ---- implicit GEMM on channels-last copies (small images, strides) -------------------------
@@ -974,16 +901,9 @@ PYFAST_INLINE void run_implicit_tiles(const ImplicitBlock<typename Cfg::type>& b
 template <typename T>
 using ImplicitTilesFn = void (*)(const ImplicitBlock<T>&, int64_t, int64_t);
 
-void implicit_generic_f32(const ImplicitBlock<float>& b, int64_t t0, int64_t t1) { run_implicit_tiles<ImplicitGenericF32>(b, t0, t1); }
-void implicit_generic_f64(const ImplicitBlock<double>& b, int64_t t0, int64_t t1) { run_implicit_tiles<ImplicitGenericF64>(b, t0, t1); }
-PYFAST_TARGET("avx2,fma")
-void implicit_avx2_f32(const ImplicitBlock<float>& b, int64_t t0, int64_t t1) { run_implicit_tiles<ImplicitAvx2F32>(b, t0, t1); }
-PYFAST_TARGET("avx2,fma")
-void implicit_avx2_f64(const ImplicitBlock<double>& b, int64_t t0, int64_t t1) { run_implicit_tiles<ImplicitAvx2F64>(b, t0, t1); }
-PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
-void implicit_avx512_f32(const ImplicitBlock<float>& b, int64_t t0, int64_t t1) { run_implicit_tiles<ImplicitAvx512F32>(b, t0, t1); }
-PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
-void implicit_avx512_f64(const ImplicitBlock<double>& b, int64_t t0, int64_t t1) { run_implicit_tiles<ImplicitAvx512F64>(b, t0, t1); }
+// implicit_generic_f32 ... implicit_avx512_f64 and ImplicitPaths<float>/<double>
+// (common/runtime.h).
+PYFAST_ISA_TILE_PATHS(ImplicitPaths, ImplicitBlock, run_implicit_tiles, implicit, Implicit)
 
 // One axis of an implicit product. Output coordinate o (a row of y for the forward, of gx for
 // the input gradient) reads copy row window[o] + offset[i] under tap i; copy row r holds
@@ -1316,52 +1236,19 @@ void implicit_input_grad(const ConvShape& s, const typename Cfg::type* gy,
 }
 
 template <typename T>
-struct ImplicitPaths;
-template <>
-struct ImplicitPaths<float> {
-    using generic = ImplicitGenericF32;
-    using avx2 = ImplicitAvx2F32;
-    using avx512 = ImplicitAvx512F32;
-    static constexpr ImplicitTilesFn<float> tiles_generic = implicit_generic_f32,
-                                            tiles_avx2 = implicit_avx2_f32,
-                                            tiles_avx512 = implicit_avx512_f32;
-};
-template <>
-struct ImplicitPaths<double> {
-    using generic = ImplicitGenericF64;
-    using avx2 = ImplicitAvx2F64;
-    using avx512 = ImplicitAvx512F64;
-    static constexpr ImplicitTilesFn<double> tiles_generic = implicit_generic_f64,
-                                             tiles_avx2 = implicit_avx2_f64,
-                                             tiles_avx512 = implicit_avx512_f64;
-};
-
-template <typename T>
 void implicit_forward_dispatch(const ConvShape& s, const T* x, const T* w, const T* bias, T* y,
                                bool relu) {
-    using P = ImplicitPaths<T>;
-    switch (active_isa()) {
-        case Isa::avx512:
-            return implicit_forward<typename P::avx512>(s, x, w, bias, y, relu, P::tiles_avx512);
-        case Isa::avx2:
-            return implicit_forward<typename P::avx2>(s, x, w, bias, y, relu, P::tiles_avx2);
-        default:
-            return implicit_forward<typename P::generic>(s, x, w, bias, y, relu, P::tiles_generic);
-    }
+    with_active_isa<ImplicitPaths<T>>([&](auto cfg, auto tiles) {
+        implicit_forward<decltype(cfg)>(s, x, w, bias, y, relu, tiles);
+    });
 }
 
 template <typename T>
 void implicit_input_grad_dispatch(const ConvShape& s, const T* gy, const T* w, const T* bias,
                                   T* gx) {
-    using P = ImplicitPaths<T>;
-    switch (active_isa()) {
-        case Isa::avx512:
-            return implicit_input_grad<typename P::avx512>(s, gy, w, bias, gx, P::tiles_avx512);
-        case Isa::avx2:
-            return implicit_input_grad<typename P::avx2>(s, gy, w, bias, gx, P::tiles_avx2);
-        default:
-            return implicit_input_grad<typename P::generic>(s, gy, w, bias, gx, P::tiles_generic);
-    }
+    with_active_isa<ImplicitPaths<T>>([&](auto cfg, auto tiles) {
+        implicit_input_grad<decltype(cfg)>(s, gy, w, bias, gx, tiles);
+    });
 }
 
 // Whether the implicit path takes the forward (input_grad false) or the input gradient of
