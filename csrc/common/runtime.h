@@ -4,6 +4,7 @@
 // set_isa() may choose a lower one, never one the CPU lacks.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -20,6 +21,14 @@ void set_isa(const std::string& name);  // throws invalid_argument if unknown/un
 
 int num_threads();
 void set_num_threads(int n);
+
+// Threads for `work` elements of independent `units` (planes, channels): one below 16K
+// elements, where a parallel region costs more than it saves, else up to one per unit.
+inline int team(std::int64_t work, std::int64_t units) {
+    if (work < (1 << 14)) return 1;
+    return static_cast<int>(
+        std::max<std::int64_t>(1, std::min<std::int64_t>(num_threads(), units)));
+}
 
 // The one switch over the active ISA for a kernel with a SIMD path per ISA: calls
 // f(Cfg{}, tiles) with the configuration (a tag type of static constants) and the

@@ -265,6 +265,22 @@ void run_items(int64_t count, bool by_item, int threads, F&& fn, bool fixed = fa
     if (error) std::rethrow_exception(error);
 }
 
+// tiles(b, t0, t1) over tiles [0, count) of one item: on the calling thread when `inside`
+// is 1 (the items already keep every thread busy), else split evenly over a nested team.
+template <typename Arg>
+PYFAST_INLINE void run_item_tiles(void (*tiles)(const Arg&, int64_t, int64_t), const Arg& b,
+                                  int64_t count, int inside) {
+    if (inside == 1) {
+        tiles(b, 0, count);
+        return;
+    }
+#pragma omp parallel num_threads(inside)
+    {
+        const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+        tiles(b, count * tid / nth, count * (tid + 1) / nth);
+    }
+}
+
 // im2col of a whole tile (rows ld apart), over row ranges in parallel when asked.
 template <typename T>
 void im2col_tile(const ConvShape& s, const Dims& d, const T* xg, int64_t p0, int64_t p1,
@@ -507,16 +523,7 @@ void direct_forward(const ConvShape& s, const typename Cfg::type* x, const typen
                         offset.data(), d.kg, rows, s.ow, ceil_div(rows * wp, NR),
                         y + (n * s.k + g * d.kg) * d.p + oh0 * s.ow, d.p,
                         bias ? bias + g * d.kg : nullptr, relu};
-        const int64_t count = slivers * b.qtiles;
-        if (inside == 1) {
-            tiles(b, 0, count);
-            return;
-        }
-#pragma omp parallel num_threads(inside)
-        {
-            const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
-            tiles(b, count * tid / nth, count * (tid + 1) / nth);
-        }
+        run_item_tiles(tiles, b, slivers * b.qtiles, inside);
     });
 }
 
@@ -702,16 +709,7 @@ void direct_weight_grad(const ConvShape& s, const typename Cfg::type* gy,
         WgradBand<T> b{planes, in_rows * wp, offset.data(), d.rows, d.taps, gyt, ldg,
                        positions, d.kg, ceil_div(d.rows, MR),
                        sums.data() + tid * size + g * d.rows * d.kg, zeros.data()};
-        const int64_t count = b.rtiles * ceil_div(d.kg, NR);
-        if (inside == 1) {
-            tiles(b, 0, count);
-            return;
-        }
-#pragma omp parallel num_threads(inside)
-        {
-            const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
-            tiles(b, count * t / nth, count * (t + 1) / nth);
-        }
+        run_item_tiles(tiles, b, b.rtiles * ceil_div(d.kg, NR), inside);
     }, /*fixed=*/true);
     // gw[g*kg + k][r] = sum over partials of sums[.][g][r][k]
 #pragma omp parallel for num_threads(size < 65536 ? 1 : threads) schedule(static)
@@ -1193,16 +1191,7 @@ void implicit_product(const ImplicitAxis& ra, const ImplicitAxis& ca, int64_t n,
                            kw, taps, reds, packed + g * slivers * taps * reds * NR, outs,
                            positions, out + (n0 * groups + g) * outs * positions,
                            bias ? bias + g * outs : nullptr, relu};
-        const int64_t count_tiles = slivers * b.ntiles;
-        if (inside == 1) {
-            tiles(b, 0, count_tiles);
-            return;
-        }
-#pragma omp parallel num_threads(inside)
-        {
-            const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
-            tiles(b, count_tiles * tid / nth, count_tiles * (tid + 1) / nth);
-        }
+        run_item_tiles(tiles, b, slivers * b.ntiles, inside);
     });
 }
 
