@@ -130,27 +130,28 @@ using L16 = Lanes<16>;
 using L32 = Lanes<32>;
 using L64 = Lanes<64>;
 
-void sigmoid_generic(const float* x, float* y, std::int64_t n) {
-    map_lanes<L16, sigmoid_lanes<L16>>(x, y, n);
+// The lane functions as types, so that one template per ISA below serves both.
+struct Sigmoid {
+    template <class L>
+    static PYFAST_INLINE typename L::VF run(typename L::VF v) { return sigmoid_lanes<L>(v); }
+};
+struct Tanh {
+    template <class L>
+    static PYFAST_INLINE typename L::VF run(typename L::VF v) { return tanh_lanes<L>(v); }
+};
+
+// Fn over a span, once per ISA (a target attribute applies to a whole function).
+template <class Fn>
+void map_generic(const float* x, float* y, std::int64_t n) {
+    map_lanes<L16, Fn::template run<L16>>(x, y, n);
 }
-PYFAST_TARGET_AVX2
-void sigmoid_avx2(const float* x, float* y, std::int64_t n) {
-    map_lanes<L32, sigmoid_lanes<L32>>(x, y, n);
+template <class Fn>
+PYFAST_TARGET_AVX2 void map_avx2(const float* x, float* y, std::int64_t n) {
+    map_lanes<L32, Fn::template run<L32>>(x, y, n);
 }
-PYFAST_TARGET_AVX512
-void sigmoid_avx512(const float* x, float* y, std::int64_t n) {
-    map_lanes<L64, sigmoid_lanes<L64>>(x, y, n);
-}
-void tanh_generic(const float* x, float* y, std::int64_t n) {
-    map_lanes<L16, tanh_lanes<L16>>(x, y, n);
-}
-PYFAST_TARGET_AVX2
-void tanh_avx2(const float* x, float* y, std::int64_t n) {
-    map_lanes<L32, tanh_lanes<L32>>(x, y, n);
-}
-PYFAST_TARGET_AVX512
-void tanh_avx512(const float* x, float* y, std::int64_t n) {
-    map_lanes<L64, tanh_lanes<L64>>(x, y, n);
+template <class Fn>
+PYFAST_TARGET_AVX512 void map_avx512(const float* x, float* y, std::int64_t n) {
+    map_lanes<L64, Fn::template run<L64>>(x, y, n);
 }
 
 using SpanFn = void (*)(const float*, float*, std::int64_t);
@@ -205,12 +206,13 @@ void leaky_relu_backward(const T* gy, const T* x, T* gx, std::int64_t n, T slope
 
 template <>
 void sigmoid<float>(const float* x, float* y, std::int64_t n) {
-    split_span(for_active_isa<SpanFn>(sigmoid_generic, sigmoid_avx2, sigmoid_avx512), x, y, n);
+    split_span(for_active_isa<SpanFn>(map_generic<Sigmoid>, map_avx2<Sigmoid>, map_avx512<Sigmoid>),
+               x, y, n);
 }
 
 template <>
 void tanh_fwd<float>(const float* x, float* y, std::int64_t n) {
-    split_span(for_active_isa<SpanFn>(tanh_generic, tanh_avx2, tanh_avx512), x, y, n);
+    split_span(for_active_isa<SpanFn>(map_generic<Tanh>, map_avx2<Tanh>, map_avx512<Tanh>), x, y, n);
 }
 
 template <typename T>
