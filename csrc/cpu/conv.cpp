@@ -44,14 +44,13 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <exception>
-#include <new>
 #include <numeric>
 #include <vector>
 
 #include "common/runtime.h"
+#include "common/thread_buffer.h"
 #include "cpu/gemm.h"
 
 namespace pyfast {
@@ -82,27 +81,6 @@ struct Dims {
     explicit Dims(const ConvShape& s)
         : cg(s.c / s.groups), kg(s.k / s.groups), taps(s.kh * s.kw), rows(cg * taps),
           hw(s.h * s.w), p(s.oh * s.ow) {}
-};
-
-// Grow-only, 64-byte aligned buffer of the calling thread, kept between calls.
-class ThreadBuffer {
-   public:
-    ~ThreadBuffer() { std::free(ptr_); }
-    template <typename T>
-    T* get(int64_t count) {
-        const size_t bytes = (static_cast<size_t>(count) * sizeof(T) + 63) / 64 * 64;
-        if (bytes > bytes_) {
-            std::free(ptr_);
-            ptr_ = std::aligned_alloc(64, bytes);
-            bytes_ = ptr_ ? bytes : 0;
-            if (!ptr_) throw std::bad_alloc();
-        }
-        return static_cast<T*>(ptr_);
-    }
-
-   private:
-    void* ptr_ = nullptr;
-    size_t bytes_ = 0;
 };
 
 thread_local ThreadBuffer column_buffer;
@@ -289,6 +267,22 @@ void run_items(int64_t count, bool by_item, int threads, F&& fn, bool fixed = fa
     if (error) std::rethrow_exception(error);
 }
 
+// tiles(b, t0, t1) over tiles [0, count) of one item: on the calling thread when `inside`
+// is 1 (the items already keep every thread busy), else split evenly over a nested team.
+template <typename Arg>
+PYFAST_INLINE void run_item_tiles(void (*tiles)(const Arg&, int64_t, int64_t), const Arg& b,
+                                  int64_t count, int inside) {
+    if (inside == 1) {
+        tiles(b, 0, count);
+        return;
+    }
+#pragma omp parallel num_threads(inside)
+    {
+        const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+        tiles(b, count * tid / nth, count * (tid + 1) / nth);
+    }
+}
+
 // im2col of a whole tile (rows ld apart), over row ranges in parallel when asked.
 template <typename T>
 void im2col_tile(const ConvShape& s, const Dims& d, const T* xg, int64_t p0, int64_t p1,
@@ -446,16 +440,8 @@ PYFAST_INLINE void run_direct_tiles(const DirectBand<typename Cfg::type>& b, int
 template <typename T>
 using DirectTilesFn = void (*)(const DirectBand<T>&, int64_t, int64_t);
 
-void direct_generic_f32(const DirectBand<float>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectGenericF32>(b, t0, t1); }
-void direct_generic_f64(const DirectBand<double>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectGenericF64>(b, t0, t1); }
-PYFAST_TARGET("avx2,fma")
-void direct_avx2_f32(const DirectBand<float>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectAvx2F32>(b, t0, t1); }
-PYFAST_TARGET("avx2,fma")
-void direct_avx2_f64(const DirectBand<double>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectAvx2F64>(b, t0, t1); }
-PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
-void direct_avx512_f32(const DirectBand<float>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectAvx512F32>(b, t0, t1); }
-PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
-void direct_avx512_f64(const DirectBand<double>& b, int64_t t0, int64_t t1) { run_direct_tiles<DirectAvx512F64>(b, t0, t1); }
+// direct_generic_f32 ... direct_avx512_f64 and DirectPaths<float>/<double> (common/runtime.h).
+PYFAST_ISA_TILE_PATHS(DirectPaths, DirectBand, run_direct_tiles, direct, Direct)
 
 // Output rows [oh0, oh0 + rows) need padded rows [oh0, oh0 + rows + (kh-1)*dh): copied from
 // x[n, g] with the zero padding around them, into planes `plane` apart, then `tail` zeros
@@ -539,39 +525,9 @@ void direct_forward(const ConvShape& s, const typename Cfg::type* x, const typen
                         offset.data(), d.kg, rows, s.ow, ceil_div(rows * wp, NR),
                         y + (n * s.k + g * d.kg) * d.p + oh0 * s.ow, d.p,
                         bias ? bias + g * d.kg : nullptr, relu};
-        const int64_t count = slivers * b.qtiles;
-        if (inside == 1) {
-            tiles(b, 0, count);
-            return;
-        }
-#pragma omp parallel num_threads(inside)
-        {
-            const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
-            tiles(b, count * tid / nth, count * (tid + 1) / nth);
-        }
+        run_item_tiles(tiles, b, slivers * b.qtiles, inside);
     });
 }
-
-template <typename T>
-struct DirectPaths;
-template <>
-struct DirectPaths<float> {
-    using generic = DirectGenericF32;
-    using avx2 = DirectAvx2F32;
-    using avx512 = DirectAvx512F32;
-    static constexpr DirectTilesFn<float> tiles_generic = direct_generic_f32,
-                                          tiles_avx2 = direct_avx2_f32,
-                                          tiles_avx512 = direct_avx512_f32;
-};
-template <>
-struct DirectPaths<double> {
-    using generic = DirectGenericF64;
-    using avx2 = DirectAvx2F64;
-    using avx512 = DirectAvx512F64;
-    static constexpr DirectTilesFn<double> tiles_generic = direct_generic_f64,
-                                           tiles_avx2 = direct_avx2_f64,
-                                           tiles_avx512 = direct_avx512_f64;
-};
 
 // Wide-grid positions the direct forward computes per output: the dropped columns and the
 // last tile's unused lanes (one band per image: what small images, where it matters, get).
@@ -598,26 +554,17 @@ bool takes_direct(const ConvShape& s) {
     if (s.sh != 1 || s.sw != 1 || s.ph < 0 || s.pw < 0 ||
         s.oh != s.h + 2 * s.ph - s.dh * (s.kh - 1) || s.ow != s.w + 2 * s.pw - s.dw * (s.kw - 1))
         return false;
-    using P = DirectPaths<T>;
-    const Isa isa = active_isa();
-    const double waste = isa == Isa::avx512 ? direct_waste<typename P::avx512>(s)
-                         : isa == Isa::avx2 ? direct_waste<typename P::avx2>(s)
-                                            : direct_waste<typename P::generic>(s);
+    const double waste = with_active_isa<DirectPaths<T>>(
+        [&](auto cfg, auto) { return direct_waste<decltype(cfg)>(s); });
     return waste <= 1.3 && s.oh * wide_row(s) >= 64;
 }
 
 template <typename T>
 void direct_forward_dispatch(const ConvShape& s, const T* x, const T* w, const T* bias, T* y,
                              bool relu) {
-    using P = DirectPaths<T>;
-    switch (active_isa()) {
-        case Isa::avx512:
-            return direct_forward<typename P::avx512>(s, x, w, bias, y, relu, P::tiles_avx512);
-        case Isa::avx2:
-            return direct_forward<typename P::avx2>(s, x, w, bias, y, relu, P::tiles_avx2);
-        default:
-            return direct_forward<typename P::generic>(s, x, w, bias, y, relu, P::tiles_generic);
-    }
+    with_active_isa<DirectPaths<T>>([&](auto cfg, auto tiles) {
+        direct_forward<decltype(cfg)>(s, x, w, bias, y, relu, tiles);
+    });
 }
 
 // ---- direct weight gradient (stride 1) -------------------------------------------------------
@@ -705,16 +652,8 @@ PYFAST_INLINE void run_wgrad_tiles(const WgradBand<typename Cfg::type>& b, int64
 template <typename T>
 using WgradTilesFn = void (*)(const WgradBand<T>&, int64_t, int64_t);
 
-void wgrad_generic_f32(const WgradBand<float>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradGenericF32>(b, t0, t1); }
-void wgrad_generic_f64(const WgradBand<double>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradGenericF64>(b, t0, t1); }
-PYFAST_TARGET("avx2,fma")
-void wgrad_avx2_f32(const WgradBand<float>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradAvx2F32>(b, t0, t1); }
-PYFAST_TARGET("avx2,fma")
-void wgrad_avx2_f64(const WgradBand<double>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradAvx2F64>(b, t0, t1); }
-PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
-void wgrad_avx512_f32(const WgradBand<float>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradAvx512F32>(b, t0, t1); }
-PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
-void wgrad_avx512_f64(const WgradBand<double>& b, int64_t t0, int64_t t1) { run_wgrad_tiles<WgradAvx512F64>(b, t0, t1); }
+// wgrad_generic_f32 ... wgrad_avx512_f64 and WgradPaths<float>/<double> (common/runtime.h).
+PYFAST_ISA_TILE_PATHS(WgradPaths, WgradBand, run_wgrad_tiles, wgrad, Wgrad)
 
 thread_local ThreadBuffer gy_buffer;
 
@@ -772,16 +711,7 @@ void direct_weight_grad(const ConvShape& s, const typename Cfg::type* gy,
         WgradBand<T> b{planes, in_rows * wp, offset.data(), d.rows, d.taps, gyt, ldg,
                        positions, d.kg, ceil_div(d.rows, MR),
                        sums.data() + tid * size + g * d.rows * d.kg, zeros.data()};
-        const int64_t count = b.rtiles * ceil_div(d.kg, NR);
-        if (inside == 1) {
-            tiles(b, 0, count);
-            return;
-        }
-#pragma omp parallel num_threads(inside)
-        {
-            const int64_t t = omp_get_thread_num(), nth = omp_get_num_threads();
-            tiles(b, count * t / nth, count * (t + 1) / nth);
-        }
+        run_item_tiles(tiles, b, b.rtiles * ceil_div(d.kg, NR), inside);
     }, /*fixed=*/true);
     // gw[g*kg + k][r] = sum over partials of sums[.][g][r][k]
 #pragma omp parallel for num_threads(size < 65536 ? 1 : threads) schedule(static)
@@ -797,37 +727,10 @@ void direct_weight_grad(const ConvShape& s, const typename Cfg::type* gy,
 }
 
 template <typename T>
-struct WgradPaths;
-template <>
-struct WgradPaths<float> {
-    using generic = WgradGenericF32;
-    using avx2 = WgradAvx2F32;
-    using avx512 = WgradAvx512F32;
-    static constexpr WgradTilesFn<float> tiles_generic = wgrad_generic_f32,
-                                         tiles_avx2 = wgrad_avx2_f32,
-                                         tiles_avx512 = wgrad_avx512_f32;
-};
-template <>
-struct WgradPaths<double> {
-    using generic = WgradGenericF64;
-    using avx2 = WgradAvx2F64;
-    using avx512 = WgradAvx512F64;
-    static constexpr WgradTilesFn<double> tiles_generic = wgrad_generic_f64,
-                                          tiles_avx2 = wgrad_avx2_f64,
-                                          tiles_avx512 = wgrad_avx512_f64;
-};
-
-template <typename T>
 void direct_weight_grad_dispatch(const ConvShape& s, const T* gy, const T* x, T* gw) {
-    using P = WgradPaths<T>;
-    switch (active_isa()) {
-        case Isa::avx512:
-            return direct_weight_grad<typename P::avx512>(s, gy, x, gw, P::tiles_avx512);
-        case Isa::avx2:
-            return direct_weight_grad<typename P::avx2>(s, gy, x, gw, P::tiles_avx2);
-        default:
-            return direct_weight_grad<typename P::generic>(s, gy, x, gw, P::tiles_generic);
-    }
+    with_active_isa<WgradPaths<T>>([&](auto cfg, auto tiles) {
+        direct_weight_grad<decltype(cfg)>(s, gy, x, gw, tiles);
+    });
 }
 
 // ---- implicit GEMM on channels-last copies (small images, strides) -------------------------
@@ -998,16 +901,9 @@ PYFAST_INLINE void run_implicit_tiles(const ImplicitBlock<typename Cfg::type>& b
 template <typename T>
 using ImplicitTilesFn = void (*)(const ImplicitBlock<T>&, int64_t, int64_t);
 
-void implicit_generic_f32(const ImplicitBlock<float>& b, int64_t t0, int64_t t1) { run_implicit_tiles<ImplicitGenericF32>(b, t0, t1); }
-void implicit_generic_f64(const ImplicitBlock<double>& b, int64_t t0, int64_t t1) { run_implicit_tiles<ImplicitGenericF64>(b, t0, t1); }
-PYFAST_TARGET("avx2,fma")
-void implicit_avx2_f32(const ImplicitBlock<float>& b, int64_t t0, int64_t t1) { run_implicit_tiles<ImplicitAvx2F32>(b, t0, t1); }
-PYFAST_TARGET("avx2,fma")
-void implicit_avx2_f64(const ImplicitBlock<double>& b, int64_t t0, int64_t t1) { run_implicit_tiles<ImplicitAvx2F64>(b, t0, t1); }
-PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
-void implicit_avx512_f32(const ImplicitBlock<float>& b, int64_t t0, int64_t t1) { run_implicit_tiles<ImplicitAvx512F32>(b, t0, t1); }
-PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
-void implicit_avx512_f64(const ImplicitBlock<double>& b, int64_t t0, int64_t t1) { run_implicit_tiles<ImplicitAvx512F64>(b, t0, t1); }
+// implicit_generic_f32 ... implicit_avx512_f64 and ImplicitPaths<float>/<double>
+// (common/runtime.h).
+PYFAST_ISA_TILE_PATHS(ImplicitPaths, ImplicitBlock, run_implicit_tiles, implicit, Implicit)
 
 // One axis of an implicit product. Output coordinate o (a row of y for the forward, of gx for
 // the input gradient) reads copy row window[o] + offset[i] under tap i; copy row r holds
@@ -1297,16 +1193,7 @@ void implicit_product(const ImplicitAxis& ra, const ImplicitAxis& ca, int64_t n,
                            kw, taps, reds, packed + g * slivers * taps * reds * NR, outs,
                            positions, out + (n0 * groups + g) * outs * positions,
                            bias ? bias + g * outs : nullptr, relu};
-        const int64_t count_tiles = slivers * b.ntiles;
-        if (inside == 1) {
-            tiles(b, 0, count_tiles);
-            return;
-        }
-#pragma omp parallel num_threads(inside)
-        {
-            const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
-            tiles(b, count_tiles * tid / nth, count_tiles * (tid + 1) / nth);
-        }
+        run_item_tiles(tiles, b, slivers * b.ntiles, inside);
     });
 }
 
@@ -1340,52 +1227,19 @@ void implicit_input_grad(const ConvShape& s, const typename Cfg::type* gy,
 }
 
 template <typename T>
-struct ImplicitPaths;
-template <>
-struct ImplicitPaths<float> {
-    using generic = ImplicitGenericF32;
-    using avx2 = ImplicitAvx2F32;
-    using avx512 = ImplicitAvx512F32;
-    static constexpr ImplicitTilesFn<float> tiles_generic = implicit_generic_f32,
-                                            tiles_avx2 = implicit_avx2_f32,
-                                            tiles_avx512 = implicit_avx512_f32;
-};
-template <>
-struct ImplicitPaths<double> {
-    using generic = ImplicitGenericF64;
-    using avx2 = ImplicitAvx2F64;
-    using avx512 = ImplicitAvx512F64;
-    static constexpr ImplicitTilesFn<double> tiles_generic = implicit_generic_f64,
-                                             tiles_avx2 = implicit_avx2_f64,
-                                             tiles_avx512 = implicit_avx512_f64;
-};
-
-template <typename T>
 void implicit_forward_dispatch(const ConvShape& s, const T* x, const T* w, const T* bias, T* y,
                                bool relu) {
-    using P = ImplicitPaths<T>;
-    switch (active_isa()) {
-        case Isa::avx512:
-            return implicit_forward<typename P::avx512>(s, x, w, bias, y, relu, P::tiles_avx512);
-        case Isa::avx2:
-            return implicit_forward<typename P::avx2>(s, x, w, bias, y, relu, P::tiles_avx2);
-        default:
-            return implicit_forward<typename P::generic>(s, x, w, bias, y, relu, P::tiles_generic);
-    }
+    with_active_isa<ImplicitPaths<T>>([&](auto cfg, auto tiles) {
+        implicit_forward<decltype(cfg)>(s, x, w, bias, y, relu, tiles);
+    });
 }
 
 template <typename T>
 void implicit_input_grad_dispatch(const ConvShape& s, const T* gy, const T* w, const T* bias,
                                   T* gx) {
-    using P = ImplicitPaths<T>;
-    switch (active_isa()) {
-        case Isa::avx512:
-            return implicit_input_grad<typename P::avx512>(s, gy, w, bias, gx, P::tiles_avx512);
-        case Isa::avx2:
-            return implicit_input_grad<typename P::avx2>(s, gy, w, bias, gx, P::tiles_avx2);
-        default:
-            return implicit_input_grad<typename P::generic>(s, gy, w, bias, gx, P::tiles_generic);
-    }
+    with_active_isa<ImplicitPaths<T>>([&](auto cfg, auto tiles) {
+        implicit_input_grad<decltype(cfg)>(s, gy, w, bias, gx, tiles);
+    });
 }
 
 // Whether the implicit path takes the forward (input_grad false) or the input gradient of

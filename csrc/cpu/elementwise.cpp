@@ -130,38 +130,31 @@ using L16 = Lanes<16>;
 using L32 = Lanes<32>;
 using L64 = Lanes<64>;
 
-void sigmoid_generic(const float* x, float* y, std::int64_t n) {
-    map_lanes<L16, sigmoid_lanes<L16>>(x, y, n);
+// The lane functions as types, so that one template per ISA below serves both.
+struct Sigmoid {
+    template <class L>
+    static PYFAST_INLINE typename L::VF run(typename L::VF v) { return sigmoid_lanes<L>(v); }
+};
+struct Tanh {
+    template <class L>
+    static PYFAST_INLINE typename L::VF run(typename L::VF v) { return tanh_lanes<L>(v); }
+};
+
+// Fn over a span, once per ISA (a target attribute applies to a whole function).
+template <class Fn>
+void map_generic(const float* x, float* y, std::int64_t n) {
+    map_lanes<L16, Fn::template run<L16>>(x, y, n);
 }
-PYFAST_TARGET("avx2,fma")
-void sigmoid_avx2(const float* x, float* y, std::int64_t n) {
-    map_lanes<L32, sigmoid_lanes<L32>>(x, y, n);
+template <class Fn>
+PYFAST_TARGET_AVX2 void map_avx2(const float* x, float* y, std::int64_t n) {
+    map_lanes<L32, Fn::template run<L32>>(x, y, n);
 }
-PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
-void sigmoid_avx512(const float* x, float* y, std::int64_t n) {
-    map_lanes<L64, sigmoid_lanes<L64>>(x, y, n);
-}
-void tanh_generic(const float* x, float* y, std::int64_t n) {
-    map_lanes<L16, tanh_lanes<L16>>(x, y, n);
-}
-PYFAST_TARGET("avx2,fma")
-void tanh_avx2(const float* x, float* y, std::int64_t n) {
-    map_lanes<L32, tanh_lanes<L32>>(x, y, n);
-}
-PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
-void tanh_avx512(const float* x, float* y, std::int64_t n) {
-    map_lanes<L64, tanh_lanes<L64>>(x, y, n);
+template <class Fn>
+PYFAST_TARGET_AVX512 void map_avx512(const float* x, float* y, std::int64_t n) {
+    map_lanes<L64, Fn::template run<L64>>(x, y, n);
 }
 
 using SpanFn = void (*)(const float*, float*, std::int64_t);
-
-SpanFn pick(SpanFn generic, SpanFn avx2, SpanFn avx512) {
-    switch (active_isa()) {
-        case Isa::avx512: return avx512;
-        case Isa::avx2: return avx2;
-        default: return generic;
-    }
-}
 
 // fn over [0, n) in one contiguous span per thread
 void split_span(SpanFn fn, const float* x, float* y, std::int64_t n) {
@@ -213,12 +206,13 @@ void leaky_relu_backward(const T* gy, const T* x, T* gx, std::int64_t n, T slope
 
 template <>
 void sigmoid<float>(const float* x, float* y, std::int64_t n) {
-    split_span(pick(sigmoid_generic, sigmoid_avx2, sigmoid_avx512), x, y, n);
+    split_span(for_active_isa<SpanFn>(map_generic<Sigmoid>, map_avx2<Sigmoid>, map_avx512<Sigmoid>),
+               x, y, n);
 }
 
 template <>
 void tanh_fwd<float>(const float* x, float* y, std::int64_t n) {
-    split_span(pick(tanh_generic, tanh_avx2, tanh_avx512), x, y, n);
+    split_span(for_active_isa<SpanFn>(map_generic<Tanh>, map_avx2<Tanh>, map_avx512<Tanh>), x, y, n);
 }
 
 template <typename T>
@@ -269,13 +263,13 @@ void dropout_generic(const T* x, T* y, std::int64_t b, std::int64_t e, std::uint
     dropout_span(x, y, b, e, seed, threshold, scale);
 }
 template <typename T>
-PYFAST_TARGET("avx2,fma")
+PYFAST_TARGET_AVX2
 void dropout_avx2(const T* x, T* y, std::int64_t b, std::int64_t e, std::uint64_t seed,
                   std::uint32_t threshold, T scale) {
     dropout_span(x, y, b, e, seed, threshold, scale);
 }
 template <typename T>
-PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
+PYFAST_TARGET_AVX512
 void dropout_avx512(const T* x, T* y, std::int64_t b, std::int64_t e, std::uint64_t seed,
                     std::uint32_t threshold, T scale) {
     dropout_span(x, y, b, e, seed, threshold, scale);
@@ -284,9 +278,8 @@ void dropout_avx512(const T* x, T* y, std::int64_t b, std::int64_t e, std::uint6
 template <typename T>
 void dropout(const T* x, T* y, std::int64_t n, std::uint64_t seed, std::uint32_t threshold,
              T scale) {
-    DropoutFn<T> fn = dropout_generic<T>;
-    if (active_isa() == Isa::avx512) fn = dropout_avx512<T>;
-    else if (active_isa() == Isa::avx2) fn = dropout_avx2<T>;
+    const DropoutFn<T> fn =
+        for_active_isa<DropoutFn<T>>(dropout_generic<T>, dropout_avx2<T>, dropout_avx512<T>);
 #pragma omp parallel num_threads(team(n))
     {
         const int t = omp_get_thread_num(), nt = omp_get_num_threads();

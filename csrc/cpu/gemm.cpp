@@ -19,10 +19,10 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 
 #include "common/runtime.h"
+#include "common/thread_buffer.h"
 
 namespace pyfast {
 namespace {
@@ -171,16 +171,8 @@ PYFAST_INLINE void run_tiles(const Block<typename Cfg::type>& blk, int64_t t0, i
 template <typename T>
 using TilesFn = void (*)(const Block<T>&, int64_t, int64_t);
 
-void tiles_generic_f32(const Block<float>& b, int64_t t0, int64_t t1) { run_tiles<GenericF32>(b, t0, t1); }
-void tiles_generic_f64(const Block<double>& b, int64_t t0, int64_t t1) { run_tiles<GenericF64>(b, t0, t1); }
-PYFAST_TARGET("avx2,fma")
-void tiles_avx2_f32(const Block<float>& b, int64_t t0, int64_t t1) { run_tiles<Avx2F32>(b, t0, t1); }
-PYFAST_TARGET("avx2,fma")
-void tiles_avx2_f64(const Block<double>& b, int64_t t0, int64_t t1) { run_tiles<Avx2F64>(b, t0, t1); }
-PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
-void tiles_avx512_f32(const Block<float>& b, int64_t t0, int64_t t1) { run_tiles<Avx512F32>(b, t0, t1); }
-PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
-void tiles_avx512_f64(const Block<double>& b, int64_t t0, int64_t t1) { run_tiles<Avx512F64>(b, t0, t1); }
+// tiles_generic_f32 ... tiles_avx512_f64 and Paths<float>/<double> (common/runtime.h).
+PYFAST_ISA_TILE_PATHS(Paths, Block, run_tiles, tiles, )
 
 // kc x cols of B (cols <= NR) into one sliver: dest[p * NR + j], zero-padded to NR columns.
 template <int NR, typename T>
@@ -218,32 +210,7 @@ void pack_a_sliver(MatRef<T> a, int64_t kc, int64_t rows, T* __restrict dest) {
     }
 }
 
-// Grow-only, 64-byte aligned scratch owned by the calling thread, so a steady stream of
-// same-sized calls never touches the allocator (or pays first-touch page faults).
-class Scratch {
-   public:
-    ~Scratch() { std::free(ptr_); }
-    template <typename T>
-    T* get(size_t count) {
-        size_t bytes = (count * sizeof(T) + 63) / 64 * 64;
-        if (bytes > bytes_) {
-            std::free(ptr_);
-            ptr_ = std::aligned_alloc(64, bytes);
-            if (!ptr_) {
-                bytes_ = 0;
-                throw std::bad_alloc();
-            }
-            bytes_ = bytes;
-        }
-        return static_cast<T*>(ptr_);
-    }
-
-   private:
-    void* ptr_ = nullptr;
-    size_t bytes_ = 0;
-};
-
-thread_local Scratch scratch_a, scratch_b;
+thread_local ThreadBuffer scratch_a, scratch_b;
 
 // Size of the blocks that split `extent` into as few pieces of at most `limit` as possible,
 // all equal up to a multiple of `quantum` (limit is a multiple of quantum).
@@ -318,42 +285,16 @@ void epilogue_only(int64_t m, int64_t n, T* c, ptrdiff_t ldc, const Epilogue<T>&
         }
 }
 
-// The code paths of one element type, by ISA.
-template <typename T>
-struct Paths;
-template <>
-struct Paths<float> {
-    using generic = GenericF32;
-    using avx2 = Avx2F32;
-    using avx512 = Avx512F32;
-    static constexpr TilesFn<float> tiles_generic = tiles_generic_f32, tiles_avx2 = tiles_avx2_f32,
-                                    tiles_avx512 = tiles_avx512_f32;
-};
-template <>
-struct Paths<double> {
-    using generic = GenericF64;
-    using avx2 = Avx2F64;
-    using avx512 = Avx512F64;
-    static constexpr TilesFn<double> tiles_generic = tiles_generic_f64, tiles_avx2 = tiles_avx2_f64,
-                                     tiles_avx512 = tiles_avx512_f64;
-};
-
 }  // namespace
 
 template <typename T>
 void gemm(int64_t m, int64_t n, int64_t k, MatRef<T> a, MatRef<T> b, T* c, ptrdiff_t ldc,
           const Epilogue<T>& ep) {
-    using P = Paths<T>;
     if (m == 0 || n == 0) return;
     if (k == 0) return epilogue_only(m, n, c, ldc, ep);
-    switch (active_isa()) {
-        case Isa::avx512:
-            return gemm_driver<typename P::avx512>(m, n, k, a, b, c, ldc, ep, P::tiles_avx512);
-        case Isa::avx2:
-            return gemm_driver<typename P::avx2>(m, n, k, a, b, c, ldc, ep, P::tiles_avx2);
-        default:
-            return gemm_driver<typename P::generic>(m, n, k, a, b, c, ldc, ep, P::tiles_generic);
-    }
+    with_active_isa<Paths<T>>([&](auto cfg, auto tiles) {
+        gemm_driver<decltype(cfg)>(m, n, k, a, b, c, ldc, ep, tiles);
+    });
 }
 
 template void gemm<float>(int64_t, int64_t, int64_t, MatRef<float>, MatRef<float>, float*,

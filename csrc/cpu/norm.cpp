@@ -31,13 +31,6 @@ namespace {
 using std::int64_t;
 
 constexpr int64_t kChunk = 8192;
-constexpr int64_t kParallelMin = 1 << 14;
-
-int team(int64_t work, int64_t units) {
-    if (work < kParallelMin) return 1;
-    return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), units)));
-}
-
 // Mean and sum of squared deviations of one channel (planes layout).
 template <typename T>
 void channel_moments(const T* x, int64_t n, int64_t c, int64_t s, int64_t ch, double& mean,

@@ -75,9 +75,9 @@ using FmaLoop = float (*)(int64_t, float);
 constexpr int kGenericChains = 12, kAvx2Chains = 12, kAvx512Chains = 24;
 
 float fma_loop_generic(int64_t iters, float seed) { return fma_chains<F32x4, kGenericChains>(iters, seed); }
-PYFAST_TARGET("avx2,fma")
+PYFAST_TARGET_AVX2
 float fma_loop_avx2(int64_t iters, float seed) { return fma_chains<F32x8, kAvx2Chains>(iters, seed); }
-PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
+PYFAST_TARGET_AVX512
 float fma_loop_avx512(int64_t iters, float seed) { return fma_chains<F32x16, kAvx512Chains>(iters, seed); }
 
 struct FmaPath {
@@ -86,11 +86,9 @@ struct FmaPath {
 };
 
 FmaPath fma_path() {
-    switch (active_isa()) {
-        case Isa::avx512: return {fma_loop_avx512, kAvx512Chains * 16 * 2};
-        case Isa::avx2: return {fma_loop_avx2, kAvx2Chains * 8 * 2};
-        default: return {fma_loop_generic, kGenericChains * 4 * 2};
-    }
+    return for_active_isa<FmaPath>({fma_loop_generic, kGenericChains * 4 * 2},
+                                   {fma_loop_avx2, kAvx2Chains * 8 * 2},
+                                   {fma_loop_avx512, kAvx512Chains * 16 * 2});
 }
 
 // Results land here, so the compiler must compute them.

@@ -28,11 +28,6 @@ namespace {
 
 using std::int64_t;
 
-int team(int64_t work, int64_t planes) {
-    if (work < (1 << 14)) return 1;
-    return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), planes)));
-}
-
 // First in-bounds position of a window starting at `start` (stepping by dilation).
 inline int64_t first_inside(int64_t start, int64_t dilation) {
     while (start < 0) start += dilation;

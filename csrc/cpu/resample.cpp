@@ -17,14 +17,7 @@
 
 namespace pyfast {
 namespace {
-
 using std::int64_t;
-
-int team(int64_t work, int64_t planes) {
-    if (work < (1 << 14)) return 1;
-    return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), planes)));
-}
-
 }  // namespace
 
 template <typename T>

@@ -30,12 +30,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <limits>
-#include <new>
 #include <vector>
 
 #include "common/runtime.h"
+#include "common/thread_buffer.h"
 #include "cpu/vec_math.h"
 
 namespace pyfast {
@@ -60,29 +59,7 @@ PYFAST_INLINE void share(int64_t count, int tid, int nth, int64_t* begin, int64_
 template <typename T>
 constexpr T lowest() { return std::numeric_limits<T>::lowest(); }
 
-// Grow-only, 64-byte aligned scratch owned by the calling thread (the pool threads of
-// OpenMP persist, so a steady stream of calls allocates once).
-class ThreadScratch {
-   public:
-    ~ThreadScratch() { std::free(ptr_); }
-    template <typename T>
-    T* get(int64_t count) {
-        const size_t bytes = (static_cast<size_t>(count) * sizeof(T) + 63) / 64 * 64;
-        if (bytes > bytes_) {
-            std::free(ptr_);
-            ptr_ = std::aligned_alloc(64, bytes);
-            bytes_ = ptr_ ? bytes : 0;
-            if (!ptr_) throw std::bad_alloc();
-        }
-        return static_cast<T*>(ptr_);
-    }
-
-   private:
-    void* ptr_ = nullptr;
-    size_t bytes_ = 0;
-};
-
-thread_local ThreadScratch t_scratch;
+thread_local ThreadBuffer t_scratch;
 
 // Whether to write `bytes` of output at p (unless it aliases the input) with streaming stores.
 template <typename T>

@@ -233,11 +233,11 @@ struct Simd {
 template <class Job, typename... A>
 decltype(auto) simd_run_generic(const A&... a) { return Job::template run<16>(a...); }
 template <class Job, typename... A>
-PYFAST_TARGET("avx2,fma") decltype(auto) simd_run_avx2(const A&... a) {
+PYFAST_TARGET_AVX2 decltype(auto) simd_run_avx2(const A&... a) {
     return Job::template run<32>(a...);
 }
 template <class Job, typename... A>
-PYFAST_TARGET("avx512f,avx512dq,avx512vl,avx512bw,fma")
+PYFAST_TARGET_AVX512
 decltype(auto) simd_run_avx512(const A&... a) { return Job::template run<64>(a...); }
 
 template <class Job, typename... A>
