@@ -599,7 +599,8 @@ struct WgradBand {
     int64_t kg;
     int64_t rtiles;         // MR-row tiles over reduce
     T* acc;                 // gW^T of the group: reduce x kg, added to
-    const T* zeros;         // `positions` zeros: the row pointer of rows past reduce
+    int64_t images, image;  // images of the block, elements between their planes
+    bool fresh;             // store into acc rather than add
 };
 
 template <class Cfg>
@@ -613,24 +614,31 @@ PYFAST_INLINE void wgrad_tile(const WgradBand<typename Cfg::type>& b, int64_t rt
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
         const int64_t r = r0 + i;
-        src[i] = r < b.reduce ? b.planes + r / b.taps * b.plane + b.offset[r % b.taps] : b.zeros;
+        // Rows past reduce repeat the last row: they are summed but never written.
+        const int64_t rr = std::min(r, b.reduce - 1);
+        src[i] = b.planes + rr / b.taps * b.plane + b.offset[rr % b.taps];
     }
     V acc[MR][NV];
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
         for (int j = 0; j < NV; ++j) acc[i][j] = V{};
+    // The images' gyT rows follow each other, so g runs on through the block.
     const T* g = b.gyt + k0;
-    for (int64_t q = 0; q < b.positions; ++q, g += b.ldg) {
-        V v[NV];
+    for (int64_t m = 0; m < b.images; ++m) {
+        for (int64_t q = 0; q < b.positions; ++q, g += b.ldg) {
+            V v[NV];
 #pragma GCC unroll 4
-        for (int j = 0; j < NV; ++j) std::memcpy(&v[j], g + j * L, sizeof(V));
+            for (int j = 0; j < NV; ++j) std::memcpy(&v[j], g + j * L, sizeof(V));
 #pragma GCC unroll 16
-        for (int i = 0; i < MR; ++i) {
-            const T ai = src[i][q];
+            for (int i = 0; i < MR; ++i) {
+                const T ai = src[i][q];
 #pragma GCC unroll 4
-            for (int j = 0; j < NV; ++j) acc[i][j] += v[j] * ai;
+                for (int j = 0; j < NV; ++j) acc[i][j] += v[j] * ai;
+            }
         }
+#pragma GCC unroll 16
+        for (int i = 0; i < MR; ++i) src[i] += b.image;
     }
     const int rows = static_cast<int>(std::min<int64_t>(MR, b.reduce - r0));
     const int64_t cols = std::min<int64_t>(NR, b.kg - k0);
@@ -639,7 +647,10 @@ PYFAST_INLINE void wgrad_tile(const WgradBand<typename Cfg::type>& b, int64_t rt
 #pragma GCC unroll 4
         for (int j = 0; j < NV; ++j) std::memcpy(&tile[j * L], &acc[i][j], sizeof(V));
         T* dst = b.acc + (r0 + i) * b.kg + k0;
-        for (int64_t e = 0; e < cols; ++e) dst[e] += tile[e];
+        if (b.fresh)
+            std::memcpy(dst, tile, cols * sizeof(T));
+        else
+            for (int64_t e = 0; e < cols; ++e) dst[e] += tile[e];
     }
 }
 
@@ -656,6 +667,12 @@ using WgradTilesFn = void (*)(const WgradBand<T>&, int64_t, int64_t);
 PYFAST_ISA_TILE_PATHS(WgradPaths, WgradBand, run_wgrad_tiles, wgrad, Wgrad)
 
 thread_local ThreadBuffer gy_buffer;
+thread_local ThreadBuffer partial_sums_buffer;
+
+// Images of at most this many wide positions go to the weight gradient in blocks of whole
+// images, the block's planes and gyT within kWgradBlockBytes.
+constexpr int64_t kWgradBlockPositions = 256;
+constexpr int64_t kWgradBlockBytes = 2 << 20;
 
 // gW (K x cg*taps) of a stride-1 convolution; the planes as direct_forward builds them.
 template <class Cfg>
@@ -672,57 +689,91 @@ void direct_weight_grad(const ConvShape& s, const typename Cfg::type* gy,
     for (int64_t i = 0; i < s.kh; ++i)
         for (int64_t j = 0; j < s.kw; ++j) offset[i * s.kw + j] = i * s.dh * wp + j * s.dw;
 
-    const int64_t pairs = s.n * s.groups;
-    const Bands plan =
-        plan_bands(s, (d.cg + ldg) * wp * static_cast<int64_t>(sizeof(T)), pairs, threads);
+    const int64_t row_bytes = (d.cg + ldg) * wp * static_cast<int64_t>(sizeof(T));
+    Bands plan{s.oh, 1};
+    int64_t images = 1, blocks = s.n;
+    if (s.oh * wp <= kWgradBlockPositions) {
+        // Small images: whole images, several per item, so that a tile sums over all of
+        // them in registers before it adds into the partial sums (which outgrow the caches
+        // at 512+ channels: one image's band of 8x8 summed 36 positions per 19 MB added).
+        blocks = clamp(ceil_div(s.n * (s.oh + halo) * row_bytes, kWgradBlockBytes), 1, s.n);
+        while (threads > 1 && blocks < s.n && (blocks * s.groups) % threads != 0) ++blocks;
+        images = ceil_div(s.n, blocks);
+        blocks = ceil_div(s.n, images);
+    } else {
+        plan = plan_bands(s, row_bytes, s.n * s.groups, threads);
+    }
     const int64_t band = plan.band, bands = plan.bands;
-    const int64_t items = pairs * bands, size = s.k * d.rows;
+    const int64_t items = blocks * s.groups * bands, size = s.k * d.rows;
     bool by_item = threads_take_items(items, threads, false) &&
                    threads * size * static_cast<int64_t>(sizeof(T)) <= kPartialBytes;
 
     // gW^T per thread (thread 0's is sums[0]); static scheduling fixes who sums what.
     const int partials = by_item ? threads : 1;
-    std::vector<T> sums(static_cast<size_t>(partials) * size, T(0));
-    std::vector<T> zeros(static_cast<size_t>(band * wp), T(0));
+    // A partial's first item of a group stores its sums rather than adding them, so
+    // nothing is zeroed (tens of MB at 512+ channels); touched says which were stored.
+    T* sums = partial_sums_buffer.get<T>(partials * size);
+    std::vector<char> touched(static_cast<size_t>(partials * s.groups), 0);
     run_items(items, by_item, threads, [&](int64_t item, int tid) {
         const int64_t pair = item / bands, oh0 = item % bands * band;
-        const int64_t n = pair / s.groups, g = pair % s.groups;
+        const int64_t n0 = pair / s.groups * images, g = pair % s.groups;
+        const bool fresh = !touched[tid * s.groups + g];
+        touched[tid * s.groups + g] = 1;
+        const int64_t count = std::min(images, s.n - n0);
         const int64_t rows = std::min(band, s.oh - oh0), in_rows = rows + halo;
-        const int64_t positions = rows * wp;
+        const int64_t positions = rows * wp, image = d.cg * in_rows * wp;
         const int inside = by_item ? 1 : threads;
-        // The last row's reads run (kw-1)*dw past the planes: into zeros (a dropped position
-        // multiplies them by gy = 0, which must not meet uninitialised memory: 0 * NaN).
+        // The last row's reads run (kw-1)*dw past an image's planes: into the next image's,
+        // or zeros after the last (a dropped position multiplies them by gy = 0, which must
+        // not meet uninitialised memory: 0 * NaN).
         const int64_t tail = (s.kw - 1) * s.dw;
-        T* planes = column_buffer.get<T>(d.cg * in_rows * wp + tail);
-        fill_band(s, d, x + (n * s.c + g * d.cg) * d.hw, oh0, in_rows, wp, tail, planes,
-                  d.cg * in_rows * wp < 16384 ? 1 : inside);
-        // gyT[q][k]: gy of the band on the wide grid, zero in the dropped columns.
-        T* gyt = gy_buffer.get<T>(positions * ldg);
-        const T* gyg = gy + (n * s.k + g * d.kg) * d.p + oh0 * s.ow;
-#pragma omp parallel for num_threads(positions * ldg < 16384 ? 1 : inside) schedule(static)
-        for (int64_t r = 0; r < rows; ++r) {
-            T* dst = gyt + r * wp * ldg;
+        T* planes = column_buffer.get<T>(count * image + tail);
+        for (int64_t m = 0; m < count; ++m)  // in order: each fill's tail is the next's start
+            fill_band(s, d, x + ((n0 + m) * s.c + g * d.cg) * d.hw, oh0, in_rows, wp, tail,
+                      planes + m * image, image < 16384 ? 1 : inside);
+        // gyT[q][k]: gy of the band on the wide grid, zero in the dropped columns, image
+        // after image.
+        T* gyt = gy_buffer.get<T>(count * positions * ldg);
+#pragma omp parallel for num_threads(count * positions * ldg < 16384 ? 1 : inside) schedule(static)
+        for (int64_t mr = 0; mr < count * rows; ++mr) {
+            const int64_t m = mr / rows, r = mr % rows;
+            const T* gyg = gy + ((n0 + m) * s.k + g * d.kg) * d.p + (oh0 + r) * s.ow;
+            T* dst = gyt + (m * rows + r) * wp * ldg;
             std::fill(dst, dst + wp * ldg, T(0));
             for (int64_t k = 0; k < d.kg; ++k) {
-                const T* src = gyg + k * d.p + r * s.ow;
+                const T* src = gyg + k * d.p;
                 for (int64_t c = 0; c < s.ow; ++c) dst[c * ldg + k] = src[c];
             }
         }
         WgradBand<T> b{planes, in_rows * wp, offset.data(), d.rows, d.taps, gyt, ldg,
                        positions, d.kg, ceil_div(d.rows, MR),
-                       sums.data() + tid * size + g * d.rows * d.kg, zeros.data()};
+                       sums + tid * size + g * d.rows * d.kg, count, image, fresh};
         run_item_tiles(tiles, b, b.rtiles * ceil_div(d.kg, NR), inside);
     }, /*fixed=*/true);
-    // gw[g*kg + k][r] = sum over partials of sums[.][g][r][k]
+    // gw[g*kg + k][r] = sum over the partials that hold group g of sums[.][g][r][k], in
+    // blocks of 16 rows r: the block's rows of sums stay in L1 while k runs over them and
+    // every write fills a cache line (a row r at a time read one line per element).
+    constexpr int64_t kBlock = 16;
+    const int64_t rblocks = ceil_div(d.rows, kBlock);
 #pragma omp parallel for num_threads(size < 65536 ? 1 : threads) schedule(static)
-    for (int64_t k = 0; k < s.k; ++k) {
-        const int64_t g = k / d.kg, kl = k % d.kg;
-        for (int64_t r = 0; r < d.rows; ++r) {
-            T v = T(0);
-            for (int p = 0; p < partials; ++p)
-                v += sums[p * size + (g * d.rows + r) * d.kg + kl];
-            gw[k * d.rows + r] = v;
+    for (int64_t gb = 0; gb < s.groups * rblocks; ++gb) {
+        const int64_t g = gb / rblocks, r0 = gb % rblocks * kBlock;
+        const int64_t r1 = std::min(d.rows, r0 + kBlock);
+        T* out = gw + g * d.kg * d.rows;
+        bool first = true;
+        for (int p = 0; p < partials; ++p) {
+            if (!touched[p * s.groups + g]) continue;
+            const T* in = sums + p * size + g * d.rows * d.kg;
+            for (int64_t k = 0; k < d.kg; ++k)
+                for (int64_t r = r0; r < r1; ++r) {
+                    const T v = in[r * d.kg + k];
+                    out[k * d.rows + r] = first ? v : out[k * d.rows + r] + v;
+                }
+            first = false;
         }
+        if (first)
+            for (int64_t k = 0; k < d.kg; ++k)
+                std::fill(out + k * d.rows + r0, out + k * d.rows + r1, T(0));
     }
 }
 

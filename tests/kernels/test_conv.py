@@ -431,6 +431,32 @@ def test_native_implicit_path_on_every_isa(dtype, case):
         pf.set_num_threads(threads)
 
 
+# Shapes of the native stride-1 weight gradient over blocks of whole small images (a tile
+# sums over every image of the block): groups that some threads never see, ragged rows and
+# output channels, a block count that does not divide the batch, 1x1.
+WGRAD_BLOCKS = [
+    ("8x8-groups2", 3, 20, 8, 8, 14, 3, 3, 1, 1, 1, 2),
+    ("14x14-ragged", 5, 25, 14, 14, 50, 3, 3, 1, 1, 1, 1),
+    ("8x8-1x1", 4, 33, 8, 8, 17, 1, 1, 1, 0, 1, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", WGRAD_BLOCKS, ids=[c[0] for c in WGRAD_BLOCKS])
+def test_native_weight_grad_image_blocks_on_every_isa(dtype, case):
+    _C = pytest.importorskip("pyfast._C")
+    before, threads = _C.isa(), pf.get_num_threads()
+    try:
+        for isa in _C.supported_isas():
+            _C.set_isa(isa)
+            for n in (1, 2, 3):
+                pf.set_num_threads(n)
+                check_forward_backward("native", case, dtype, 40)
+    finally:
+        _C.set_isa(before)
+        pf.set_num_threads(threads)
+
+
 MEMORY_SCRIPT = """
 import sys
 import numpy as np
