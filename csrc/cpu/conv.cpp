@@ -594,8 +594,8 @@ struct WgradBand {
     int64_t plane;
     const int64_t* offset;
     int64_t reduce, taps;   // rows of the tile grid: cg * taps
-    const T* gyt;           // positions x ldg (kg rounded up to NR, zero-padded)
-    int64_t ldg, positions;
+    const T* gyt;           // panels of NR output channels: images x positions x NR each
+    int64_t panel, positions;  // elements per panel; wide positions per image
     int64_t kg;
     int64_t rtiles;         // MR-row tiles over reduce
     T* acc;                 // gW^T of the group: reduce x kg, added to
@@ -624,9 +624,9 @@ PYFAST_INLINE void wgrad_tile(const WgradBand<typename Cfg::type>& b, int64_t rt
 #pragma GCC unroll 4
         for (int j = 0; j < NV; ++j) acc[i][j] = V{};
     // The images' gyT rows follow each other, so g runs on through the block.
-    const T* g = b.gyt + k0;
+    const T* g = b.gyt + ktile * b.panel;
     for (int64_t m = 0; m < b.images; ++m) {
-        for (int64_t q = 0; q < b.positions; ++q, g += b.ldg) {
+        for (int64_t q = 0; q < b.positions; ++q, g += NR) {
             V v[NV];
 #pragma GCC unroll 4
             for (int j = 0; j < NV; ++j) std::memcpy(&v[j], g + j * L, sizeof(V));
@@ -733,19 +733,25 @@ void direct_weight_grad(const ConvShape& s, const typename Cfg::type* gy,
                       planes + m * image, image < 16384 ? 1 : inside);
         // gyT[q][k]: gy of the band on the wide grid, zero in the dropped columns, image
         // after image.
+        // In panels of NR channels, so that a tile reads its gy contiguously (rows of kg
+        // elements a multiple of 4 KB apart all fell into one L1 set).
         T* gyt = gy_buffer.get<T>(count * positions * ldg);
+        const int64_t panel = count * positions * NR;
 #pragma omp parallel for num_threads(count * positions * ldg < 16384 ? 1 : inside) schedule(static)
         for (int64_t mr = 0; mr < count * rows; ++mr) {
             const int64_t m = mr / rows, r = mr % rows;
             const T* gyg = gy + ((n0 + m) * s.k + g * d.kg) * d.p + (oh0 + r) * s.ow;
-            T* dst = gyt + (m * rows + r) * wp * ldg;
-            std::fill(dst, dst + wp * ldg, T(0));
+            const int64_t q0 = (m * rows + r) * wp;
+            for (int64_t k0 = 0; k0 < ldg; k0 += NR)
+                std::fill(gyt + k0 / NR * panel + q0 * NR, gyt + k0 / NR * panel + (q0 + wp) * NR,
+                          T(0));
             for (int64_t k = 0; k < d.kg; ++k) {
                 const T* src = gyg + k * d.p;
-                for (int64_t c = 0; c < s.ow; ++c) dst[c * ldg + k] = src[c];
+                T* dst = gyt + k / NR * panel + q0 * NR + k % NR;
+                for (int64_t c = 0; c < s.ow; ++c) dst[c * NR] = src[c];
             }
         }
-        WgradBand<T> b{planes, in_rows * wp, offset.data(), d.rows, d.taps, gyt, ldg,
+        WgradBand<T> b{planes, in_rows * wp, offset.data(), d.rows, d.taps, gyt, panel,
                        positions, d.kg, ceil_div(d.rows, MR),
                        sums + tid * size + g * d.rows * d.kg, count, image, fresh};
         run_item_tiles(tiles, b, b.rtiles * ceil_div(d.kg, NR), inside);
