@@ -1019,7 +1019,10 @@ ImplicitAxis input_grad_axis(int64_t in, int64_t out, int64_t k, int64_t stride,
                              int64_t dil) {
     ImplicitAxis a;
     a.step = stride / std::gcd(stride, dil);
-    a.pad = (k - 1) * dil / stride;
+    // Copy rows start at the lowest gy row a tap can read, pad / stride - A(k-1) (rows of
+    // zeros above gy where negative): no row the tiles never read, which at 4x4 had cost
+    // a block one of its two images.
+    a.pad = std::max<int64_t>(0, (k - 1) * dil / stride - pad / stride);
     a.extent = (in - 1 + pad) / stride + a.pad + 1;
     for (int64_t i = 0; i < k; ++i) a.offset.push_back(-(i * dil / stride));
     for (int64_t o = 0; o < in; ++o) {
