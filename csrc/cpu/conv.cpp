@@ -1203,13 +1203,16 @@ thread_local ThreadBuffer plan_buffer;
 
 // Images per block: the copy within `budget` bytes, then fewer until every thread has a
 // block (or the blocks divide evenly among them).
+// The blocks come out even: 32 images of 30 per budget make two blocks of 16, not 30 and 2
+// (which left one thread idle most of the time).
 int64_t plan_images(int64_t n, int64_t groups, int64_t image_bytes, int64_t budget,
                     int threads) {
-    int64_t m = clamp(budget / std::max<int64_t>(image_bytes, 1), 1, n);
-    while (m > 1 && threads > 1 && (ceil_div(n, m) * groups) % threads != 0 &&
-           ceil_div(n, m) * groups < 4 * threads)
-        --m;
-    return m;
+    const int64_t m = clamp(budget / std::max<int64_t>(image_bytes, 1), 1, n);
+    int64_t blocks = ceil_div(n, m);
+    while (threads > 1 && blocks < n && (blocks * groups) % threads != 0 &&
+           blocks * groups < 4 * threads)
+        ++blocks;
+    return ceil_div(n, blocks);
 }
 
 // out (n, groups * outs, positions of the axes) = the implicit product of src (n, groups *
@@ -1243,6 +1246,11 @@ void implicit_product(const ImplicitAxis& ra, const ImplicitAxis& ca, int64_t n,
     BlockPlan full;
     double best = 0;
     for (int64_t m = most; m >= 1 && m * 2 >= most; --m) {
+        // With threads, only counts whose blocks spread evenly (as plan_images's do).
+        const int64_t blocks = ceil_div(n, m) * groups;
+        if (m < most && threads > 1 &&
+            (blocks % threads != 0 || n % m != 0) && blocks < 4 * threads)
+            continue;
         plan_block(order, ra, ca, m, reds, groups * outs * positions, MR, full);
         int64_t steps = 0;
         for (const ImplicitTile& t : full.tiles) steps += tap_count(t.rows, t.cols);
