@@ -832,7 +832,7 @@ constexpr int64_t kImplicitChunkBytes = 20 << 10;
 // Channels-last copy of a block of images.
 constexpr int64_t kImplicitBytes = 384 << 10;
 constexpr int64_t kImplicitMaxBytes = 4 << 20;
-constexpr int64_t kWeightShare = 1000000;
+constexpr int64_t kWeightShare = 4;
 
 template <typename T, int VecBytes, int MR_, int NV_>
 using ImplicitCfg = DirectCfg<T, VecBytes, MR_, NV_>;  // MR positions x NR output channels
