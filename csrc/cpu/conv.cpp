@@ -1201,18 +1201,22 @@ void pack_implicit_weights(const T* w, int64_t groups, int64_t outs, int64_t red
 
 thread_local ThreadBuffer plan_buffer;
 
-// Images per block: the copy within `budget` bytes, then fewer until every thread has a
-// block (or the blocks divide evenly among them).
-// The blocks come out even: 32 images of 30 per budget make two blocks of 16, not 30 and 2
-// (which left one thread idle most of the time).
+// Images per block: the copy within `budget` bytes, then fewer until the blocks come out
+// even over the threads: 32 images of 30 per budget make two blocks of 16, not 30 and 2
+// (which left one thread idle most of the time), and 64 of 5 make 16 blocks of 4, not 13.
 int64_t plan_images(int64_t n, int64_t groups, int64_t image_bytes, int64_t budget,
                     int threads) {
-    const int64_t m = clamp(budget / std::max<int64_t>(image_bytes, 1), 1, n);
-    int64_t blocks = ceil_div(n, m);
-    while (threads > 1 && blocks < n && (blocks * groups) % threads != 0 &&
-           blocks * groups < 4 * threads)
-        ++blocks;
-    return ceil_div(n, blocks);
+    const int64_t most = clamp(budget / std::max<int64_t>(image_bytes, 1), 1, n);
+    if (threads <= 1) return most;
+    // Of the block sizes up to `most` (from four times the fewest blocks down), the one whose
+    // busiest thread has the fewest images; the largest such.
+    int64_t best = most, best_load = INT64_MAX;
+    for (int64_t b = ceil_div(n, most); b <= std::min(n, 4 * ceil_div(n, most)); ++b) {
+        const int64_t m = ceil_div(n, b);
+        const int64_t load = ceil_div(ceil_div(n, m) * groups, threads) * m;
+        if (load < best_load) best = m, best_load = load;
+    }
+    return best;
 }
 
 // out (n, groups * outs, positions of the axes) = the implicit product of src (n, groups *
