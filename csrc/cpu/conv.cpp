@@ -1337,6 +1337,10 @@ void implicit_input_grad_dispatch(const ConvShape& s, const T* gy, const T* w, c
 //  - stride 1, small images, where the direct kernels' wide grid wastes what the tiles do not:
 //    4x4 512ch 17.3 vs 30.6 forward, 18.1 vs 32.5 input gradient; 8x8 256ch 18.6 vs 24.2;
 //    14x14 256ch 7.7 vs 8.3; 16x16 128ch 20.3 vs 20.9; at 32x32 64ch direct wins, 10.4 vs 11.6;
+//    but a 1x1 goes direct (DenseNet N32, 1t: 16x16 384->128 forward 3.6 vs 5.3, input
+//    gradient 3.6 vs 5.4; 8x8 1024->512 forward 9.8 vs 12.2), except the input gradient
+//    below 16x16 (8x8 512->1024: 11.5 vs 12.0, 2t 6.0 vs 7.3, the flipped weights built and
+//    packed on one thread);
 //    with fewer than 16 channels per tap the reductions are too short (3->64: 5.6 vs 1.7);
 //  - strided windows that overlap (3x3/2, the 7x7/2 stem 12.2 vs 15.3) in both directions,
 //    and the input gradients of up to 16x16 images in any case (3x3/2 on 8x8 11 vs 33, 1x1/2
@@ -1350,7 +1354,10 @@ bool takes_implicit(const ConvShape& s, bool input_grad, int64_t copy_bytes) {
     const Dims d(s);
     const int64_t reds = input_grad ? d.kg : d.cg, positions = input_grad ? d.hw : d.p;
     if (copy_bytes > kImplicitMaxBytes) return false;
-    if (s.sh == 1 && s.sw == 1) return positions <= kImplicitPositions && reds >= 16;
+    if (s.sh == 1 && s.sw == 1) {
+        if (d.taps == 1 && (!input_grad || positions >= kImplicitPositions)) return false;
+        return positions <= kImplicitPositions && reds >= 16;
+    }
     const bool overlap = (s.kh - 1) * s.dh + 1 > s.sh || (s.kw - 1) * s.dw + 1 > s.sw;
     if (reds * d.taps < 16) return false;
     if (overlap) return positions <= kImplicitOverlapPositions;
