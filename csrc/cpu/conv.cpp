@@ -575,7 +575,9 @@ void direct_forward_dispatch(const ConvShape& s, const T* x, const T* w, const T
 // packed once per band as gyT[q][k] (zeros in dropped columns), whose rows give the NV
 // vectors of a step; the MR broadcasts come straight from the padded planes, one pointer per
 // row. A tile sums over every position of the band in registers, then adds into the
-// caller's gW^T (rows x K), which run_items keeps per thread.
+// caller's gW^T (rows x K), which run_items keeps per thread. Small images come as blocks of
+// whole images instead of bands, the tile summing over all of them: otherwise every 8x8
+// image (72 positions) would add a tile into a gW^T of up to tens of MB.
 
 template <typename T, int VecBytes, int MR_, int NV_>
 using WgradCfg = DirectCfg<T, VecBytes, MR_, NV_>;
