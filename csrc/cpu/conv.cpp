@@ -671,9 +671,12 @@ PYFAST_ISA_TILE_PATHS(WgradPaths, WgradBand, run_wgrad_tiles, wgrad, Wgrad)
 thread_local ThreadBuffer gy_buffer;
 thread_local ThreadBuffer partial_sums_buffer;
 
+int64_t plan_images(int64_t n, int64_t groups, int64_t image_bytes, int64_t budget,
+                    int threads);
+
 // Images of at most this many wide positions go to the weight gradient in blocks of whole
 // images, the block's planes and gyT within kWgradBlockBytes.
-constexpr int64_t kWgradBlockPositions = 256;
+constexpr int64_t kWgradBlockPositions = 512;
 constexpr int64_t kWgradBlockBytes = 2 << 20;
 
 // gW (K x cg*taps) of a stride-1 convolution; the planes as direct_forward builds them.
@@ -698,9 +701,8 @@ void direct_weight_grad(const ConvShape& s, const typename Cfg::type* gy,
         // Small images: whole images, several per item, so that a tile sums over all of
         // them in registers before it adds into the partial sums (which outgrow the caches
         // at 512+ channels: one image's band of 8x8 summed 36 positions per 19 MB added).
-        blocks = clamp(ceil_div(s.n * (s.oh + halo) * row_bytes, kWgradBlockBytes), 1, s.n);
-        while (threads > 1 && blocks < s.n && (blocks * s.groups) % threads != 0) ++blocks;
-        images = ceil_div(s.n, blocks);
+        images = plan_images(s.n, s.groups, (s.oh + halo) * row_bytes, kWgradBlockBytes,
+                             threads);
         blocks = ceil_div(s.n, images);
     } else {
         plan = plan_bands(s, row_bytes, s.n * s.groups, threads);
