@@ -363,38 +363,6 @@ TILED = [
 ]
 
 
-@pytest.mark.parametrize("backend", backend_params("conv", "cpu"))
-@pytest.mark.parametrize("case", TILED, ids=[c[0] for c in TILED])
-def test_tiles_and_bands(backend, case):
-    x, w, b, kw = conv_case(case, np.float32, 16)
-    got = pf.ops.conv2d(x, w, b, activation="relu", backend=backend, **kw)
-    x64, w64, b64 = f64(x, w, b)
-    want = reference(pf.ops.conv2d, x64, w64, b64, activation="relu", **kw)
-    mag = reference(pf.ops.conv2d, np.abs(x64), np.abs(w64), np.abs(b64), **kw)
-    assert_within(got, want, rounding_bound(np.float32, w[0].size + 1, mag), "conv2d")
-    gy = np.random.default_rng(17).standard_normal(got.shape).astype(np.float32)
-    grads = pf.ops.conv2d_backward(gy, x, w, backend=backend, **kw)
-    want = reference(pf.ops.conv2d_backward, *f64(gy, x, w), **kw)
-    mag = reference(pf.ops.conv2d_backward, *(np.abs(a) for a in f64(gy, x, w)), **kw)
-    n, _, oh, ow = got.shape
-    terms = (w.shape[0] // kw["groups"] * w.shape[2] * w.shape[3], n * oh * ow, n * oh * ow)
-    for name, g, wg, m, t in zip("xwb", grads, want, mag, terms):
-        assert_within(g, wg, rounding_bound(np.float32, t, m), "g" + name)
-
-
-# Shapes of the native implicit path (channels-last copies): small images with 16+ channels
-# (tiles skip the taps that read padding), strided layers and the stride phases of their
-# input gradients, dilation, groups, output channels that fill no whole sliver.
-IMPLICIT = [
-    ("4x4-many-channels", 3, 48, 4, 4, 40, 3, 3, 1, 1, 1, 1),
-    ("7x7-groups2", 2, 36, 7, 7, 34, 3, 3, 1, 1, 1, 2),
-    ("5x6-dilated-5x3", 2, 20, 5, 6, 18, 5, 3, 1, (3, 1), (1, 2), 1),
-    ("3x3/2-downsample", 2, 24, 9, 8, 36, 3, 3, 2, 1, 1, 1),
-    ("1x1/2-shortcut", 2, 32, 8, 8, 40, 1, 1, 2, 0, 1, 1),
-    ("4x3/(3,2)-dilated-groups3", 1, 12, 13, 11, 9, 4, 3, (3, 2), (2, 1), (2, 1), 3),
-]
-
-
 def check_forward_backward(backend, case, dtype, seed):
     """conv2d (bias, ReLU) and its three gradients against the float64 reference."""
     x, w, b, kw = conv_case(case, dtype, seed)
@@ -413,22 +381,46 @@ def check_forward_backward(backend, case, dtype, seed):
         assert_within(g, wg, rounding_bound(dtype, t, m), "g" + name)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case", IMPLICIT, ids=[c[0] for c in IMPLICIT])
-def test_native_implicit_path_on_every_isa(dtype, case):
-    """The native kernels of these shapes on every code path the CPU runs (AVX-512, AVX2,
-    generic), at 1 and 3 threads."""
+@pytest.mark.parametrize("backend", backend_params("conv", "cpu"))
+@pytest.mark.parametrize("case", TILED, ids=[c[0] for c in TILED])
+def test_tiles_and_bands(backend, case):
+    check_forward_backward(backend, case, np.float32, 16)
+
+
+def on_every_isa(thread_counts, check):
+    """check() on every code path the CPU runs (AVX-512, AVX2, generic) at each thread count."""
     _C = pytest.importorskip("pyfast._C")
     before, threads = _C.isa(), pf.get_num_threads()
     try:
         for isa in _C.supported_isas():
             _C.set_isa(isa)
-            for n in (1, 3):
+            for n in thread_counts:
                 pf.set_num_threads(n)
-                check_forward_backward("native", case, dtype, 30)
+                check()
     finally:
         _C.set_isa(before)
         pf.set_num_threads(threads)
+
+
+# Shapes of the native implicit path (channels-last copies): small images with 16+ channels
+# (tiles skip the taps that read padding), strided layers and the stride phases of their
+# input gradients, dilation, groups, output channels that fill no whole sliver.
+IMPLICIT = [
+    ("4x4-many-channels", 3, 48, 4, 4, 40, 3, 3, 1, 1, 1, 1),
+    ("7x7-groups2", 2, 36, 7, 7, 34, 3, 3, 1, 1, 1, 2),
+    ("5x6-dilated-5x3", 2, 20, 5, 6, 18, 5, 3, 1, (3, 1), (1, 2), 1),
+    ("3x3/2-downsample", 2, 24, 9, 8, 36, 3, 3, 2, 1, 1, 1),
+    ("1x1/2-shortcut", 2, 32, 8, 8, 40, 1, 1, 2, 0, 1, 1),
+    ("4x3/(3,2)-dilated-groups3", 1, 12, 13, 11, 9, 4, 3, (3, 2), (2, 1), (2, 1), 3),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", IMPLICIT, ids=[c[0] for c in IMPLICIT])
+def test_native_implicit_path_on_every_isa(dtype, case):
+    """The native kernels of these shapes on every code path the CPU runs (AVX-512, AVX2,
+    generic), at 1 and 3 threads."""
+    on_every_isa((1, 3), lambda: check_forward_backward("native", case, dtype, 30))
 
 
 # Shapes of the native stride-1 weight gradient over blocks of whole small images (a tile
@@ -447,17 +439,7 @@ WGRAD_BLOCKS = [
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", WGRAD_BLOCKS, ids=[c[0] for c in WGRAD_BLOCKS])
 def test_native_weight_grad_image_blocks_on_every_isa(dtype, case):
-    _C = pytest.importorskip("pyfast._C")
-    before, threads = _C.isa(), pf.get_num_threads()
-    try:
-        for isa in _C.supported_isas():
-            _C.set_isa(isa)
-            for n in (1, 2, 3):
-                pf.set_num_threads(n)
-                check_forward_backward("native", case, dtype, 40)
-    finally:
-        _C.set_isa(before)
-        pf.set_num_threads(threads)
+    on_every_isa((1, 2, 3), lambda: check_forward_backward("native", case, dtype, 40))
 
 
 MEMORY_SCRIPT = """
