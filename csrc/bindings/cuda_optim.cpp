@@ -67,7 +67,7 @@ void sgd_step(const py::object& params, const py::object& grads, const py::objec
               bool first, const py::object& stream) {
     const auto lists = sgd_lists<CudaArray>(cuda_array_list, params, grads, bufs, lr, momentum,
                                             dampening, nesterov, weight_decay);
-    const cuda::SgdHyper h{lr, momentum, dampening, weight_decay, nesterov, first};
+    const SgdHyper h{lr, momentum, dampening, weight_decay, nesterov, first};
     run("sgd_step", lists, stream,
         [&](const auto& tensors, cudaStream_t s) { cuda::sgd_step(tensors, h, s); });
 }
@@ -80,7 +80,7 @@ void rmsprop_step(const py::object& params, const py::object& grads,
     const auto lists = rmsprop_lists<CudaArray>(cuda_array_list, params, grads, square_avgs,
                                                 bufs, grad_avgs, lr, alpha, eps, weight_decay,
                                                 momentum, centered);
-    const cuda::RmspropHyper h{lr, alpha, eps, weight_decay, momentum, centered};
+    const RmspropHyper h{lr, alpha, eps, weight_decay, momentum, centered};
     run("rmsprop_step", lists, stream,
         [&](const auto& tensors, cudaStream_t s) { cuda::rmsprop_step(tensors, h, s); });
 }
@@ -92,7 +92,7 @@ void adam_step(const py::object& params, const py::object& grads, const py::obje
     const auto lists = adam_lists<CudaArray>(cuda_array_list, params, grads, exp_avgs,
                                              exp_avg_sqs, max_exp_avg_sqs, step, lr, beta1,
                                              beta2, eps, weight_decay, amsgrad);
-    const cuda::AdamHyper h{lr, beta1, beta2, eps, weight_decay, step, decoupled, amsgrad};
+    const AdamHyper h{lr, beta1, beta2, eps, weight_decay, step, decoupled, amsgrad};
     run("adam_step", lists, stream,
         [&](const auto& tensors, cudaStream_t s) { cuda::adam_step(tensors, h, s); });
 }

@@ -33,26 +33,6 @@ constexpr int64_t kParallelMin = 1 << 16;
 // Thread ranges start on multiples of this many elements (a 64-byte line of float32).
 constexpr int64_t kSplitQuantum = 16;
 
-// Scalars of one step in the element type, and the switches of the rule.
-template <typename T>
-struct SgdK {
-    T lr, momentum, one_minus_dampening, weight_decay;
-    bool decay, has_momentum, nesterov, first;
-};
-
-template <typename T>
-struct RmspropK {
-    T lr, alpha, one_minus_alpha, eps, weight_decay, momentum;
-    bool decay, has_momentum, centered, lerp_from_start;
-};
-
-template <typename T>
-struct AdamK {
-    T lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay_factor,
-        step_size, bias_correction2_sqrt;
-    bool decay, decoupled, amsgrad, lerp_from_start;
-};
-
 // torch.lerp(start, end, w): start + w (end - start) for w < 0.5, else end - (end - start)(1 - w)
 template <class V, typename T>
 PYFAST_INLINE V lerp(V start, V end, T w, bool from_start) {
@@ -191,56 +171,17 @@ void run_lists(const std::vector<OptimTensor<T>>& tensors, const K& k) {
 
 template <typename T>
 void sgd_step(const std::vector<OptimTensor<T>>& tensors, const SgdHyper& h) {
-    SgdK<T> k;
-    k.lr = static_cast<T>(h.lr);
-    k.momentum = static_cast<T>(h.momentum);
-    k.one_minus_dampening = static_cast<T>(1 - h.dampening);
-    k.weight_decay = static_cast<T>(h.weight_decay);
-    k.decay = h.weight_decay != 0;
-    k.has_momentum = h.momentum != 0;
-    k.nesterov = h.nesterov;
-    k.first = h.first;
-    run_lists<SgdRule>(tensors, k);
+    run_lists<SgdRule>(tensors, step_scalars<T>(h));
 }
 
 template <typename T>
 void rmsprop_step(const std::vector<OptimTensor<T>>& tensors, const RmspropHyper& h) {
-    RmspropK<T> k;
-    k.lr = static_cast<T>(h.lr);
-    k.alpha = static_cast<T>(h.alpha);
-    k.one_minus_alpha = static_cast<T>(1 - h.alpha);
-    k.eps = static_cast<T>(h.eps);
-    k.weight_decay = static_cast<T>(h.weight_decay);
-    k.momentum = static_cast<T>(h.momentum);
-    k.decay = h.weight_decay != 0;
-    k.has_momentum = h.momentum > 0;
-    k.centered = h.centered;
-    k.lerp_from_start = 1 - h.alpha < 0.5;
-    run_lists<RmspropRule>(tensors, k);
+    run_lists<RmspropRule>(tensors, step_scalars<T>(h));
 }
 
 template <typename T>
 void adam_step(const std::vector<OptimTensor<T>>& tensors, const AdamHyper& h) {
-    // The bias corrections in double, as torch computes them from Python floats.
-    const double step = static_cast<double>(h.step);
-    const double bias_correction1 = 1 - std::pow(h.beta1, step);
-    const double bias_correction2 = 1 - std::pow(h.beta2, step);
-    AdamK<T> k;
-    k.lr = static_cast<T>(h.lr);
-    k.beta1 = static_cast<T>(h.beta1);
-    k.one_minus_beta1 = static_cast<T>(1 - h.beta1);
-    k.beta2 = static_cast<T>(h.beta2);
-    k.one_minus_beta2 = static_cast<T>(1 - h.beta2);
-    k.eps = static_cast<T>(h.eps);
-    k.weight_decay = static_cast<T>(h.weight_decay);
-    k.decay_factor = static_cast<T>(1 - h.lr * h.weight_decay);
-    k.step_size = static_cast<T>(h.lr / bias_correction1);
-    k.bias_correction2_sqrt = static_cast<T>(std::sqrt(bias_correction2));
-    k.decay = h.weight_decay != 0;
-    k.decoupled = h.decoupled;
-    k.amsgrad = h.amsgrad;
-    k.lerp_from_start = 1 - h.beta1 < 0.5;
-    run_lists<AdamRule>(tensors, k);
+    run_lists<AdamRule>(tensors, step_scalars<T>(h));
 }
 
 template void sgd_step<float>(const std::vector<OptimTensor<float>>&, const SgdHyper&);

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "common/optim_rules.h"
+
 namespace pyfast {
 
 // One parameter tensor, flat: its gradient and up to three state buffers of the same size.
@@ -13,29 +15,8 @@ template <typename T>
 struct OptimTensor {
     T* param;
     const T* grad;
-    T* state[3];           // per optimizer, see below; nullptr where an option is off
+    T* state[3];           // per optimizer (common/optim_rules.h); nullptr where off
     std::int64_t size;
-};
-
-// state: {momentum_buf}
-struct SgdHyper {
-    double lr, momentum, dampening, weight_decay;
-    bool nesterov;
-    bool first;            // step 1: the momentum buffer takes the gradient
-};
-
-// state: {square_avg, momentum_buf, grad_avg}
-struct RmspropHyper {
-    double lr, alpha, eps, weight_decay, momentum;
-    bool centered;
-};
-
-// state: {exp_avg, exp_avg_sq, max_exp_avg_sq}
-struct AdamHyper {
-    double lr, beta1, beta2, eps, weight_decay;
-    std::int64_t step;     // >= 1
-    bool decoupled;        // AdamW
-    bool amsgrad;
 };
 
 template <typename T>

@@ -46,23 +46,6 @@ struct TensorTable {
     int64_t chunks;
 };
 
-template <typename T>
-struct SgdK {
-    T lr, momentum, one_minus_dampening, weight_decay;
-    bool decay, has_momentum, nesterov, first;
-};
-template <typename T>
-struct RmspropK {
-    T lr, alpha, one_minus_alpha, eps, weight_decay, momentum;
-    bool decay, has_momentum, centered, lerp_from_start;
-};
-template <typename T>
-struct AdamK {
-    T one_minus_beta1, beta1, beta2, one_minus_beta2, eps, weight_decay, decay_factor, step_size,
-        bias_correction2_sqrt;
-    bool decay, decoupled, amsgrad, lerp_from_start;
-};
-
 // torch.lerp(start, end, w): start + w (end - start) for w < 0.5, else end - (end - start)(1 - w)
 template <typename T>
 __device__ __forceinline__ T lerp(T start, T end, T w, bool from_start) {
@@ -220,53 +203,18 @@ void launch(const std::vector<DeviceTensor<T>>& tensors, const K& k, cudaStream_
 
 template <typename T>
 void sgd_step(const std::vector<DeviceTensor<T>>& tensors, const SgdHyper& h, cudaStream_t stream) {
-    SgdK<T> k;
-    k.lr = static_cast<T>(h.lr);
-    k.momentum = static_cast<T>(h.momentum);
-    k.one_minus_dampening = static_cast<T>(1 - h.dampening);
-    k.weight_decay = static_cast<T>(h.weight_decay);
-    k.decay = h.weight_decay != 0;
-    k.has_momentum = h.momentum != 0;
-    k.nesterov = h.nesterov;
-    k.first = h.first;
-    launch<SgdRule>(tensors, k, stream, "cuda sgd_step kernel launch");
+    launch<SgdRule>(tensors, step_scalars<T>(h), stream, "cuda sgd_step kernel launch");
 }
 
 template <typename T>
 void rmsprop_step(const std::vector<DeviceTensor<T>>& tensors, const RmspropHyper& h,
                   cudaStream_t stream) {
-    RmspropK<T> k;
-    k.lr = static_cast<T>(h.lr);
-    k.alpha = static_cast<T>(h.alpha);
-    k.one_minus_alpha = static_cast<T>(1 - h.alpha);
-    k.eps = static_cast<T>(h.eps);
-    k.weight_decay = static_cast<T>(h.weight_decay);
-    k.momentum = static_cast<T>(h.momentum);
-    k.decay = h.weight_decay != 0;
-    k.has_momentum = h.momentum > 0;
-    k.centered = h.centered;
-    k.lerp_from_start = 1 - h.alpha < 0.5;
-    launch<RmspropRule>(tensors, k, stream, "cuda rmsprop_step kernel launch");
+    launch<RmspropRule>(tensors, step_scalars<T>(h), stream, "cuda rmsprop_step kernel launch");
 }
 
 template <typename T>
 void adam_step(const std::vector<DeviceTensor<T>>& tensors, const AdamHyper& h, cudaStream_t stream) {
-    const double step = static_cast<double>(h.step);
-    AdamK<T> k;
-    k.one_minus_beta1 = static_cast<T>(1 - h.beta1);
-    k.beta1 = static_cast<T>(h.beta1);
-    k.beta2 = static_cast<T>(h.beta2);
-    k.one_minus_beta2 = static_cast<T>(1 - h.beta2);
-    k.eps = static_cast<T>(h.eps);
-    k.weight_decay = static_cast<T>(h.weight_decay);
-    k.decay_factor = static_cast<T>(1 - h.lr * h.weight_decay);
-    k.step_size = static_cast<T>(h.lr / (1 - std::pow(h.beta1, step)));
-    k.bias_correction2_sqrt = static_cast<T>(std::sqrt(1 - std::pow(h.beta2, step)));
-    k.decay = h.weight_decay != 0;
-    k.decoupled = h.decoupled;
-    k.amsgrad = h.amsgrad;
-    k.lerp_from_start = 1 - h.beta1 < 0.5;
-    launch<AdamRule>(tensors, k, stream, "cuda adam_step kernel launch");
+    launch<AdamRule>(tensors, step_scalars<T>(h), stream, "cuda adam_step kernel launch");
 }
 
 template void sgd_step<float>(const std::vector<DeviceTensor<float>>&, const SgdHyper&, cudaStream_t);

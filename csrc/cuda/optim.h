@@ -5,6 +5,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "common/optim_rules.h"
+
 #include <cstdint>
 #include <vector>
 
@@ -12,7 +14,7 @@ namespace pyfast::cuda {
 
 // One parameter tensor in device memory: its gradient and up to three state buffers of the
 // same size (nullptr where an option is off). The states per optimizer are those of
-// csrc/cpu/optim.h: SGD {momentum_buf}, RMSprop {square_avg, momentum_buf, grad_avg},
+// common/optim_rules.h: SGD {momentum_buf}, RMSprop {square_avg, momentum_buf, grad_avg},
 // Adam {exp_avg, exp_avg_sq, max_exp_avg_sq}.
 template <typename T>
 struct DeviceTensor {
@@ -20,22 +22,6 @@ struct DeviceTensor {
     const T* grad;
     T* state[3];
     std::int64_t size;
-};
-
-struct SgdHyper {
-    double lr, momentum, dampening, weight_decay;
-    bool nesterov, first;
-};
-
-struct RmspropHyper {
-    double lr, alpha, eps, weight_decay, momentum;
-    bool centered;
-};
-
-struct AdamHyper {
-    double lr, beta1, beta2, eps, weight_decay;
-    std::int64_t step;
-    bool decoupled, amsgrad;
 };
 
 template <typename T>
