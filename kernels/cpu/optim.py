@@ -19,6 +19,8 @@ import numpy as np
 from numba import carray, get_num_threads, njit, prange, set_num_threads, types
 from numba.extending import intrinsic
 
+from .. import _optim_scalars as scalars
+
 _JIT = dict(cache=True, nogil=True, error_model="numpy")  # IEEE division: no zero check per element
 _RULE = dict(fastmath={"contract"}, **_JIT)
 SPLIT_QUANTUM = 16        # thread ranges start on multiples of this many elements
@@ -211,8 +213,7 @@ def sgd_step(params, grads, momentum_bufs, lr, momentum, dampening, nesterov, we
     """torch.optim.SGD's step in place over lists of arrays (first: step 1, the momentum
     buffers take the gradients)."""
     _run(SGD, params, grads, (momentum_bufs if momentum else None, None, None),
-         (lr, momentum, 1 - dampening, weight_decay),
-         (weight_decay != 0, momentum != 0, nesterov, first))
+         *scalars.sgd(lr, momentum, dampening, nesterov, weight_decay, first))
 
 
 def rmsprop_step(params, grads, square_avgs, momentum_bufs, grad_avgs, lr, alpha, eps,
@@ -220,16 +221,11 @@ def rmsprop_step(params, grads, square_avgs, momentum_bufs, grad_avgs, lr, alpha
     """torch.optim.RMSprop's step in place over lists of arrays."""
     _run(RMSPROP, params, grads,
          (square_avgs, momentum_bufs if momentum > 0 else None, grad_avgs if centered else None),
-         (lr, alpha, 1 - alpha, eps, weight_decay, momentum),
-         (weight_decay != 0, momentum > 0, centered, 1 - alpha < 0.5))
+         *scalars.rmsprop(lr, alpha, eps, weight_decay, momentum, centered))
 
 
 def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step, lr, beta1, beta2,
               eps, weight_decay, decoupled, amsgrad):
     """torch.optim.Adam's (decoupled: AdamW's) step in place over lists of arrays."""
-    bias_correction1 = 1 - beta1 ** step
-    bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
     _run(ADAM, params, grads, (exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None),
-         (beta1, 1 - beta1, beta2, 1 - beta2, eps, weight_decay, 1 - lr * weight_decay,
-          lr / bias_correction1, bias_correction2_sqrt),
-         (weight_decay != 0, decoupled, amsgrad, 1 - beta1 < 0.5))
+         *scalars.adam(step, lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad))

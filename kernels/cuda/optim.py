@@ -15,6 +15,8 @@ import math
 import numpy as np
 from numba import cuda
 
+from .. import _optim_scalars as scalars
+
 THREADS = 256
 MAX_BLOCKS = 1 << 16
 
@@ -118,8 +120,7 @@ def sgd_step(params, grads, momentum_bufs, lr, momentum, dampening, nesterov, we
              first):
     """torch.optim.SGD's step in place over lists of arrays."""
     _launch_each(sgd_kernel, params, grads, [momentum_bufs if momentum else None],
-                 (lr, momentum, 1 - dampening, weight_decay),
-                 (weight_decay != 0, momentum != 0, bool(nesterov), bool(first)))
+                 *scalars.sgd(lr, momentum, dampening, nesterov, weight_decay, first))
 
 
 def rmsprop_step(params, grads, square_avgs, momentum_bufs, grad_avgs, lr, alpha, eps,
@@ -128,8 +129,7 @@ def rmsprop_step(params, grads, square_avgs, momentum_bufs, grad_avgs, lr, alpha
     _launch_each(rmsprop_kernel, params, grads,
                  [square_avgs, momentum_bufs if momentum > 0 else None,
                   grad_avgs if centered else None],
-                 (lr, alpha, 1 - alpha, eps, weight_decay, momentum),
-                 (weight_decay != 0, momentum > 0, bool(centered), 1 - alpha < 0.5))
+                 *scalars.rmsprop(lr, alpha, eps, weight_decay, momentum, centered))
 
 
 def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step, lr, beta1, beta2,
@@ -137,6 +137,4 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step, lr, b
     """torch.optim.Adam's (decoupled: AdamW's) step in place over lists of arrays."""
     _launch_each(adam_kernel, params, grads,
                  [exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None],
-                 (beta1, 1 - beta1, beta2, 1 - beta2, eps, weight_decay, 1 - lr * weight_decay,
-                  lr / (1 - beta1 ** step), (1 - beta2 ** step) ** 0.5),
-                 (weight_decay != 0, bool(decoupled), bool(amsgrad), 1 - beta1 < 0.5))
+                 *scalars.adam(step, lr, beta1, beta2, eps, weight_decay, decoupled, amsgrad))
