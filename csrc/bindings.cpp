@@ -36,6 +36,13 @@ void bind_runtime(py::module_& m) {
         d["avx512f"] = bool(__builtin_cpu_supports("avx512f"));
         return d;
     });
+    m.def("cpu_caches", [] {
+        const pyfast::CpuCaches& c = pyfast::cpu_caches();
+        py::dict d;
+        d["l1d"] = c.l1d, d["l2"] = c.l2, d["l3"] = c.l3, d["l3_sharing"] = c.l3_sharing;
+        d["source"] = std::string(c.source);
+        return d;
+    }, "The data caches one core sees (bytes), as the kernels' blocking reads them.");
 
     m.def("fma_peak_gflops", &pyfast::fma_peak_gflops, py::arg("threads"),
           py::call_guard<py::gil_scoped_release>(),

@@ -103,6 +103,58 @@ def contiguous(x):
     return x.copy()
 
 
+# ---- memory format of 4-D (N, C, H, W) arrays ------------------------------------------
+# As in torch, the shape of an image batch is always NCHW; its memory is either C-contiguous
+# ("contiguous") or channels-last: an NCHW-shaped view of NHWC memory, i.e. x.transpose(0, 2,
+# 3, 1) is C-contiguous. Kernels that have an NHWC path take channels-last arrays as they are
+# and return their result in the memory format of their input; others see a contiguous copy.
+
+CONTIGUOUS, CHANNELS_LAST = "contiguous", "channels_last"
+
+
+def is_channels_last(x):
+    """True when ``x`` is a 4-D array whose memory is NHWC (and not also C-contiguous, as a
+    1x1 image or a single channel is: such arrays count as contiguous)."""
+    if x.ndim != 4 or x.flags.c_contiguous:
+        return False
+    n, c, h, w = x.shape
+    item = x.itemsize
+    sn, sc, sh, sw = x.strides
+    return ((c == 1 or sc == item) and (w == 1 or sw == c * item)
+            and (h == 1 or sh == w * c * item) and (n == 1 or sn == h * w * c * item))
+
+
+def memory_format(x):
+    """``CHANNELS_LAST`` for a channels-last 4-D array, else ``CONTIGUOUS``."""
+    return CHANNELS_LAST if is_channels_last(x) else CONTIGUOUS
+
+
+def to_memory_format(x, fmt):
+    """``x`` itself when it already has memory format ``fmt`` and is dense, else a copy that
+    has it (NCHW-shaped either way)."""
+    if fmt == CHANNELS_LAST:
+        if x.ndim != 4:
+            raise ValueError(f"channels_last needs a 4-D (N, C, H, W) array, got shape "
+                             f"{tuple(x.shape)}")
+        if is_channels_last(x) or x.flags.c_contiguous and (x.shape[1] == 1 or
+                                                            x.shape[2] * x.shape[3] == 1):
+            return x
+        xp = array_module(x)
+        return xp.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    if fmt == CONTIGUOUS:
+        return contiguous(x)
+    raise ValueError(f"memory_format must be {CONTIGUOUS!r} or {CHANNELS_LAST!r}, got {fmt!r}")
+
+
+def empty_like_format(shape, dtype, like):
+    """A fresh NCHW-shaped array of ``shape`` in the memory format of ``like``."""
+    xp = array_module(like)
+    if len(shape) == 4 and is_channels_last(like):
+        n, c, h, w = shape
+        return xp.empty((n, h, w, c), dtype).transpose(0, 3, 1, 2)
+    return xp.empty(shape, dtype)
+
+
 def unit_stride_2d(x):
     """``x`` if it is row- or column-major with a leading dimension (as BLAS takes it), else
     a C-contiguous copy. Slices such as ``big[:, :100]`` and transposes stay views."""

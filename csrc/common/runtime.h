@@ -22,6 +22,17 @@ void set_isa(const std::string& name);  // throws invalid_argument if unknown/un
 int num_threads();
 void set_num_threads(int n);
 
+// The data caches one core sees, in bytes, read once with cpuid (deterministic cache
+// parameters: leaf 4 on Intel, 0x8000001D on AMD), else from sysconf, else typical sizes.
+// Blocking parameters derive from these, never from constants fitted on one machine.
+// l3 is the whole level-3 cache; l3_sharing the logical CPUs that share it.
+struct CpuCaches {
+    std::int64_t l1d, l2, l3;
+    int l3_sharing;
+    const char* source;  // "cpuid", "sysconf" or "default"
+};
+const CpuCaches& cpu_caches();
+
 // Threads for `work` elements of independent `units` (planes, channels): one below 16K
 // elements, where a parallel region costs more than it saves, else up to one per unit.
 inline int team(std::int64_t work, std::int64_t units) {
