@@ -29,3 +29,6 @@ __all__ += ["data"]
 
 from . import models  # noqa: E402  (pf.nn layers only)
 __all__ += ["models"]
+
+from . import distributed  # noqa: E402  (mpi4py loads in distributed.init())
+__all__ += ["distributed"]

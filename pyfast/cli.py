@@ -4,6 +4,7 @@
     pyfast bench [FAMILY ...] [--backend B] [--threads N ...] [--json PATH] [--roofline] [--quick]
     pyfast demo [--out DIR] [--quick] [--tasks T ...] [--seed N] [--backend B] [--device D]
     pyfast train MODEL --data DATASET [--epochs N] [--batch-size N] [--backend B] [--out DIR]
+                 [--nproc N]
 
 Exit codes: 0 success, 1 a failure while running (a wrong result, an unwritable file, a
 backend asked for that cannot run), 2 a usage error. Errors are one line on stderr.
@@ -138,6 +139,7 @@ def _parser():
 def main(argv=None):
     try:
         args = _parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)   # train --nproc relaunches
         if args.command in ("demo", "train", "bench"):
             from pyfast._memory import keep_freed_memory
             keep_freed_memory()   # same-sized arrays every step: reuse pages, no re-faulting

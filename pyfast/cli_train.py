@@ -9,13 +9,24 @@ take are zero-padded to the next size it can), and the choices are printed.
 
 Usage errors (an unknown model or data set, a file that is not there, a model that cannot
 use the data, a bad number) raise ``UsageError`` with one line saying what is wrong.
+
+``--nproc N`` trains data-parallel on N ranks: the command starts itself again under the
+installed ``mpiexec`` (each rank with cores/N threads unless --threads says otherwise), and
+each rank, seeing it was launched by MPI, joins the job (pf.distributed.init), wraps the
+model in DataParallel and reads its shard through a DistributedSampler. ``--batch-size``
+stays the global batch (each rank takes batch/N), so a run on N ranks follows the same
+optimisation as one process. Rank 0 prints and writes the results. Running
+``mpiexec -n N pyfast train ...`` directly does the same.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -85,6 +96,9 @@ def add_parser(commands, positive_int, positive_float):
                    help="autoencoders: train on class K only and score the validation set "
                         "for anomalies (AUROC of reconstruction error, other classes positive)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bar")
+    p.add_argument("--nproc", type=positive_int, default=1, metavar="N",
+                   help="train data-parallel on N ranks launched through mpiexec (needs "
+                        "pip install \"pyfast[distributed]\"; default: %(default)s)")
     return p
 
 
@@ -282,8 +296,61 @@ class _Plan:
         self.train, self.val = train, val
 
 
+def _launch(args, log):
+    """Start this command again as ``args.nproc`` ranks under mpiexec; their exit code."""
+    from pyfast.distributed import launch
+    from pyfast.distributed.comm import INSTALL_HINT
+
+    n = args.nproc
+    if importlib.util.find_spec("mpi4py") is None:
+        raise CommandFailed(f"--nproc {n} needs mpi4py and an MPI library: {INSTALL_HINT}")
+    from pyfast.backends import get_num_threads
+    threads = args.threads or max(1, get_num_threads() // n)
+    argv = list(getattr(args, "argv", None) or sys.argv[1:])
+    try:
+        cmd, env = launch.mpiexec_command(n, [sys.executable, "-m", "pyfast.cli", *argv,
+                                              "--threads", str(threads)])
+    except RuntimeError as exc:
+        raise CommandFailed(f"--nproc {n}: {exc}") from None
+    env["OMP_NUM_THREADS"] = str(threads)
+    log(f"launching {n} ranks x {threads} thread{'s' if threads != 1 else ''} through "
+        f"{cmd[0]}")
+    sys.stdout.flush()
+    return subprocess.run(cmd, env=env).returncode
+
+
 def run(args, log=print):
     """Run ``pyfast train`` for parsed ``args``; returns the exit code."""
+    from pyfast.distributed import launch
+
+    if getattr(args, "nproc", 1) > 1 and not launch.launched_by_mpi():
+        return _launch(args, log)
+    if not launch.launched_by_mpi():
+        return _run(args, log, None)
+    import pyfast as pf
+    dist = pf.distributed
+    try:
+        dist.init("nccl" if args.device == "cuda" else "mpi")
+    except (ImportError, RuntimeError) as exc:
+        raise CommandFailed(str(exc)) from None
+    if args.nproc > 1 and dist.world_size() != args.nproc:
+        raise UsageError(f"--nproc {args.nproc} but mpiexec started {dist.world_size()} ranks")
+    if dist.world_size() == 1:
+        return _run(args, log, None)
+    try:
+        return _run(args, log if dist.rank() == 0 else _quiet, dist)
+    except (UsageError, CommandFailed, OSError) as exc:
+        # the other ranks may be waiting in a collective: end them all now
+        print(f"pyfast: error: rank {dist.rank()}: {exc}", file=sys.stderr, flush=True)
+        dist.abort(2 if isinstance(exc, UsageError) else 1)
+
+
+def _quiet(*args, **kwargs):
+    pass
+
+
+def _run(args, log, dist):
+    """The training run; ``dist`` is pf.distributed on a data-parallel rank, else None."""
     import pyfast as pf
     from pyfast.demo import EpochLines, Throughput, _adamw_one_cycle
 
@@ -308,20 +375,38 @@ def run(args, log=print):
     plan = _Plan(model_name, data, args)
     model = plan.model.to(device) if device != "cpu" else plan.model
     batch = args.batch_size or (16 if model_name == "unet" else 64)
-    train_loader = pf.data.DataLoader(plan.train, batch, shuffle=True, seed=args.seed,
-                                      device=device)
-    val_loader = pf.data.DataLoader(plan.val, 256 if model_name != "unet" else 32,
-                                    device=device)
+    val_batch = 256 if model_name != "unet" else 32
+    ranks = 1 if dist is None else dist.world_size()
+    if dist is None:
+        train_loader = pf.data.DataLoader(plan.train, batch, shuffle=True, seed=args.seed,
+                                          device=device)
+        val_loader = pf.data.DataLoader(plan.val, val_batch, device=device)
+    else:
+        if plan.gan:
+            raise UsageError("--nproc: dcgan trains in one process only (fit_gan is not "
+                             "data-parallel)")
+        if batch % ranks:
+            plan.notes.append(f"global batch {batch} is not divisible by {ranks} ranks: each "
+                              f"takes {max(1, batch // ranks)}")
+        model = dist.DataParallel(model)
+        sampler = pf.data.DistributedSampler(plan.train, shuffle=True, seed=args.seed)
+        train_loader = pf.data.DataLoader(plan.train, max(1, batch // ranks), sampler=sampler,
+                                          device=device)
+        val_loader = pf.data.DataLoader(
+            plan.val, max(1, val_batch // ranks), device=device,
+            sampler=pf.data.DistributedSampler(plan.val, shuffle=False))
     shape = "x".join(str(s) for s in data.shape)
     log(f"training {plan.describe} on {data.name} ({len(plan.train)} train / {len(plan.val)} "
         f"validation, {shape}) for {args.epochs} epoch{'s' if args.epochs != 1 else ''}, batch "
         f"{batch}, device {device}, "
-        f"backend {args.backend or 'auto'}, {pf.get_num_threads()} threads")
+        f"backend {args.backend or 'auto'}, {pf.get_num_threads()} threads"
+        + (f" on each of {ranks} ranks" if ranks > 1 else ""))
     for note in plan.notes:
         log(f"  note: {note}")
 
     meter = Throughput()
-    callbacks = [meter] if args.quiet else [meter, EpochLines(model_name)]
+    writer = dist is None or dist.rank() == 0
+    callbacks = [meter] if args.quiet or not writer else [meter, EpochLines(model_name)]
     start = time.perf_counter()
     with pf.use_backend(args.backend) if args.backend else contextlib.nullcontext():
         if plan.gan:
@@ -337,15 +422,23 @@ def run(args, log=print):
                                    scheduler=scheduler, progress=not args.quiet,
                                    callbacks=callbacks)
         seconds = time.perf_counter() - start
+        rate = meter.rate
+        if dist is not None:   # every rank's images over the slowest rank's time
+            images = dist.all_reduce(np.array([meter.images], np.float64), "sum")[0]
+            slowest = dist.all_reduce(np.array([meter.seconds], np.float64), "max")[0]
+            rate = images / slowest if slowest > 0 else 0.0
+            if not writer:
+                return 0
+            model = model.module
         summary = {"model": plan.describe, "data": data.name, "epochs": args.epochs,
                    "batch_size": batch, "seed": args.seed, "device": device,
-                   "backend": args.backend, "threads": pf.get_num_threads(),
-                   "seconds": seconds, "images_per_s": meter.rate, "notes": plan.notes,
+                   "backend": args.backend, "threads": pf.get_num_threads(), "ranks": ranks,
+                   "seconds": seconds, "images_per_s": rate, "notes": plan.notes,
                    "final": {k: v[-1] for k, v in history.items() if v and k != "lr"}}
         files = _write_results(out, model, plan, history, summary, device)
     final = "  ".join(f"{k} {v:.4g}" for k, v in summary["final"].items()
                       if k not in ("time",) and isinstance(v, float))
-    log(f"done in {seconds:.1f} s ({meter.rate:.0f} images/s): {final}")
+    log(f"done in {seconds:.1f} s ({summary['images_per_s']:.0f} images/s): {final}")
     for path in files:
         log(f"  wrote {path}")
     return 0

@@ -18,11 +18,18 @@ gradient to both sides) or be read-only broadcasts; the engine therefore never a
 into an array it did not allocate itself.
 
 First-order only: backward functions work on arrays, not on Tensors.
+
+Hooks for data-parallel training (pf.distributed.DataParallel): a leaf's
+``register_post_accumulate_grad_hook`` runs once per backward, as soon as the last node that
+can contribute to the leaf's gradient has run, so gradient all-reduces start while the rest
+of backward still runs; ``register_backward_end_hook`` runs after every backward. A graph
+without hooked leaves pays one dictionary truth test.
 """
 
 from __future__ import annotations
 
 import functools
+import weakref
 
 import numpy as np
 
@@ -30,9 +37,35 @@ from . import ops
 from ._arrays import array_module, as_array, describe, is_cupy
 
 __all__ = ["Tensor", "Function", "tensor", "from_dlpack", "cat", "stack", "no_grad",
-           "enable_grad", "set_grad_enabled", "is_grad_enabled"]
+           "enable_grad", "set_grad_enabled", "is_grad_enabled", "register_backward_end_hook"]
 
 _grad_enabled = True
+_leaf_hooks = weakref.WeakKeyDictionary()   # leaf Tensor -> [hook(leaf)], see the module doc
+_end_hooks = {}                              # handle -> fn(), run after every backward
+
+
+class _HookHandle:
+    """``remove()`` unregisters the hook (idempotent)."""
+
+    def __init__(self, hooks, key):
+        self._hooks, self._key = hooks, key
+
+    def remove(self):
+        hooks = self._hooks
+        if isinstance(hooks, dict):
+            hooks.pop(self._key, None)
+        elif self._key in hooks:
+            hooks.remove(self._key)
+
+
+def register_backward_end_hook(fn):
+    """Run ``fn()`` after every backward that completes; returns a handle with remove()."""
+    if not callable(fn):
+        raise TypeError(f"hook must be callable, got {type(fn).__name__}")
+    handle = _HookHandle(_end_hooks, None)
+    handle._key = handle
+    _end_hooks[handle] = fn
+    return handle
 
 
 def is_grad_enabled():
@@ -316,6 +349,19 @@ class Tensor(_DeviceShortcuts):
         return int(self.item())
 
     # -- autograd --------------------------------------------------------------
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(self)`` once per backward, when this leaf's gradient for that backward
+        is complete (after the last node that could add to it ran, even if none did).
+        Returns a handle with remove()."""
+        if self._node is not None or not self.requires_grad:
+            raise RuntimeError("post-accumulate-grad hooks go on leaf tensors that require "
+                               "grad")
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+        hooks = _leaf_hooks.setdefault(self, [])
+        hooks.append(hook)
+        return _HookHandle(hooks, hook)
+
     def backward(self, grad=None):
         """Accumulate d(self)/d(leaf) * grad into every leaf's ``.grad``. ``grad`` may be
         omitted for a one-element tensor (it is then 1)."""
@@ -638,37 +684,71 @@ def _accumulate_leaf(leaf, g, fresh=False):
 def _run_backward(root, grad):
     if root._node is None:
         _accumulate_leaf(root, grad)
+        _leaf_done(root)
+        _backward_ended()
         return
     if root._node.parents is None:
         raise RuntimeError("backward a second time: the graph is freed after the first "
                            "backward")
     grads = {root._node: grad}
     owned = set()
-    for node in _topological_order(root._node):
+    order = _topological_order(root._node)
+    done_at = _hooked_leaves_done_at(order) if _leaf_hooks else None
+    for node in order:
         g = grads.pop(node, None)
-        if g is None:
+        if g is not None:
+            _backward_node(node, g, grads, owned)
+        if done_at:
+            for leaf in done_at.pop(node, ()):
+                _leaf_done(leaf)
+    _backward_ended()
+
+
+def _backward_node(node, g, grads, owned):
+    parents = node.parents
+    if parents is None:
+        raise RuntimeError(f"backward through {type(node).__name__} a second time: the "
+                           "graph is freed after the first backward")
+    in_grads = type(node).backward(node, g)
+    if not isinstance(in_grads, tuple):
+        in_grads = (in_grads,)
+    node.__dict__.clear()
+    node.parents = None
+    for p, gp in zip(parents, in_grads):
+        if gp is None or not isinstance(p, Tensor) or not p.requires_grad:
             continue
-        parents = node.parents
-        if parents is None:
-            raise RuntimeError(f"backward through {type(node).__name__} a second time: the "
-                               "graph is freed after the first backward")
-        in_grads = type(node).backward(node, g)
-        if not isinstance(in_grads, tuple):
-            in_grads = (in_grads,)
-        node.__dict__.clear()
-        node.parents = None
-        for p, gp in zip(parents, in_grads):
-            if gp is None or not isinstance(p, Tensor) or not p.requires_grad:
-                continue
-            if isinstance(gp, np.generic):
-                gp = np.asarray(gp)
-            if gp.shape != p.shape:
-                raise RuntimeError(f"{type(node).__name__}.backward returned a gradient of "
-                                   f"shape {gp.shape} for an input of shape {p.shape}")
-            if p._node is None:
-                _accumulate_leaf(p, gp, type(node).fresh_grads)
-            else:
-                _sum_into(grads, owned, p._node, gp)
+        if isinstance(gp, np.generic):
+            gp = np.asarray(gp)
+        if gp.shape != p.shape:
+            raise RuntimeError(f"{type(node).__name__}.backward returned a gradient of "
+                               f"shape {gp.shape} for an input of shape {p.shape}")
+        if p._node is None:
+            _accumulate_leaf(p, gp, type(node).fresh_grads)
+        else:
+            _sum_into(grads, owned, p._node, gp)
+
+
+def _hooked_leaves_done_at(order):
+    """{node: [hooked leaves whose last contributing node, in ``order``, it is]}."""
+    last = {}
+    for node in order:
+        for p in node.parents or ():
+            if isinstance(p, Tensor) and p._node is None and p in _leaf_hooks:
+                last[p] = node
+    done_at = {}
+    for leaf, node in last.items():
+        done_at.setdefault(node, []).append(leaf)
+    return done_at
+
+
+def _leaf_done(leaf):
+    for hook in list(_leaf_hooks.get(leaf, ())):
+        hook(leaf)
+
+
+def _backward_ended():
+    for fn in list(_end_hooks.values()):
+        fn()
 
 
 # ---------------------------------------------------------------------------- creation

@@ -8,9 +8,10 @@ from . import datasets, transforms
 from .dataset import ArrayDataset
 from .loader import DataLoader
 from .preprocess import MinMaxScale, Standardise, normalise, standardise
+from .sampler import DistributedSampler
 from .transforms import (Compose, GaussianNoise, RandomCrop, RandomHorizontalFlip,
                          RandomVerticalFlip)
 
-__all__ = ["ArrayDataset", "DataLoader", "datasets", "transforms", "Standardise",
-           "MinMaxScale", "standardise", "normalise", "Compose", "RandomHorizontalFlip",
+__all__ = ["ArrayDataset", "DataLoader", "DistributedSampler", "datasets", "transforms",
+           "Standardise", "MinMaxScale", "standardise", "normalise", "Compose", "RandomHorizontalFlip",
            "RandomVerticalFlip", "RandomCrop", "GaussianNoise"]

@@ -38,6 +38,10 @@ class DataLoader:
       ``pf.data.transforms``); ``rng`` is a numpy Generator private to that batch.
     device: None (batches live where the dataset's arrays do), ``"cpu"`` (numpy) or
       ``"cuda"`` (cupy; the batch is copied to the current GPU after the transform).
+    sampler: the dataset indices of a pass, in order (a DistributedSampler, or any object
+      with ``__iter__`` and ``__len__``); excludes ``shuffle``. A sampler with ``set_epoch``
+      has the pass number as its epoch: the loader reads it when a pass starts and moves it
+      to the next epoch, so ``sampler.set_epoch(e)`` before a pass picks that pass's order.
 
     ``len(loader)`` is the number of batches in a pass. ``epoch`` is the pass the next
     ``iter()`` starts; ``set_epoch(e)`` chooses it. ``state_dict()``/``load_state_dict()``
@@ -45,11 +49,19 @@ class DataLoader:
     """
 
     def __init__(self, dataset, batch_size, shuffle=False, drop_last=False, seed=None, *,
-                 transform=None, device=None):
+                 transform=None, device=None, sampler=None):
         if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
             raise TypeError(f"dataset must support len() and [i] -> (x, y), got "
                             f"{type(dataset).__name__}")
         self.dataset = dataset
+        if sampler is not None:
+            if not (hasattr(sampler, "__iter__") and hasattr(sampler, "__len__")):
+                raise TypeError(f"sampler must be iterable and have len(), got "
+                                f"{type(sampler).__name__}")
+            if shuffle:
+                raise ValueError("sampler and shuffle=True exclude each other (the sampler "
+                                 "decides the order)")
+        self.sampler = sampler
         self.batch_size = _check_count(batch_size, "batch_size", 1)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
@@ -68,18 +80,25 @@ class DataLoader:
         self._resume = None
 
     def __len__(self):
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     @property
     def epoch(self):
         """The pass the next ``iter()`` starts."""
-        return self._epoch if self._resume is None else self._resume[0]
+        return self._next_epoch() if self._resume is None else self._resume[0]
+
+    def _next_epoch(self):
+        if self.sampler is not None and hasattr(self.sampler, "set_epoch"):
+            return int(getattr(self.sampler, "epoch", self._epoch))
+        return self._epoch
 
     def set_epoch(self, epoch):
         """Make the next pass number ``epoch`` (its order, with a seed, is fixed by it)."""
         self._epoch = _check_count(epoch, "epoch", 0)
         self._resume = None
+        if self.sampler is not None and hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(self._epoch)
 
     def state_dict(self):
         """Where the loader is: ``{"epoch", "batch", "draw"}`` (ints). ``batch`` counts the
@@ -90,7 +109,7 @@ class DataLoader:
         elif self._pass is not None:
             epoch, batch, draw = self._pass
         else:
-            epoch, batch, draw = self._epoch, 0, None
+            epoch, batch, draw = self._next_epoch(), 0, None
         if batch >= len(self) > 0:  # every batch handed out: the pass is over
             epoch, batch, draw = epoch + 1, 0, None
         return {"epoch": int(epoch), "batch": int(batch), "draw": -1 if draw is None else int(draw)}
@@ -106,7 +125,7 @@ class DataLoader:
                              f"{state!r}") from e
         self._pass = None
         if batch == 0 and draw < 0:
-            self._epoch, self._resume = epoch, None
+            self.set_epoch(epoch)
         else:
             self._resume = (epoch, batch, None if draw < 0 else draw)
 
@@ -115,19 +134,40 @@ class DataLoader:
             epoch, start, draw = self._resume
             self._resume = None
         else:
-            epoch, start, draw = self._epoch, 0, None
+            epoch, start, draw = self._next_epoch(), 0, None
             if self.seed is None and (self.shuffle or self.transform is not None):
                 from pyfast import _random
                 draw = int(_random.generator().integers(2 ** 63))
         self._epoch = epoch + 1
         entropy = [self.seed, epoch] if self.seed is not None else ([] if draw is None else [draw])
+        order = self._sampler_order(epoch) if self.sampler is not None else None
         state = [epoch, start, draw]
         self._pass = state
-        return self._batches(entropy, start, state)
+        return self._batches(entropy, start, state, order)
 
-    def _batches(self, entropy, start, state):
-        n, bs = len(self.dataset), self.batch_size
-        order = np.random.default_rng(entropy + [0]).permutation(n) if self.shuffle else None
+    def _sampler_order(self, epoch):
+        """The sampler's indices for pass ``epoch``, taken now; the sampler then moves on."""
+        sampler = self.sampler
+        epochs = hasattr(sampler, "set_epoch")
+        if epochs:
+            sampler.set_epoch(epoch)
+        if hasattr(sampler, "indices"):
+            order = np.asarray(sampler.indices(), dtype=np.int64)
+        else:
+            order = np.fromiter((int(i) for i in sampler), dtype=np.int64)
+        if epochs:
+            sampler.set_epoch(epoch + 1)
+        n = len(self.dataset)
+        if order.size and (order.min() < 0 or order.max() >= n):
+            raise ValueError(f"sampler yielded an index outside [0, {n}) for a dataset of "
+                             f"{n} samples")
+        return order
+
+    def _batches(self, entropy, start, state, order=None):
+        bs = self.batch_size
+        if order is None and self.shuffle:
+            order = np.random.default_rng(entropy + [0]).permutation(len(self.dataset))
+        n = len(self.dataset) if order is None else len(order)
         for b in range(start, len(self)):
             lo, hi = b * bs, min(n, (b + 1) * bs)
             x, y = self._fetch(order[lo:hi] if order is not None else slice(lo, hi))
@@ -166,7 +206,8 @@ class DataLoader:
     def __repr__(self):
         return (f"DataLoader({type(self.dataset).__name__} of {len(self.dataset)}, "
                 f"batch_size={self.batch_size}, shuffle={self.shuffle}, "
-                f"drop_last={self.drop_last}, seed={self.seed})")
+                f"drop_last={self.drop_last}, seed={self.seed}"
+                + (f", sampler={self.sampler!r})" if self.sampler is not None else ")"))
 
 
 def _collate(items, name):

@@ -6,6 +6,10 @@ batch), ``on_epoch_end`` (every callback), ``after_epoch_end`` (every callback, 
 them have updated their state: the moment a checkpoint captures a consistent run), and
 finally ``on_train_end``. Callbacks with state (best value so far, patience left) give it
 through ``state_dict``/``load_state_dict`` so that a resumed run continues them too.
+
+In data-parallel training every rank runs every callback on the same reduced logs (so their
+state and decisions agree); those that write files (Checkpoint, SampleImages) write on rank
+0 only. A callback of your own that prints or writes can test ``run.is_writer``.
 """
 
 from __future__ import annotations
@@ -170,6 +174,8 @@ class Checkpoint(Callback):
                 self._m.best, self._m.best_epoch = float(value), run.epoch
 
     def after_epoch_end(self, run, logs):
+        if not getattr(run, "is_writer", True):
+            return
         state = None
         if self._improved:
             state = run.checkpoint_state()
@@ -198,6 +204,8 @@ class SampleImages(Callback):
             raise ValueError(f"n and every must be >= 1, got n={n!r}, every={every!r}")
 
     def on_epoch_end(self, run, logs):
+        if not getattr(run, "is_writer", True):
+            return
         if run.epoch % self.every == 0 or run.epoch == run.epochs:
             self.fn(run.epoch, run.sample(self.n, seed=self.seed))
 

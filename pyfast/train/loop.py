@@ -10,6 +10,14 @@ and buffers, optimizer and scheduler state, history, pyfast's RNG, the loader's 
 it has one, the callbacks' state and the epoch count. It is taken at the end of an epoch,
 after every callback has updated, so a run resumed from it draws the same batches and
 dropout masks and ends with bitwise the same weights as one never interrupted.
+
+Data parallel (the model is a pf.distributed.DataParallel on several ranks): every rank runs
+this same loop on its shard; each epoch's loss and metrics, training and validation, are
+reduced over the ranks before they reach the history, so every rank sees the same logs and
+its callbacks take the same decisions (rank 0's ``stop_training`` is broadcast to be sure).
+Only rank 0 (``run.is_writer``) draws the progress bar and writes checkpoints. The
+checkpoint holds no rank-specific state (weights and optimizer are replicated; the loader
+state is the epoch), so it resumes on any number of ranks.
 """
 
 from __future__ import annotations
@@ -31,6 +39,20 @@ CHECKPOINT_FORMAT = "pyfast.train/1"
 def _no_grad():
     from pyfast import no_grad
     return no_grad()
+
+
+def _data_parallel(model):
+    """Whether ``model`` is a DataParallel replica among several ranks."""
+    from pyfast import distributed
+    return isinstance(model, distributed.DataParallel) and distributed.world_size() > 1
+
+
+def _check_reducible(metrics):
+    for m in metrics:
+        if not m.reducible():
+            raise TypeError(f"metric {m.name!r} ({type(m).__name__}) cannot be combined over "
+                            f"ranks in data-parallel training: set its _summed attributes or "
+                            f"override all_reduce (see pf.train.metrics)")
 
 
 def _model_device(model):
@@ -122,6 +144,8 @@ class Run:
         self.history, self.epochs, self.callbacks = history, epochs, callbacks
         self.epoch = 0
         self.stop_training = False
+        self.distributed = False     # a DataParallel model on several ranks
+        self.is_writer = True        # the rank that prints and writes files (rank 0)
 
     # What a checkpoint holds, by name (fit_gan's run has two of each).
     def _models(self):
@@ -195,9 +219,10 @@ class Run:
 
 
 def _run_epoch(model, loader, loss_fn, metrics, device, *, optimizer=None, scheduler_per_batch=None,
-               bar=None, run=None, callbacks=(), where="loader"):
+               bar=None, run=None, callbacks=(), where="loader", distributed=False):
     """One pass over ``loader``: training when ``optimizer`` is given, else evaluation
-    (the caller sets the mode and no_grad). Returns {"loss": ..., metric: ...}."""
+    (the caller sets the mode and no_grad). Returns {"loss": ..., metric: ...}, over every
+    rank's batches when ``distributed``."""
     for m in metrics:
         m.reset()
     loss_sum, count, batches = 0.0, 0, 0
@@ -226,6 +251,12 @@ def _run_epoch(model, loader, loss_fn, metrics, device, *, optimizer=None, sched
             bar.update(n, {"loss": loss_sum / count} if loss_fn is not None else {})
         for cb in callbacks:
             cb.on_batch_end(run, {"batch": batches, "size": n})
+    if distributed:
+        from pyfast import distributed as dist
+        totals = dist.all_reduce(np.array([loss_sum, count, batches], np.float64), "sum")
+        loss_sum, count, batches = float(totals[0]), int(totals[1]), int(totals[2])
+        for m in metrics:
+            m.all_reduce()
     if batches == 0:
         raise ValueError(f"{where} yielded no batches")
     logs = {"loss": loss_sum / count if loss_fn is not None else None}
@@ -244,12 +275,12 @@ def _fit_epoch(run, loss_fn, metrics, device, per_batch, bar):
     model.train()
     logs = _run_epoch(model, run.train_loader, loss_fn, metrics, device, optimizer=optimizer,
                       scheduler_per_batch=per_batch, bar=bar, run=run, callbacks=run.callbacks,
-                      where="train_loader")
+                      where="train_loader", distributed=run.distributed)
     if run.val_loader is not None:
         model.eval()
         with _no_grad():
             val = _run_epoch(model, run.val_loader, loss_fn, metrics, device,
-                             where="val_loader")
+                             where="val_loader", distributed=run.distributed)
         model.train()
         logs.update({"val_" + k: v for k, v in val.items()})
     if scheduler is not None and per_batch is None:
@@ -261,17 +292,21 @@ def _fit_epoch(run, loss_fn, metrics, device, per_batch, bar):
 
 def evaluate(model, loader, *, loss_fn=None, metrics=("accuracy",)):
     """Loss and metrics of ``model`` over ``loader``, in eval mode without gradients.
-    Returns {"loss": ..., "<metric>": ...} ("loss" is None without a loss_fn). The model's
-    train/eval mode is restored afterwards."""
+    Returns {"loss": ..., "<metric>": ...} ("loss" is None without a loss_fn), over every
+    rank's batches for a DataParallel model. The model's train/eval mode is restored
+    afterwards."""
     if loss_fn is not None:
         _check_callable(loss_fn, "loss_fn")
     metrics = get_metrics(metrics)
+    distributed = _data_parallel(model)
+    if distributed:
+        _check_reducible(metrics)
     was_training = getattr(model, "training", True)
     model.eval()
     try:
         with _no_grad():
             return _run_epoch(model, loader, loss_fn, metrics, _model_device(model),
-                              where="loader")
+                              where="loader", distributed=distributed)
     finally:
         if was_training:
             model.train()
@@ -307,11 +342,15 @@ def fit(model, train_loader, *, loss_fn, optimizer, epochs, val_loader=None,
     history["time"] = []
     run = Run(model=model, optimizer=optimizer, scheduler=scheduler, train_loader=train_loader,
               val_loader=val_loader, history=history, epochs=epochs, callbacks=callbacks)
+    if _data_parallel(model):
+        from pyfast import distributed
+        _check_reducible(metrics)
+        run.distributed, run.is_writer = True, distributed.rank() == 0
     if resume is not None:
         run.restore(resume)
     per_batch = scheduler if isinstance(scheduler, OneCycleLR) else None
     device = _model_device(model)
-    bar = ProgressBar(progress)
+    bar = ProgressBar(progress and run.is_writer)
     return _train_epochs(run, bar, lambda: _fit_epoch(run, loss_fn, metrics, device, per_batch,
                                                       bar), not_shown=("lr", "time"))
 
@@ -332,6 +371,10 @@ def _train_epochs(run, bar, train_one_epoch, not_shown):
             run.epoch += 1
             for cb in callbacks:
                 cb.on_epoch_end(run, logs)
+            if run.distributed:       # rank 0's decision holds on every rank
+                from pyfast import distributed
+                flag = distributed.broadcast(np.array([run.stop_training], np.int8), 0)
+                run.stop_training = bool(flag[0])
             for cb in callbacks:
                 cb.after_epoch_end(run, logs)
             bar.end({k: v for k, v in logs.items() if k not in not_shown})

@@ -9,6 +9,10 @@ back to the host.
 
 ``fit``/``evaluate`` take metric names, Metric instances or plain callables
 ``fn(output, target) -> float`` (averaged over samples, weighted by batch size).
+
+In data-parallel training each rank accumulates its own shard and ``all_reduce`` combines
+the states over the ranks (sums of counts; AUROC gathers the scores), so the epoch value is
+the metric of every rank's samples together, not a mean of per-rank values.
 """
 
 from __future__ import annotations
@@ -62,9 +66,30 @@ class Metric:
     """An epoch accumulator. ``name`` is the history key (``val_`` + name for validation)."""
 
     name = "metric"
+    # attributes that add up over shards of the data; all_reduce sums them over the ranks
+    _summed = ()
 
     def reset(self):
         raise NotImplementedError
+
+    def all_reduce(self):
+        """Combine this epoch's state with every other rank's (pf.distributed), so that
+        ``compute()`` covers all ranks' samples. Sums the attributes named in ``_summed``;
+        a Metric of your own names them there or overrides this."""
+        if not self._summed:
+            raise TypeError(f"metric {self.name!r} ({type(self).__name__}) cannot be combined "
+                            f"over ranks: set _summed to its additive attributes or override "
+                            f"all_reduce")
+        from pyfast import distributed
+        values = np.array([float(getattr(self, k)) for k in self._summed], np.float64)
+        distributed.all_reduce(values, "sum")
+        for key, value in zip(self._summed, values):
+            setattr(self, key, int(value) if isinstance(getattr(self, key), int) else
+                    float(value))
+
+    def reducible(self):
+        """Whether ``all_reduce`` can combine this metric over ranks."""
+        return bool(self._summed) or type(self).all_reduce is not Metric.all_reduce
 
     def update(self, output, target):
         raise NotImplementedError
@@ -85,6 +110,7 @@ class Accuracy(Metric):
     (argmax taken), or 0/1 labels for binary outputs."""
 
     name = "accuracy"
+    _summed = ("correct", "total")
 
     def reset(self):
         self.correct, self.total = 0, 0
@@ -113,6 +139,8 @@ class Accuracy(Metric):
 class _Overlap(Metric):
     """Per-sample overlap of thresholded logits with a binary mask, averaged over samples;
     a sample where both masks are empty scores 1."""
+
+    _summed = ("sum", "count")
 
     def reset(self):
         self.sum, self.count = 0.0, 0
@@ -176,6 +204,15 @@ class AUROC(Metric):
     def reset(self):
         self.scores, self.labels = [], []
 
+    def all_reduce(self):
+        """Every rank's scores and labels, gathered (ranks agree on the order)."""
+        from pyfast import distributed
+        mine = (np.concatenate(self.scores) if self.scores else np.zeros(0),
+                np.concatenate(self.labels) if self.labels else np.zeros(0, bool))
+        parts = distributed.all_gather_object(mine)
+        self.scores = [p[0] for p in parts]
+        self.labels = [p[1] for p in parts]
+
     def update(self, output, target):
         output, target, xp = _pair(output, target, self.name)
         if output.ndim >= 2 and output.shape[1] == 2 and target.size != output.size:
@@ -200,6 +237,8 @@ class AUROC(Metric):
 
 class BatchMean(Metric):
     """A plain function ``fn(output, target) -> float`` averaged over samples."""
+
+    _summed = ("sum", "count")
 
     def __init__(self, fn, name=None):
         self.fn = fn
