@@ -6,6 +6,8 @@ length divides by the number of ranks (or cut down to a multiple with ``drop_las
 rank r takes every ``num_replicas``-th index from position r. Every rank therefore draws the
 same number of batches, which data-parallel training needs (each step is a collective).
 The order depends on ``(seed, epoch)`` only, so all ranks agree without communicating.
+The padding repeats up to ``num_replicas - 1`` samples, which a validation metric over the
+shards then counts twice; a data set whose size divides by the number of ranks has none.
 """
 
 from __future__ import annotations

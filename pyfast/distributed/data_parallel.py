@@ -243,6 +243,10 @@ class _Reducer:
 
     def begin(self):
         storage = [_grad_storage(p) for p in self.params]
+        for i, a in enumerate(storage):
+            if not a.flags.c_contiguous:     # a gradient assigned by hand: buckets need rows
+                p = self.params[i]
+                p.grad = storage[i] = a.copy(order="C")
         if self.layout is None or any(a is not b for a, b in zip(storage, self.layout)):
             self._build(storage)
         self.pending = [len(b.members) for b in self.buckets]

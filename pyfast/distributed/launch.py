@@ -2,8 +2,10 @@
 
 The MPI of ``pip install "pyfast[distributed]"`` is Open MPI, whose ``mpiexec`` sits beside
 the Python executable; another ``mpiexec`` on PATH (MPICH, Intel MPI) works too. Open MPI
-refuses to start more ranks than cores (``--oversubscribe`` allows it) and to run as root
-unless told twice, so both are set for it when they apply.
+refuses to start more ranks than cores and to run as root unless told, so both are allowed
+when they apply; ``--oversubscribe`` only when there are more ranks than usable cores,
+because it also stops Open MPI binding each rank to a core of its own, and unbound ranks
+that busy-poll for messages can share a core and slow each other down many times over.
 """
 
 from __future__ import annotations
@@ -43,6 +45,13 @@ def _is_open_mpi(mpiexec):
     return "open mpi" in text or "open-mpi" in text or "openrte" in text or "prte" in text
 
 
+def _usable_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 def mpiexec_command(nproc, argv, *, mpiexec=None, env=None):
     """(command, environment) that run ``argv`` (a list, starting with the program) as
     ``nproc`` ranks. Raises RuntimeError when no mpiexec is installed."""
@@ -56,7 +65,8 @@ def mpiexec_command(nproc, argv, *, mpiexec=None, env=None):
     env = dict(os.environ if env is None else env)
     cmd = [mpiexec]
     if _is_open_mpi(mpiexec):
-        cmd.append("--oversubscribe")
+        if nproc > _usable_cores():
+            cmd.append("--oversubscribe")
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
             env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")

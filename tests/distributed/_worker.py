@@ -230,6 +230,29 @@ def _failing_run(dist, fail):
     print(f"rank {rank} finished", flush=True)
 
 
+def scenario_nccl(dist, out):
+    """One rank on a GPU through NCCL: collectives on CuPy arrays, DataParallel gradients."""
+    import cupy
+    res = {}
+    a = cupy.arange(6, dtype=cupy.float32)
+    res["sum"] = dist.all_reduce(a.copy()).get()
+    res["mean"] = dist.all_reduce(a.copy(), "mean").get()
+    res["bcast"] = dist.broadcast(a.copy(), 0).get()
+    res["host_sum"] = dist.all_reduce(np.arange(3.0))
+    dist.barrier()
+    for tag, bn in (("plain", False), ("syncbn", True)):
+        model = dist.DataParallel(build_cnn(batchnorm=bn).to("cuda"), bucket_mb=0.001,
+                                  sync_batchnorm=bn)
+        opt = make_optimizer("sgd", model.parameters())
+        x, y = batch(0)
+        opt.zero_grad()
+        F.cross_entropy(model(cupy.asarray(x)), cupy.asarray(y)).backward()
+        cupy.cuda.get_current_stream().synchronize()
+        for name, p in model.named_parameters():
+            res[f"{tag}/{name}"] = p.grad.numpy()
+    save(out, "nccl", dist.rank(), res)
+
+
 def save(out, name, rank, res):
     suffix = "" if rank == 0 else f".rank{rank}"
     np.savez(os.path.join(out, f"{name}{suffix}.npz"), **res)
@@ -239,7 +262,7 @@ def main():
     scenario, out = sys.argv[1], sys.argv[2]
     pf.set_num_threads(1)
     dist = pf.distributed
-    dist.init()
+    dist.init("nccl" if scenario == "nccl" else "mpi")
     if scenario in ("kill", "raise", "hang"):
         _failing_run(dist, scenario)
     else:
