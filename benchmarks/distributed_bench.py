@@ -301,11 +301,25 @@ def main():
         if "unet" not in args.skip:
             doc["unet"] = _launch(1, ["unet", str(args.steps)], tmp)
     doc["load_after"] = _load()
-    _summarise(doc)
-    path = os.path.join(HERE, "results", f"distributed-{doc['date']}.json")
-    with open(path, "w") as f:
+    write(doc)
+
+
+def write(doc):
+    """Print the tables and write them (.md) and the figures (.json) to results/."""
+    import contextlib
+    import io
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        _summarise(doc)
+    print(text.getvalue(), end="")
+    stem = os.path.join(HERE, "results", f"distributed-{doc['date']}")
+    with open(stem + ".json", "w") as f:
         json.dump(doc, f, indent=1)
-    print(f"\nwrote {path}")
+    with open(stem + ".md", "w") as f:
+        f.write(f"# Data-parallel measurements ({doc['date']}, {doc['cpu']}, {doc['cores']} "
+                f"cores; written by benchmarks/distributed_bench.py)\n\n```\n"
+                f"{text.getvalue()}```\n")
+    print(f"\nwrote {stem}.json and .md")
 
 
 def _merge(results):

@@ -263,17 +263,15 @@ class _Reducer:
         buckets = []
         for root, entries in roots.values():
             entries.sort()
-            root, run = root.reshape(-1), []
+            root, run, run_bytes = root.reshape(-1), [], 0
             for offset, i in reversed(entries):   # from the end of the buffer
-                size = storage[i].size
-                if run and (offset + size != run[-1][0] or
-                            (run_bytes + size * root.itemsize > self.bucket_bytes)):
+                nbytes = storage[i].size * root.itemsize
+                if run and (offset + storage[i].size != run[-1][0] or
+                            run_bytes + nbytes > self.bucket_bytes):
                     buckets.append(_make_bucket(root, run, storage))
-                    run = []
-                if not run:
-                    run_bytes = 0
+                    run, run_bytes = [], 0
                 run.append((offset, i))
-                run_bytes += size * root.itemsize
+                run_bytes += nbytes
             if run:
                 buckets.append(_make_bucket(root, run, storage))
         buckets.sort(key=lambda b: -b.min_index)
