@@ -79,7 +79,8 @@ def _timeout_from_env():
 
 class _MPIGroup:
     """COMM_WORLD through mpi4py. ``comm`` serves the public collectives; DataParallel takes
-    a duplicate (``dup()``) so its non-blocking all-reduces never interleave with them."""
+    a ``bucket_reducer()``, on a duplicate communicator, so its non-blocking all-reduces
+    never interleave with them."""
 
     name = "mpi"
 
@@ -157,7 +158,7 @@ class _MPIGroup:
         return int(root)
 
     # -- non-blocking all-reduce of gradient buckets (DataParallel) --------------------
-    def dup(self):
+    def bucket_reducer(self):
         return _MPIReducer(self)
 
 

@@ -203,7 +203,7 @@ def _zeros(like, n):
 class _Reducer:
     def __init__(self, group, params, bucket_bytes):
         self.group, self.params, self.bucket_bytes = group, params, bucket_bytes
-        self.comm = group.dup()
+        self.reducer = group.bucket_reducer()
         self.layout = None       # each parameter's gradient array when the buckets were made
         self.buckets, self.bucket_of = [], []
         self.armed = False       # a training forward ran: the next backward reduces
@@ -237,7 +237,7 @@ class _Reducer:
         self.armed = True
 
     def reset(self):
-        self.comm.wait_all()
+        self.reducer.wait_all()
         self.active = self.armed = False
         self.to_scale = []
 
@@ -301,7 +301,7 @@ class _Reducer:
                     p.grad = view
             if self.started_at is None:
                 self.started_at = time.perf_counter()
-            if not self.comm.start(bucket.flat) and self.group.size > 1:
+            if not self.reducer.start(bucket.flat) and self.group.size > 1:
                 self.to_scale.append(bucket.flat)
             self.stats["reduced_bytes"] += bucket.flat.nbytes
             self.next += 1
@@ -311,7 +311,7 @@ class _Reducer:
             self.pending[k] = 0
         self.launch_ready()
         t0 = time.perf_counter()
-        self.comm.wait_all()
+        self.reducer.wait_all()
         t1 = time.perf_counter()
         inv = 1.0 / self.group.size
         for flat in self.to_scale:
@@ -342,7 +342,7 @@ def _on_ready(ref, i, leaf):
     if r.pending[k] == 0 and k == r.next:
         r.launch_ready()
     else:
-        r.comm.progress()
+        r.reducer.progress()
 
 
 def _on_end(ref):

@@ -96,7 +96,7 @@ class NCCLGroup(_MPIGroup):
         self.cupy.cuda.get_current_stream().synchronize()
         super().barrier()
 
-    def dup(self):
+    def bucket_reducer(self):
         return _NCCLReducer(self)
 
 
