@@ -52,7 +52,7 @@ def rank_allreduce(out, quick):
         n = nbytes // 4
         buf = np.empty(n, np.float32)
         burst = max(1, min(100, int(2e6 // max(nbytes, 1))))   # ~ms per burst
-        repeats = 15 if nbytes < 2 ** 24 else 5
+        repeats = 15 if nbytes < 2 ** 24 else 9
         times = {"raw": [], "pyfast": []}
 
         def raw():
