@@ -1,0 +1,449 @@
+// Winograd F(4x4, 3x3) for stride-1 3x3 convolutions (NCHW, float32 and float64).
+//
+// The output is cut into 4x4 tiles; tile t reads a 6x6 patch d of each input channel (rows
+// 4*ty - ph .. +5, zeros outside the image). With the transforms of F(4x4, 3x3) (points 0,
+// +-1, +-2, infinity), for every channel c and output channel k
+//   U[k][c] = G g[k][c] G^T   (6x6, the 3x3 kernel transformed, once per call)
+//   V[c][t] = B^T d[c][t] B   (6x6, the input patch transformed)
+//   y[k][t] = A^T (sum_c U[k][c] .* V[c][t]) A   (4x4)
+// and the sum over c is, for each of the 36 elements e of the 6x6 transform domain, one
+// matrix product M[e] (K x tiles) = U[e] (K x C) @ V[e] (C x tiles): 36 GEMMs on the
+// project's packed GEMM (gemm.h), which does 36 multiply-adds per tile, channel and output
+// channel where the direct convolution does 16 * 9 = 144.
+//
+// Blocks of tiles: each block transforms its inputs into V (36 x C x ld), runs the 36
+// products into M (36 x K x ld) and transforms M into the output. ld (tiles per block) comes
+// from the L2 size, so that the block's V and M stay in cache between the transform that
+// writes them and the GEMM that reads them (see block_tiles). Threads take whole blocks (the
+// GEMM runs on its caller's thread inside a parallel region); with fewer blocks than threads
+// the blocks run in turn with the transforms split over channels and the GEMM parallel.
+//
+// The transforms are vectorised across L tiles at once (L lanes of the ISA's vector): the
+// 6x6 patches of L tiles are gathered into a 36 x L buffer, transformed with vector adds and
+// multiplies, and stored as L consecutive columns of V. The output transform reads 36 vectors
+// of M and scatters 16 outputs per lane, with bias and ReLU. One source serves every ISA,
+// instantiated per target like the GEMM's micro-kernel (PYFAST_ISA_TILE_PATHS).
+//
+// Error: the transforms scale the input by up to 5-10 per axis and the inverse sums with
+// weights up to 8, so the rounding error is larger than the direct convolution's, about
+// 1e-6 to 1e-5 relative to sum |x| |w| per output in float32 (measured against float64 in
+// tests/kernels/test_winograd.py, which bounds it per layer size).
+
+#include "cpu/conv/winograd.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <vector>
+
+#include "common/runtime.h"
+#include "common/thread_buffer.h"
+#include "cpu/gemm.h"
+
+namespace pyfast {
+namespace {
+
+using std::int64_t;
+
+constexpr int kOut = 4;     // output tile side
+constexpr int kIn = 6;      // input patch side, and side of the transform domain
+constexpr int kElems = 36;  // elements of the transform domain: one GEMM each
+// Blocks hold a multiple of this many tiles: the widest vector of lanes (16 float32 on
+// AVX-512) and the widest GEMM micro-tile (32 columns), so a block needs no edge cases.
+constexpr int64_t kBlockQuantum = 32;
+
+template <typename T, int VecBytes>
+struct WinoCfg {
+    using type = T;
+    static constexpr int vec_bytes = VecBytes;
+    static constexpr int lanes = VecBytes / static_cast<int>(sizeof(T));
+};
+using WinoGenericF32 = WinoCfg<float, 16>;
+using WinoGenericF64 = WinoCfg<double, 16>;
+using WinoAvx2F32 = WinoCfg<float, 32>;
+using WinoAvx2F64 = WinoCfg<double, 32>;
+using WinoAvx512F32 = WinoCfg<float, 64>;
+using WinoAvx512F64 = WinoCfg<double, 64>;
+
+// Where one tile of a block lies: its patch's (or output's) first row and column, the
+// offset of image n's channel 0, and whether it is whole inside the image.
+struct TilePos {
+    int64_t in_base, out_base;  // offsets of element (row0, col0) of image n, channel 0
+    int32_t row0, col0;         // first input row and column (may be negative)
+    int32_t oy0, ox0;           // first output row and column
+    bool in_inside, out_inside, valid;
+};
+
+// One block of tiles, as the transform functions see it (the convolution is the forward
+// one: x (n, c, h, w) -> y (n, k, oh, ow)).
+template <typename T>
+struct WinoJob {
+    int64_t c, k, h, w, oh, ow;
+    const T* x;
+    const T* bias;
+    T* y;
+    bool relu;
+    const TilePos* pos;  // ld entries; those past the block's tiles are not valid
+    int64_t ld;          // tiles per block, padded: the row stride of V and M
+    T* v;                // V block: v[(e * c + ch) * ld + tile]
+    const T* m;          // M block: m[(e * k + kk) * ld + tile]
+};
+
+// ---- the three transforms (one axis each; applied to rows, then to columns) ----------------
+
+// d (6) -> B^T d (6).
+template <typename V>
+PYFAST_INLINE void input_1d(const V& d0, const V& d1, const V& d2, const V& d3, const V& d4,
+                            const V& d5, V* t) {
+    const V a = d4 - d2 * 4, b = d3 - d1 * 4;
+    const V c = d4 - d2, e = (d3 - d1) * 2;
+    t[0] = d0 * 4 - d2 * 5 + d4;
+    t[1] = a + b;
+    t[2] = a - b;
+    t[3] = c + e;
+    t[4] = c - e;
+    t[5] = d1 * 4 - d3 * 5 + d5;
+}
+
+// m (6) -> A^T m (4).
+template <typename V>
+PYFAST_INLINE void output_1d(const V& m0, const V& m1, const V& m2, const V& m3, const V& m4,
+                             const V& m5, V* o) {
+    const V s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4;
+    o[0] = m0 + s12 + s34;
+    o[1] = d12 + d34 * 2;
+    o[2] = s12 + s34 * 4;
+    o[3] = d12 + d34 * 8 + m5;
+}
+
+// g (3) -> G g (6), in double: the kernel is transformed once per call.
+PYFAST_INLINE void kernel_1d(double g0, double g1, double g2, double* u) {
+    u[0] = g0 / 4;
+    u[1] = -(g0 + g1 + g2) / 6;
+    u[2] = -(g0 - g1 + g2) / 6;
+    u[3] = g0 / 24 + g1 / 12 + g2 / 6;
+    u[4] = g0 / 24 - g1 / 12 + g2 / 6;
+    u[5] = g2;
+}
+
+// ---- input transform: channels [c0, c1) of a block into V -----------------------------------
+
+template <class Cfg>
+PYFAST_INLINE void input_tiles(const WinoJob<typename Cfg::type>& j, int64_t c0, int64_t c1) {
+    using T = typename Cfg::type;
+    typedef T V __attribute__((vector_size(Cfg::vec_bytes)));
+    constexpr int L = Cfg::lanes;
+    alignas(64) T buf[kElems * L];
+    const int64_t plane = j.h * j.w;
+    for (int64_t ch = c0; ch < c1; ++ch) {
+        const T* xc = j.x + ch * plane;
+        for (int64_t g0 = 0; g0 < j.ld; g0 += L) {
+            for (int l = 0; l < L; ++l) {
+                const TilePos& p = j.pos[g0 + l];
+                if (p.in_inside) {
+                    const T* src = xc + p.in_base;
+#pragma GCC unroll 6
+                    for (int r = 0; r < kIn; ++r)
+#pragma GCC unroll 6
+                        for (int b = 0; b < kIn; ++b) buf[(r * kIn + b) * L + l] = src[r * j.w + b];
+                } else if (!p.valid) {
+                    for (int e = 0; e < kElems; ++e) buf[e * L + l] = T(0);
+                } else {
+                    for (int r = 0; r < kIn; ++r) {
+                        const int64_t row = p.row0 + r;
+                        const bool row_in = row >= 0 && row < j.h;
+                        for (int b = 0; b < kIn; ++b) {
+                            const int64_t col = p.col0 + b;
+                            buf[(r * kIn + b) * L + l] =
+                                row_in && col >= 0 && col < j.w
+                                    ? xc[p.in_base + r * j.w + b]
+                                    : T(0);
+                        }
+                    }
+                }
+            }
+            V d[kElems];
+#pragma GCC unroll 36
+            for (int e = 0; e < kElems; ++e) std::memcpy(&d[e], buf + e * L, sizeof(V));
+            V t[kElems];  // rows transformed along their columns: t[r][jj]
+#pragma GCC unroll 6
+            for (int r = 0; r < kIn; ++r) {
+                const V* dr = d + r * kIn;
+                input_1d(dr[0], dr[1], dr[2], dr[3], dr[4], dr[5], t + r * kIn);
+            }
+#pragma GCC unroll 6
+            for (int jj = 0; jj < kIn; ++jj) {
+                V col[kIn];
+                input_1d(t[jj], t[kIn + jj], t[2 * kIn + jj], t[3 * kIn + jj], t[4 * kIn + jj],
+                         t[5 * kIn + jj], col);
+#pragma GCC unroll 6
+                for (int i = 0; i < kIn; ++i)
+                    std::memcpy(j.v + ((i * kIn + jj) * j.c + ch) * j.ld + g0, &col[i],
+                                sizeof(V));
+            }
+        }
+    }
+}
+
+// ---- output transform: output channels [k0, k1) of a block from M --------------------------
+
+template <class Cfg>
+PYFAST_INLINE void output_tiles(const WinoJob<typename Cfg::type>& j, int64_t k0, int64_t k1) {
+    using T = typename Cfg::type;
+    typedef T V __attribute__((vector_size(Cfg::vec_bytes)));
+    constexpr int L = Cfg::lanes;
+    alignas(64) T buf[kOut * kOut * L];
+    const int64_t plane = j.oh * j.ow;
+    for (int64_t kk = k0; kk < k1; ++kk) {
+        T* yk = j.y + kk * plane;
+        const T bias = j.bias ? j.bias[kk] : T(0);
+        for (int64_t g0 = 0; g0 < j.ld; g0 += L) {
+            V m[kElems];
+#pragma GCC unroll 36
+            for (int e = 0; e < kElems; ++e)
+                std::memcpy(&m[e], j.m + (e * j.k + kk) * j.ld + g0, sizeof(V));
+            V t[kOut * kIn];  // t[p][jj]: the columns of m transformed along their rows
+#pragma GCC unroll 6
+            for (int jj = 0; jj < kIn; ++jj) {
+                V o[kOut];
+                output_1d(m[jj], m[kIn + jj], m[2 * kIn + jj], m[3 * kIn + jj], m[4 * kIn + jj],
+                          m[5 * kIn + jj], o);
+#pragma GCC unroll 4
+                for (int p = 0; p < kOut; ++p) t[p * kIn + jj] = o[p];
+            }
+            const V zero = V{};
+#pragma GCC unroll 4
+            for (int p = 0; p < kOut; ++p) {
+                const V* tp = t + p * kIn;
+                V o[kOut];
+                output_1d(tp[0], tp[1], tp[2], tp[3], tp[4], tp[5], o);
+#pragma GCC unroll 4
+                for (int q = 0; q < kOut; ++q) {
+                    V v = o[q] + bias;
+                    if (j.relu) v = v < zero ? zero : v;  // NaN passes, as torch.relu
+                    std::memcpy(buf + (p * kOut + q) * L, &v, sizeof(V));
+                }
+            }
+            for (int l = 0; l < L; ++l) {
+                const TilePos& tp = j.pos[g0 + l];
+                if (!tp.valid) continue;
+                T* dst = yk + tp.out_base;
+                if (tp.out_inside) {
+#pragma GCC unroll 4
+                    for (int p = 0; p < kOut; ++p)
+#pragma GCC unroll 4
+                        for (int q = 0; q < kOut; ++q) dst[p * j.ow + q] = buf[(p * kOut + q) * L + l];
+                } else {
+                    const int rows = static_cast<int>(std::min<int64_t>(kOut, j.oh - tp.oy0));
+                    const int cols = static_cast<int>(std::min<int64_t>(kOut, j.ow - tp.ox0));
+                    for (int p = 0; p < rows; ++p)
+                        for (int q = 0; q < cols; ++q) dst[p * j.ow + q] = buf[(p * kOut + q) * L + l];
+                }
+            }
+        }
+    }
+}
+
+// input_generic_f32 ... and InputPaths<T>; output_generic_f32 ... and OutputPaths<T>.
+PYFAST_ISA_TILE_PATHS(InputPaths, WinoJob, input_tiles, input, Wino)
+PYFAST_ISA_TILE_PATHS(OutputPaths, WinoJob, output_tiles, output, Wino)
+
+// ---- the kernel transform -------------------------------------------------------------------
+
+// u[(e * c + ch) * k + kk] = (G g G^T)[e] for the kernel g of output channel kk and input
+// channel ch of the forward convolution s. flipped: that convolution is the input gradient
+// of one with weights w (s.c, s.k, 3, 3) (the taps reversed, the channels swapped).
+template <typename T>
+void transform_kernels(const ConvShape& s, const T* w, bool flipped, T* u, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t kk = 0; kk < s.k; ++kk)
+        for (int64_t ch = 0; ch < s.c; ++ch) {
+            double g[9];
+            for (int tap = 0; tap < 9; ++tap)
+                g[tap] = flipped ? static_cast<double>(w[(ch * s.k + kk) * 9 + 8 - tap])
+                                 : static_cast<double>(w[(kk * s.c + ch) * 9 + tap]);
+            double rows[3][kIn], out[kIn];  // rows[i] = G g[i][.], then along the columns
+            for (int i = 0; i < 3; ++i) kernel_1d(g[i * 3], g[i * 3 + 1], g[i * 3 + 2], rows[i]);
+            for (int jj = 0; jj < kIn; ++jj) {
+                kernel_1d(rows[0][jj], rows[1][jj], rows[2][jj], out);
+                for (int i = 0; i < kIn; ++i)
+                    u[((i * kIn + jj) * s.c + ch) * s.k + kk] = static_cast<T>(out[i]);
+            }
+        }
+}
+
+// ---- blocks ---------------------------------------------------------------------------------
+
+// Tiles per block. The block's V (36 x C) and M (36 x K) per tile should stay in the L2
+// between the transform that writes them and the GEMM that reads them: half the L2 for them,
+// the rest for the GEMM's packed panels and the streamed kernels. Then at least
+// kBlockQuantum (one GEMM micro-tile row of columns) and at most 8 of them, so the GEMM's
+// panels stay narrow; and no larger than needed for every thread to get a block.
+int64_t block_tiles(int64_t c, int64_t k, int64_t tiles, int threads, std::size_t elem) {
+    const int64_t per_tile = kElems * (c + k) * static_cast<int64_t>(elem);
+    int64_t ld = cpu_caches().l2 / 2 / std::max<int64_t>(per_tile, 1);
+    ld = std::max<int64_t>(kBlockQuantum, std::min<int64_t>(8 * kBlockQuantum, ld));
+    const int64_t share = (tiles + threads - 1) / threads;
+    ld = std::min(ld, std::max<int64_t>(kBlockQuantum, share));
+    return (ld + kBlockQuantum - 1) / kBlockQuantum * kBlockQuantum;
+}
+
+thread_local ThreadBuffer v_buffer, m_buffer, pos_buffer;
+
+template <typename T>
+struct Plan {
+    const ConvShape& s;
+    int64_t th, tw, per_image, tiles, ld, blocks;
+};
+
+// The positions of tiles [t0, t0 + ld) (those past the last tile marked invalid).
+template <typename T>
+void place_tiles(const Plan<T>& pl, int64_t t0, TilePos* pos) {
+    const ConvShape& s = pl.s;
+    for (int64_t l = 0; l < pl.ld; ++l) {
+        TilePos& p = pos[l];
+        const int64_t t = t0 + l;
+        p.valid = t < pl.tiles;
+        if (!p.valid) {
+            p.in_inside = p.out_inside = false;
+            continue;
+        }
+        const int64_t n = t / pl.per_image, r = t % pl.per_image;
+        const int64_t oy0 = (r / pl.tw) * kOut, ox0 = (r % pl.tw) * kOut;
+        const int64_t row0 = oy0 - s.ph, col0 = ox0 - s.pw;
+        p.oy0 = static_cast<int32_t>(oy0), p.ox0 = static_cast<int32_t>(ox0);
+        p.row0 = static_cast<int32_t>(row0), p.col0 = static_cast<int32_t>(col0);
+        p.in_base = n * s.c * s.h * s.w + row0 * s.w + col0;
+        p.out_base = n * s.k * s.oh * s.ow + oy0 * s.ow + ox0;
+        p.in_inside = row0 >= 0 && row0 + kIn <= s.h && col0 >= 0 && col0 + kIn <= s.w;
+        p.out_inside = oy0 + kOut <= s.oh && ox0 + kOut <= s.ow;
+    }
+}
+
+// Splits [0, count) over the calling team's threads (or runs it whole outside a team).
+template <typename Fn, typename Arg>
+void split_over_team(Fn fn, const Arg& job, int64_t count, int threads) {
+    if (threads <= 1) {
+        fn(job, 0, count);
+        return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
+        fn(job, count * tid / nth, count * (tid + 1) / nth);
+    }
+}
+
+template <typename T>
+void run_block(const Plan<T>& pl, const T* x, const T* u, const T* bias, T* y, bool relu,
+               int64_t block, int inside) {
+    const ConvShape& s = pl.s;
+    const int64_t ld = pl.ld;
+    T* v = v_buffer.get<T>(kElems * s.c * ld);
+    T* m = m_buffer.get<T>(kElems * s.k * ld);
+    TilePos* pos = pos_buffer.get<TilePos>(ld);
+    place_tiles(pl, block * ld, pos);
+    const WinoJob<T> job{s.c, s.k, s.h, s.w, s.oh, s.ow, x, bias, y, relu, pos, ld, v, m};
+    split_over_team(for_active_isa(InputPaths<T>::tiles_generic, InputPaths<T>::tiles_avx2,
+                                   InputPaths<T>::tiles_avx512),
+                    job, s.c, inside);
+    for (int e = 0; e < kElems; ++e)
+        gemm<T>(s.k, ld, s.c, MatRef<T>{u + e * s.c * s.k, 1, s.k},
+                MatRef<T>{v + e * s.c * ld, ld, 1}, m + e * s.k * ld, ld, Epilogue<T>{});
+    split_over_team(for_active_isa(OutputPaths<T>::tiles_generic, OutputPaths<T>::tiles_avx2,
+                                   OutputPaths<T>::tiles_avx512),
+                    job, s.k, inside);
+}
+
+// The forward convolution s (Winograd-shaped) with kernels already transformed into u.
+template <typename T>
+void run(const ConvShape& s, const T* x, const T* u, const T* bias, T* y, bool relu) {
+    const int threads = num_threads();
+    const int64_t th = (s.oh + kOut - 1) / kOut, tw = (s.ow + kOut - 1) / kOut;
+    const int64_t tiles = s.n * th * tw;
+    const int64_t ld = block_tiles(s.c, s.k, tiles, threads, sizeof(T));
+    const Plan<T> pl{s, th, tw, th * tw, tiles, ld, (tiles + ld - 1) / ld};
+    if (pl.blocks < threads || threads == 1 || omp_in_parallel()) {
+        const int inside = omp_in_parallel() ? 1 : threads;
+        for (int64_t b = 0; b < pl.blocks; ++b) run_block(pl, x, u, bias, y, relu, b, inside);
+        return;
+    }
+    std::exception_ptr error;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (int64_t b = 0; b < pl.blocks; ++b) {
+        try {
+            run_block(pl, x, u, bias, y, relu, b, 1);
+        } catch (...) {
+#pragma omp critical(pyfast_winograd_error)
+            if (!error) error = std::current_exception();
+        }
+    }
+    if (error) std::rethrow_exception(error);
+}
+
+thread_local ThreadBuffer kernel_buffer;
+
+template <typename T>
+void forward_of(const ConvShape& s, const T* x, const T* w, bool flipped, const T* bias, T* y,
+                bool relu) {
+    if (s.n == 0 || s.k == 0 || s.oh <= 0 || s.ow <= 0) return;
+    T* u = kernel_buffer.get<T>(kElems * s.c * s.k);
+    const int threads = s.k * s.c < 4096 || omp_in_parallel() ? 1 : num_threads();
+    transform_kernels(s, w, flipped, u, threads);
+    run(s, x, u, bias, y, relu);
+}
+
+}  // namespace
+
+bool winograd_fits(const ConvShape& s) {
+    return s.kh == 3 && s.kw == 3 && s.sh == 1 && s.sw == 1 && s.dh == 1 && s.dw == 1 &&
+           s.groups == 1;
+}
+
+template <typename T>
+void winograd_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y,
+                      bool relu) {
+    PYFAST_CHECK(winograd_fits(s), "winograd: needs a 3x3 kernel, stride 1, dilation 1 and "
+                 "groups 1");
+    if (s.c == 0) {  // an empty sum: bias (and ReLU) alone
+        const int64_t plane = s.oh * s.ow;
+        for (int64_t n = 0; n < s.n; ++n)
+            for (int64_t kk = 0; kk < s.k; ++kk) {
+                T v = bias ? bias[kk] : T(0);
+                if (relu) v = v < T(0) ? T(0) : v;
+                std::fill(y + (n * s.k + kk) * plane, y + (n * s.k + kk + 1) * plane, v);
+            }
+        return;
+    }
+    forward_of(s, x, w, false, bias, y, relu);
+}
+
+template <typename T>
+void winograd_input_grad(const ConvShape& s, const T* gy, const T* w, const T* bias, T* gx) {
+    PYFAST_CHECK(winograd_fits(s), "winograd: needs a 3x3 kernel, stride 1, dilation 1 and "
+                 "groups 1");
+    const ConvShape t{s.n, s.k, s.oh, s.ow, s.c, 3, 3, s.h, s.w, 1, 1,
+                      2 - s.ph, 2 - s.pw, 1, 1, 1};
+    if (s.k == 0) {
+        const int64_t plane = s.h * s.w;
+        for (int64_t n = 0; n < s.n; ++n)
+            for (int64_t ch = 0; ch < s.c; ++ch)
+                std::fill(gx + (n * s.c + ch) * plane, gx + (n * s.c + ch + 1) * plane,
+                          bias ? bias[ch] : T(0));
+        return;
+    }
+    forward_of(t, gy, w, true, bias, gx, false);
+}
+
+#define PYFAST_WINOGRAD_INSTANTIATE(T)                                                       \
+    template void winograd_forward<T>(const ConvShape&, const T*, const T*, const T*, T*,    \
+                                      bool);                                                 \
+    template void winograd_input_grad<T>(const ConvShape&, const T*, const T*, const T*, T*);
+PYFAST_WINOGRAD_INSTANTIATE(float)
+PYFAST_WINOGRAD_INSTANTIATE(double)
+#undef PYFAST_WINOGRAD_INSTANTIATE
+
+}  // namespace pyfast
