@@ -36,6 +36,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <cstdlib>
 #include <exception>
 #include <vector>
 
@@ -88,9 +89,22 @@ struct WinoJob {
     bool relu;
     const TilePos* pos;  // ld entries; those past the block's tiles are not valid
     int64_t ld;          // tiles per block, padded: the row stride of V and M
-    T* v;                // V block: v[(e * c + ch) * ld + tile]
-    const T* m;          // M block: m[(e * k + kk) * ld + tile]
+    int64_t ves, mes;    // element strides of V and M (element_stride)
+    T* v;                // V block: v[e * ves + ch * ld + tile]
+    const T* m;          // M block: m[e * mes + kk * ld + tile]
 };
+
+// The distance between the 36 matrices of one transform, for `size` elements each: a little
+// more than size, so that the 36 rows a transform writes (or reads) at once do not all sit
+// at the same offset modulo 4 KB, which would put them in one set of the L1 (eight ways)
+// and evict each line before it is whole.
+template <typename T>
+int64_t element_stride(int64_t size) {
+    constexpr int64_t line = 64 / sizeof(T);
+    int64_t stride = (size + line - 1) / line * line + line;
+    if (stride * static_cast<int64_t>(sizeof(T)) % 4096 == 0) stride += line;
+    return stride;
+}
 
 // ---- the three transforms (one axis each; applied to rows, then to columns) ----------------
 
@@ -119,13 +133,17 @@ PYFAST_INLINE void output_1d(const V& m0, const V& m1, const V& m2, const V& m3,
     o[3] = d12 + d34 * 8 + m5;
 }
 
-// g (3) -> G g (6), in double: the kernel is transformed once per call.
+// g (3) -> G g (6), in double: the kernel is transformed once per call (multiplications by
+// the reciprocals, not divisions, which would cost more than the rest of the transform).
 PYFAST_INLINE void kernel_1d(double g0, double g1, double g2, double* u) {
-    u[0] = g0 / 4;
-    u[1] = -(g0 + g1 + g2) / 6;
-    u[2] = -(g0 - g1 + g2) / 6;
-    u[3] = g0 / 24 + g1 / 12 + g2 / 6;
-    u[4] = g0 / 24 - g1 / 12 + g2 / 6;
+    constexpr double sixth = 1.0 / 6, twelfth = 1.0 / 12, twentyfourth = 1.0 / 24;
+    const double a = (g0 + g2) * sixth, b = g1 * sixth;
+    const double c = g0 * twentyfourth + g2 * sixth, e = g1 * twelfth;
+    u[0] = g0 * 0.25;
+    u[1] = -a - b;
+    u[2] = -a + b;
+    u[3] = c + e;
+    u[4] = c - e;
     u[5] = g2;
 }
 
@@ -181,7 +199,7 @@ PYFAST_INLINE void input_tiles(const WinoJob<typename Cfg::type>& j, int64_t c0,
                          t[5 * kIn + jj], col);
 #pragma GCC unroll 6
                 for (int i = 0; i < kIn; ++i)
-                    std::memcpy(j.v + ((i * kIn + jj) * j.c + ch) * j.ld + g0, &col[i],
+                    std::memcpy(j.v + (i * kIn + jj) * j.ves + ch * j.ld + g0, &col[i],
                                 sizeof(V));
             }
         }
@@ -204,7 +222,7 @@ PYFAST_INLINE void output_tiles(const WinoJob<typename Cfg::type>& j, int64_t k0
             V m[kElems];
 #pragma GCC unroll 36
             for (int e = 0; e < kElems; ++e)
-                std::memcpy(&m[e], j.m + (e * j.k + kk) * j.ld + g0, sizeof(V));
+                std::memcpy(&m[e], j.m + e * j.mes + kk * j.ld + g0, sizeof(V));
             V t[kOut * kIn];  // t[p][jj]: the columns of m transformed along their rows
 #pragma GCC unroll 6
             for (int jj = 0; jj < kIn; ++jj) {
@@ -253,26 +271,40 @@ PYFAST_ISA_TILE_PATHS(OutputPaths, WinoJob, output_tiles, output, Wino)
 
 // ---- the kernel transform -------------------------------------------------------------------
 
-// u[(e * c + ch) * k + kk] = (G g G^T)[e] for the kernel g of output channel kk and input
+// u[e * ues + ch * k + kk] = (G g G^T)[e] for the kernel g of output channel kk and input
 // channel ch of the forward convolution s. flipped: that convolution is the input gradient
 // of one with weights w (s.c, s.k, 3, 3) (the taps reversed, the channels swapped).
 template <typename T>
 void transform_kernels(const ConvShape& s, const T* w, bool flipped, T* u, int threads) {
+    // Runs of 16 output channels at a time, all input channels inside: the kernels are read
+    // as 16 sequential streams (channel by channel), and each run's 36 x 16 transformed
+    // values are gathered in a small tile and written out as 36 contiguous pieces (a cache
+    // line each, for float32), element_stride apart.
+    constexpr int64_t run = 16;
+    const int64_t runs = (s.k + run - 1) / run, ues = element_stride<T>(s.c * s.k);
 #pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t kk = 0; kk < s.k; ++kk)
+    for (int64_t r = 0; r < runs; ++r) {
+        const int64_t k0 = r * run, k1 = std::min(s.k, k0 + run);
+        T tile[kElems][run];
         for (int64_t ch = 0; ch < s.c; ++ch) {
-            double g[9];
-            for (int tap = 0; tap < 9; ++tap)
-                g[tap] = flipped ? static_cast<double>(w[(ch * s.k + kk) * 9 + 8 - tap])
-                                 : static_cast<double>(w[(kk * s.c + ch) * 9 + tap]);
-            double rows[3][kIn], out[kIn];  // rows[i] = G g[i][.], then along the columns
-            for (int i = 0; i < 3; ++i) kernel_1d(g[i * 3], g[i * 3 + 1], g[i * 3 + 2], rows[i]);
-            for (int jj = 0; jj < kIn; ++jj) {
-                kernel_1d(rows[0][jj], rows[1][jj], rows[2][jj], out);
-                for (int i = 0; i < kIn; ++i)
-                    u[((i * kIn + jj) * s.c + ch) * s.k + kk] = static_cast<T>(out[i]);
+            for (int64_t kk = k0; kk < k1; ++kk) {
+                double g[9];
+                for (int tap = 0; tap < 9; ++tap)
+                    g[tap] = flipped ? static_cast<double>(w[(ch * s.k + kk) * 9 + 8 - tap])
+                                     : static_cast<double>(w[(kk * s.c + ch) * 9 + tap]);
+                double rows[3][kIn], out[kIn];  // rows[i] = G g[i][.], then along the columns
+                for (int i = 0; i < 3; ++i)
+                    kernel_1d(g[i * 3], g[i * 3 + 1], g[i * 3 + 2], rows[i]);
+                for (int jj = 0; jj < kIn; ++jj) {
+                    kernel_1d(rows[0][jj], rows[1][jj], rows[2][jj], out);
+                    for (int i = 0; i < kIn; ++i)
+                        tile[i * kIn + jj][kk - k0] = static_cast<T>(out[i]);
+                }
             }
+            for (int e = 0; e < kElems; ++e)
+                std::memcpy(u + e * ues + ch * s.k + k0, tile[e], (k1 - k0) * sizeof(T));
         }
+    }
 }
 
 // ---- blocks ---------------------------------------------------------------------------------
@@ -286,6 +318,7 @@ int64_t block_tiles(int64_t c, int64_t k, int64_t tiles, int threads, std::size_
     const int64_t per_tile = kElems * (c + k) * static_cast<int64_t>(elem);
     int64_t ld = cpu_caches().l2 / 2 / std::max<int64_t>(per_tile, 1);
     ld = std::max<int64_t>(kBlockQuantum, std::min<int64_t>(8 * kBlockQuantum, ld));
+    if (const char* e = std::getenv("PYFAST_WINO_LD")) ld = std::atoi(e);  // TEMPORARY tuning
     const int64_t share = (tiles + threads - 1) / threads;
     ld = std::min(ld, std::max<int64_t>(kBlockQuantum, share));
     return (ld + kBlockQuantum - 1) / kBlockQuantum * kBlockQuantum;
@@ -342,17 +375,18 @@ void run_block(const Plan<T>& pl, const T* x, const T* u, const T* bias, T* y, b
                int64_t block, int inside) {
     const ConvShape& s = pl.s;
     const int64_t ld = pl.ld;
-    T* v = v_buffer.get<T>(kElems * s.c * ld);
-    T* m = m_buffer.get<T>(kElems * s.k * ld);
+    const int64_t ves = element_stride<T>(s.c * ld), mes = element_stride<T>(s.k * ld);
+    T* v = v_buffer.get<T>(kElems * ves);
+    T* m = m_buffer.get<T>(kElems * mes);
     TilePos* pos = pos_buffer.get<TilePos>(ld);
     place_tiles(pl, block * ld, pos);
-    const WinoJob<T> job{s.c, s.k, s.h, s.w, s.oh, s.ow, x, bias, y, relu, pos, ld, v, m};
+    const WinoJob<T> job{s.c, s.k, s.h, s.w, s.oh, s.ow, x, bias, y, relu, pos, ld, ves, mes, v, m};
     split_over_team(for_active_isa(InputPaths<T>::tiles_generic, InputPaths<T>::tiles_avx2,
                                    InputPaths<T>::tiles_avx512),
                     job, s.c, inside);
     for (int e = 0; e < kElems; ++e)
-        gemm<T>(s.k, ld, s.c, MatRef<T>{u + e * s.c * s.k, 1, s.k},
-                MatRef<T>{v + e * s.c * ld, ld, 1}, m + e * s.k * ld, ld, Epilogue<T>{});
+        gemm<T>(s.k, ld, s.c, MatRef<T>{u + e * element_stride<T>(s.c * s.k), 1, s.k},
+                MatRef<T>{v + e * ves, ld, 1}, m + e * mes, ld, Epilogue<T>{});
     split_over_team(for_active_isa(OutputPaths<T>::tiles_generic, OutputPaths<T>::tiles_avx2,
                                    OutputPaths<T>::tiles_avx512),
                     job, s.k, inside);
@@ -390,7 +424,7 @@ template <typename T>
 void forward_of(const ConvShape& s, const T* x, const T* w, bool flipped, const T* bias, T* y,
                 bool relu) {
     if (s.n == 0 || s.k == 0 || s.oh <= 0 || s.ow <= 0) return;
-    T* u = kernel_buffer.get<T>(kElems * s.c * s.k);
+    T* u = kernel_buffer.get<T>(kElems * element_stride<T>(s.c * s.k));
     const int threads = s.k * s.c < 4096 || omp_in_parallel() ? 1 : num_threads();
     transform_kernels(s, w, flipped, u, threads);
     run(s, x, u, bias, y, relu);
