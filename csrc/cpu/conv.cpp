@@ -52,8 +52,6 @@
 #include "common/runtime.h"
 #include "common/thread_buffer.h"
 #include "cpu/gemm.h"
-#include "cpu/conv/winograd.h"  // TEMPORARY hook until the conv split lands
-#include <cstdlib>
 
 namespace pyfast {
 namespace {
@@ -1403,15 +1401,8 @@ void forward_tile(const ConvShape& s, const Dims& d, const T* x, const T* w, con
                         width * sizeof(T));
 }
 
-// TEMPORARY hook until the conv split lands
-bool wino_hook(const ConvShape& s) {
-    const char* a = std::getenv("PYFAST_CONV_ALGO");
-    return a && std::strcmp(a, "winograd") == 0 && winograd_fits(s);
-}
-
 template <typename T>
 void forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, bool relu) {
-    if (wino_hook(s)) return winograd_forward(s, x, w, bias, y, relu);
     const Dims d(s);
     if (s.n == 0 || s.k == 0 || d.p == 0) return;
     const int64_t copy = ((s.oh - 1) * s.sh + (s.kh - 1) * s.dh + 1) *
@@ -1515,7 +1506,6 @@ void bias_grad(const ConvShape& s, const T* gy, T* gb) {
 // gx (x's shape in s) = the input gradient for gy, plus bias per channel when given.
 template <typename T>
 void input_grad(const ConvShape& s, const T* gy, const T* w, const T* bias, T* gx) {
-    if (wino_hook(s)) return winograd_input_grad(s, gy, w, bias, gx);
     const Dims d(s);
     if (s.n == 0 || d.hw == 0 || s.c == 0) return;
     const int64_t copy = ((s.h - 1 + s.ph) / s.sh + (s.kh - 1) * s.dh / s.sh + 1) *
