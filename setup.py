@@ -62,7 +62,7 @@ if _flag("PYFAST_NATIVE_ARCH"):
 ext_modules = [
     Pybind11Extension(
         "pyfast._C",
-        sources=_rel("csrc/common/*.cpp") + _rel("csrc/cpu/*.cpp")
+        sources=_rel("csrc/common/*.cpp") + _rel("csrc/cpu/*.cpp") + _rel("csrc/cpu/conv/*.cpp")
         + _rel("csrc/bindings/cpu_*.cpp") + ["csrc/bindings.cpp"],
         include_dirs=["csrc"],
         cxx_std=17,
