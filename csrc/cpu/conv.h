@@ -1,137 +1,48 @@
-// 2-D convolution on the CPU (NCHW), float32 and float64, built on the packed GEMM.
+// 2-D convolution on the CPU (NCHW), float32 and float64: the entry points of the conv
+// family. The algorithms live one per file in cpu/conv/, and cpu/conv/plan.h holds the rules
+// that pick one per shape and pass. The shape struct and its checks are common/conv_shape.h.
 #pragma once
 
-#include <algorithm>
-#include <array>
-#include <cstdint>
-#include <optional>
+#include <string>
 
-#include "common/checks.h"
+#include "common/conv_shape.h"
 
 namespace pyfast {
 
-// One convolution y = conv2d(x, w): x (n, c, h, w), w (k, c / groups, kh, kw), y (n, k, oh,
-// ow), with y[.., oh, ow] reading x at rows oh * sh - ph + i * dh (and likewise columns);
-// rows outside x read as zeros. The kernels take oh and ow as given (no formula ties them to
-// h and w) and accept negative padding (a crop), so the transposed convolution and the
-// input gradient can be phrased as convolutions of other shapes.
-struct ConvShape {
-    std::int64_t n, c, h, w;
-    std::int64_t k, kh, kw;
-    std::int64_t oh, ow;
-    std::int64_t sh, sw, ph, pw, dh, dw;
-    std::int64_t groups;
+// The algorithms a pass of a convolution may run (cpu/conv/plan.h says which takes what).
+// `automatic` asks for the planned one; as a result it means the pass did not run.
+enum class ConvAlgo { automatic, direct, implicit_gemm, im2col };
+enum class ConvPass { forward, input_grad, weight_grad };
+
+// "direct", "implicit_gemm", "im2col" (and "auto" for automatic).
+const char* conv_algo_name(ConvAlgo algo);
+// The inverse of conv_algo_name; throws std::invalid_argument listing the names.
+ConvAlgo conv_algo_from_name(const std::string& name);
+
+// The paths conv2d_backward took; automatic for a gradient it was not asked for.
+struct ConvBackwardPaths {
+    ConvAlgo input_grad = ConvAlgo::automatic, weight_grad = ConvAlgo::automatic;
 };
+
+// Each entry point runs the planned path of each pass, or `algo` where it is not automatic
+// (for every pass the call runs): a path that cannot take the shape throws
+// std::invalid_argument, before any memory is touched. Each returns the path(s) it ran.
 
 // y = relu?(conv2d(x, w) + bias); bias (k values) may be null.
 template <typename T>
-void conv2d_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, bool relu);
+ConvAlgo conv2d_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y,
+                        bool relu, ConvAlgo algo = ConvAlgo::automatic);
 
 // The gradients of conv2d given gy (the shape of y): gx (x's shape), gw (w's) and gb (k
 // values) are overwritten; any may be null when not wanted, and x may be null when gw is.
 template <typename T>
-void conv2d_backward(const ConvShape& s, const T* gy, const T* x, const T* w, T* gx, T* gw,
-                     T* gb);
+ConvBackwardPaths conv2d_backward(const ConvShape& s, const T* gy, const T* x, const T* w,
+                                  T* gx, T* gw, T* gb, ConvAlgo algo = ConvAlgo::automatic);
 
 // The transposed convolution: out (x's shape in s) = the input gradient of the convolution s
 // for gy = in (y's shape in s), plus bias (s.c values, or null) per channel.
 template <typename T>
-void conv_transpose2d(const ConvShape& s, const T* in, const T* w, const T* bias, T* out);
-
-// ---- argument checks shared by the CPU and CUDA bindings ----------------------------------
-// Each throws std::invalid_argument (ValueError in Python) naming what does not fit.
-
-using ConvShape4 = std::array<std::int64_t, 4>;
-using ConvPair = std::array<std::int64_t, 2>;
-
-// Stride, padding and dilation beyond this describe no real array and could overflow the
-// index arithmetic.
-constexpr std::int64_t kMaxConvParam = std::int64_t(1) << 30;
-
-inline void check_conv_params(const ConvPair& stride, const ConvPair& padding,
-                              const ConvPair& dilation, std::int64_t groups) {
-    const ConvPair* pairs[3] = {&stride, &padding, &dilation};
-    const char* names[3] = {"stride", "padding", "dilation"};
-    for (int p = 0; p < 3; ++p) {
-        const std::int64_t minimum = p == 1 ? 0 : 1;
-        for (const std::int64_t e : *pairs[p])
-            PYFAST_CHECK(e >= minimum && e <= kMaxConvParam, names[p], " must be in ", minimum,
-                         "..", kMaxConvParam, ", got (", (*pairs[p])[0], ", ", (*pairs[p])[1],
-                         ")");
-    }
-    PYFAST_CHECK(groups >= 1 && groups <= kMaxConvParam, "groups must be >= 1, got ", groups);
-}
-
-// The convolution of an input of shape x by a weight of shape w (k, c/groups, kh, kw), with
-// its output extent from the usual formula; the kernel must fit the padded input.
-inline ConvShape conv2d_shape(const char* what, const ConvShape4& x, const ConvShape4& w,
-                              const ConvPair& stride, const ConvPair& padding,
-                              const ConvPair& dilation, std::int64_t groups) {
-    check_conv_params(stride, padding, dilation, groups);
-    const std::int64_t c = x[1], k = w[0];
-    PYFAST_CHECK(c % groups == 0 && k % groups == 0 && w[1] * groups == c, what, ": w has shape ",
-                 shape_str(w), ", which does not fit x of shape ", shape_str(x),
-                 " with groups=", groups);
-    PYFAST_CHECK(w[2] >= 1 && w[3] >= 1, what, ": w has an empty kernel, shape ",
-                 shape_str(w));
-    std::int64_t out[2];
-    const char* axes[2] = {"rows", "columns"};
-    for (int a = 0; a < 2; ++a) {
-        const std::int64_t size = x[2 + a], span = dilation[a] * (w[2 + a] - 1) + 1;
-        PYFAST_CHECK(span <= size + 2 * padding[a], what, ": the kernel spans ", span, " ",
-                     axes[a], " (w has shape ", shape_str(w), ") but the padded input has only ",
-                     size + 2 * padding[a], " (x has shape ", shape_str(x), ")");
-        out[a] = (size + 2 * padding[a] - span) / stride[a] + 1;
-    }
-    return {x[0], c, x[2], x[3], k, w[2], w[3], out[0], out[1], stride[0], stride[1],
-            padding[0], padding[1], dilation[0], dilation[1], groups};
-}
-
-// The convolution whose gradients conv2d_backward computes, from the shapes of gy, w and
-// the input: x's, or gx's where x is not passed (only gw needs it). With neither, only gb is
-// asked for and gy alone decides.
-inline ConvShape conv2d_backward_shape(const ConvShape4& gy, const ConvShape4& w,
-                                       const std::optional<ConvShape4>& input,
-                                       const ConvPair& stride, const ConvPair& padding,
-                                       const ConvPair& dilation, std::int64_t groups) {
-    PYFAST_CHECK(gy[1] == w[0], "conv2d_backward: gy has shape ", shape_str(gy),
-                 " but w has shape ", shape_str(w), " (output channels differ)");
-    if (!input) {
-        ConvShape s{};
-        s.n = gy[0], s.k = gy[1], s.oh = gy[2], s.ow = gy[3];
-        return s;
-    }
-    const ConvShape s =
-        conv2d_shape("conv2d_backward", *input, w, stride, padding, dilation, groups);
-    const ConvShape4 want{s.n, s.k, s.oh, s.ow};
-    PYFAST_CHECK(gy == want, "gy must have shape ", shape_str(want), ", got ", shape_str(gy));
-    return s;
-}
-
-// conv_transpose2d(x, w) with x (n, cin, h, w), w (cin, cout/groups, kh, kw) and out (n,
-// cout, oh, ow): the convolution (input out, output x, weight w) whose input gradient it is.
-// out's extent must be one some output_padding in [0, max(stride, dilation)) gives.
-inline ConvShape conv_transpose2d_shape(const ConvShape4& x, const ConvShape4& w,
-                                        const ConvShape4& out, const ConvPair& stride,
-                                        const ConvPair& padding, const ConvPair& dilation,
-                                        std::int64_t groups) {
-    check_conv_params(stride, padding, dilation, groups);
-    PYFAST_CHECK(w[0] == x[1] && x[1] % groups == 0 && out[0] == x[0] && out[1] == w[1] * groups,
-                 "conv_transpose2d: x has shape ", shape_str(x), ", w ", shape_str(w),
-                 " and out ", shape_str(out), "; with groups=", groups, " they must be (N, Cin, "
-                 "H, W), (Cin, Cout/groups, kh, kw) and (N, Cout, OH, OW)");
-    PYFAST_CHECK(w[2] >= 1 && w[3] >= 1, "conv_transpose2d: w has an empty kernel, shape ",
-                 shape_str(w));
-    for (int a = 0; a < 2; ++a) {
-        const std::int64_t op = out[2 + a] - ((x[2 + a] - 1) * stride[a] - 2 * padding[a] +
-                                              dilation[a] * (w[2 + a] - 1) + 1);
-        PYFAST_CHECK(x[2 + a] >= 1 && op >= 0 && op < std::max(stride[a], dilation[a]),
-                     "conv_transpose2d: out has shape ", shape_str(out),
-                     ", which no output_padding gives for x of shape ", shape_str(x),
-                     " and w of shape ", shape_str(w));
-    }
-    return {out[0], out[1], out[2], out[3], w[0], w[2], w[3], x[2], x[3], stride[0], stride[1],
-            padding[0], padding[1], dilation[0], dilation[1], groups};
-}
+ConvAlgo conv_transpose2d(const ConvShape& s, const T* in, const T* w, const T* bias, T* out,
+                          ConvAlgo algo = ConvAlgo::automatic);
 
 }  // namespace pyfast

@@ -1,11 +1,11 @@
 // 2-D convolution on the GPU (NCHW), float32 and float64. Host-side declarations, plain C++
 // so the bindings (compiled by g++) can call them; the kernels live in conv.cu. The shape
-// struct and its argument checks are the CPU backend's (cpu/conv.h), shared by both.
+// struct and its argument checks are common/conv_shape.h, shared with the CPU backend.
 #pragma once
 
 #include <cuda_runtime_api.h>
 
-#include "cpu/conv.h"
+#include "common/conv_shape.h"
 
 namespace pyfast::cuda {
 

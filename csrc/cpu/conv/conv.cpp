@@ -1,0 +1,196 @@
+// Convolution on the CPU (NCHW, float32 and float64): forward, both gradients and the
+// transposed convolution, for any stride, padding, dilation and groups (a group is a channel
+// slice; strides make it free). The entry points: each pass takes the path plan.h chooses (or
+// the one forced), one algorithm per file beside this one.
+//
+// Memory: the im2col column buffer holds one tile of output positions, the direct path's
+// planes one band of rows, the implicit path's copy a bounded block of images, so memory is
+// bounded whatever the image size (a 512x512 U-Net layer needs about a MB per thread, not GB)
+// and stays in cache.
+//
+//
+// Threads: when there are at least as many (image, group, tile or band) items as threads,
+// and they divide evenly (or are plenty), each thread takes whole items and runs them
+// single-threaded (the GEMM runs alone inside a parallel region): no barriers,
+// and each thread's data stays in its own L2. Weight gradients then go to per-thread partial
+// sums, added up in a fixed order. With fewer items (batch 1, small images) the items run in
+// turn with the work inside split over the threads. col2im works on whole (image, group)
+// slices in the first mode and splits channels in the second, so no two threads ever add
+// into the same element of gx.
+
+#include "cpu/conv.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "cpu/conv/common.h"
+#include "cpu/conv/paths.h"
+#include "cpu/conv/plan.h"
+
+namespace pyfast {
+
+const char* conv_algo_name(ConvAlgo algo) {
+    switch (algo) {
+        case ConvAlgo::automatic: return "auto";
+        case ConvAlgo::direct: return "direct";
+        case ConvAlgo::implicit_gemm: return "implicit_gemm";
+        case ConvAlgo::im2col: return "im2col";
+    }
+    return "unknown";
+}
+
+ConvAlgo conv_algo_from_name(const std::string& name) {
+    for (ConvAlgo a : {ConvAlgo::automatic, ConvAlgo::direct, ConvAlgo::implicit_gemm,
+                       ConvAlgo::im2col})
+        if (name == conv_algo_name(a)) return a;
+    fail("conv algo must be one of 'auto', 'direct', 'implicit_gemm', 'im2col', got '", name,
+         "'");
+}
+
+namespace cpu_conv {
+
+ThreadBuffer& column_buffer() {
+    thread_local ThreadBuffer buffer;
+    return buffer;
+}
+
+std::string describe(const ConvShape& s) {
+    std::ostringstream out;
+    out << "x (" << s.n << ", " << s.c << ", " << s.h << ", " << s.w << "), w (" << s.k << ", "
+        << s.c / s.groups << ", " << s.kh << ", " << s.kw << "), output " << s.oh << "x" << s.ow
+        << ", stride (" << s.sh << ", " << s.sw << "), padding (" << s.ph << ", " << s.pw
+        << "), dilation (" << s.dh << ", " << s.dw << "), groups " << s.groups;
+    return out.str();
+}
+
+namespace {
+
+template <typename T>
+ConvAlgo forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, bool relu,
+                 ConvAlgo forced) {
+    const ConvAlgo path = plan_path<T>(s, ConvPass::forward, forced);
+    if (s.n == 0 || s.k == 0 || s.oh * s.ow == 0) return path;
+    switch (path) {
+        case ConvAlgo::implicit_gemm: implicit_forward(s, x, w, bias, y, relu); break;
+        case ConvAlgo::direct: direct_forward(s, x, w, bias, y, relu); break;
+        default: im2col_forward(s, x, w, bias, y, relu); break;
+    }
+    return path;
+}
+
+template <typename T>
+ConvAlgo weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw, ConvAlgo forced) {
+    const ConvAlgo path = plan_path<T>(s, ConvPass::weight_grad, forced);
+    const int64_t size = s.k * (s.c / s.groups) * s.kh * s.kw;
+    if (path == ConvAlgo::direct && s.n > 0 && s.oh * s.ow > 0 && size > 0)
+        direct_weight_grad(s, gy, x, gw);
+    else
+        im2col_weight_grad(s, gy, x, gw);  // zeros alone for an empty sum
+    return path;
+}
+
+// ---- bias gradient ------------------------------------------------------------------------
+
+template <typename T>
+T sum_of(const T* v, int64_t count) {
+    T acc[8] = {};  // eight chains: vectorisable, and the order is fixed
+    int64_t i = 0;
+    for (; i + 8 <= count; i += 8)
+        for (int l = 0; l < 8; ++l) acc[l] += v[i + l];
+    T total = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; i < count; ++i) total += v[i];
+    return total;
+}
+
+template <typename T>
+void bias_grad(const ConvShape& s, const T* gy, T* gb) {
+    const int64_t p = s.oh * s.ow;
+    const int threads = s.n * s.k * p < 65536 ? 1 : num_threads();
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t k = 0; k < s.k; ++k) {
+        T total = T(0);
+        for (int64_t n = 0; n < s.n; ++n) total += sum_of(gy + (n * s.k + k) * p, p);
+        gb[k] = total;
+    }
+}
+
+// gx (x's shape in s) = the input gradient for gy, plus bias per channel when given.
+template <typename T>
+ConvAlgo input_grad(const ConvShape& s, const T* gy, const T* w, const T* bias, T* gx,
+                    ConvAlgo forced) {
+    const ConvAlgo path = plan_path<T>(s, ConvPass::input_grad, forced);
+    const Dims d(s);
+    if (s.n == 0 || d.hw == 0 || s.c == 0) return path;
+    // The implicit path runs the stride phases of s itself when its copy fits; otherwise (a
+    // stride-1 s) the forward of the flipped convolution, as the direct path and im2col do.
+    if (path == ConvAlgo::implicit_gemm && implicit_fits<T>(s, true)) {
+        implicit_input_grad(s, gy, w, bias, gx);
+        return path;
+    }
+    if (s.sh != 1 || s.sw != 1) {
+        col2im_input_grad(s, gy, w, bias, gx);
+        return path;
+    }
+    std::vector<T> flipped(static_cast<size_t>(s.c) * d.kg * d.taps);
+    for (int64_t g = 0; g < s.groups; ++g)
+        for (int64_t kl = 0; kl < d.kg; ++kl)
+            for (int64_t c = 0; c < d.cg; ++c)
+                for (int64_t tap = 0; tap < d.taps; ++tap)
+                    flipped[((g * d.cg + c) * d.kg + kl) * d.taps + (d.taps - 1 - tap)] =
+                        w[((g * d.kg + kl) * d.cg + c) * d.taps + tap];
+    return forward(flipped_input_grad(s), gy, flipped.data(), bias, gx, false, path);
+}
+
+}  // namespace
+}  // namespace cpu_conv
+
+template <typename T>
+ConvAlgo conv2d_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y,
+                        bool relu, ConvAlgo algo) {
+    return cpu_conv::forward(s, x, w, bias, y, relu, algo);
+}
+
+template <typename T>
+ConvBackwardPaths conv2d_backward(const ConvShape& s, const T* gy, const T* x, const T* w,
+                                  T* gx, T* gw, T* gb, ConvAlgo algo) {
+    // Every pass asked for is planned (a forced path checked) before any is run.
+    ConvBackwardPaths paths;
+    const bool gx_empty = s.k == 0 || s.oh * s.ow == 0;
+    if (gx) paths.input_grad = cpu_conv::plan_path<T>(s, ConvPass::input_grad, algo);
+    if (gw) paths.weight_grad = cpu_conv::plan_path<T>(s, ConvPass::weight_grad, algo);
+    if (gb) cpu_conv::bias_grad(s, gy, gb);
+    if (gw) cpu_conv::weight_grad(s, gy, x, gw, paths.weight_grad);
+    if (gx) {
+        if (gx_empty)
+            std::fill(gx, gx + s.n * s.c * s.h * s.w, T(0));
+        else
+            paths.input_grad = cpu_conv::input_grad(s, gy, w, static_cast<const T*>(nullptr), gx,
+                                                    paths.input_grad);
+    }
+    return paths;
+}
+
+template <typename T>
+ConvAlgo conv_transpose2d(const ConvShape& s, const T* in, const T* w, const T* bias, T* out,
+                          ConvAlgo algo) {
+    const ConvAlgo path = cpu_conv::plan_path<T>(s, ConvPass::input_grad, algo);
+    const int64_t size = s.n * s.c * s.h * s.w;
+    if (s.k == 0 || s.oh * s.ow == 0) {
+        for (int64_t e = 0; e < size; ++e) out[e] = bias ? bias[e / (s.h * s.w) % s.c] : T(0);
+        return path;
+    }
+    return cpu_conv::input_grad(s, in, w, bias, out, path);
+}
+
+#define PYFAST_CONV_INSTANTIATE(T)                                                             \
+    template ConvAlgo conv2d_forward<T>(const ConvShape&, const T*, const T*, const T*, T*,     \
+                                        bool, ConvAlgo);                                         \
+    template ConvBackwardPaths conv2d_backward<T>(const ConvShape&, const T*, const T*,         \
+                                                  const T*, T*, T*, T*, ConvAlgo);               \
+    template ConvAlgo conv_transpose2d<T>(const ConvShape&, const T*, const T*, const T*, T*,   \
+                                          ConvAlgo);
+PYFAST_CONV_INSTANTIATE(float)
+PYFAST_CONV_INSTANTIATE(double)
+#undef PYFAST_CONV_INSTANTIATE
+
+}  // namespace pyfast

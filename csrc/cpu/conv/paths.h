@@ -1,0 +1,42 @@
+// The convolution algorithms, one file each; cpu/conv/plan.h says which takes what, and
+// cpu/conv/conv.cpp (the entry points) runs the one chosen. Each takes any ConvShape that its
+// rule in plan.h accepts (and no other), C-contiguous NCHW arrays, and overwrites its output.
+#pragma once
+
+#include <cstdint>
+
+#include "common/conv_shape.h"
+
+namespace pyfast::cpu_conv {
+
+// direct.cpp: stride 1, the reduction over zero-padded planes of the input.
+template <typename T>
+void direct_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, bool relu);
+// Wide-grid positions the direct forward computes per output (its waste on small images).
+template <typename T>
+double direct_waste(const ConvShape& s);
+
+// direct_wgrad.cpp: the stride-1 weight gradient over the same planes.
+template <typename T>
+void direct_weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw);
+
+// implicit_gemm.cpp: channels-last copies, any stride; the input gradient over stride phases.
+// The channels-last copy of one image may take at most kImplicitMaxBytes: larger images stay
+// on the paths whose buffers are bounded whatever the image size.
+constexpr std::int64_t kImplicitMaxBytes = 4 << 20;
+template <typename T>
+void implicit_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y,
+                      bool relu);
+template <typename T>
+void implicit_input_grad(const ConvShape& s, const T* gy, const T* w, const T* bias, T* gx);
+
+// im2col.cpp: column matrices and the packed GEMM, any shape; the input gradient via col2im
+// (any stride; the entry points send stride 1 to a forward convolution instead).
+template <typename T>
+void im2col_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, bool relu);
+template <typename T>
+void im2col_weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw);
+template <typename T>
+void col2im_input_grad(const ConvShape& s, const T* gy, const T* w, const T* bias, T* gx);
+
+}  // namespace pyfast::cpu_conv

@@ -1,0 +1,201 @@
+// Which algorithm runs each pass of a convolution on the CPU: the one function choose_path
+// and the rules it applies, with the measurements behind them (so that the path-vs-path
+// timings can be rerun: PYFAST_CONV_ALGO or algo= forces a path, and pf.ops.last_conv_path()
+// says which ran; see pyfast/ops/conv.py). In short:
+//
+// Small images (16x16 and below) with 16+ channels, and every strided layer: implicit GEMM on
+// a channels-last copy of a block of images (implicit_gemm.cpp), positions broadcast and
+// output channels in vectors, so nothing is computed for the padding or dropped; the input
+// gradient of a strided layer is the same kernel over its stride phases. Measured against the
+// two paths below (1 thread, AVX-512, float32, ResNet-18 at batch 64): 4x4 512ch forward
+// 30.6 -> 17.3 ms, 8x8 256ch 24.2 -> 18.6, the input gradient of 3x3/2 on 8x8 33 -> 11.
+//
+// Stride 1 (every 3x3 and 1x1 layer of ResNet and U-Net, and the input gradient of those):
+// direct kernels on zero-padded copies of the input ("planes", direct.cpp and
+// direct_wgrad.cpp). The forward micro-kernel reads its B vectors straight from the planes,
+// so nothing is packed per output position; the weight gradient broadcasts from them.
+// Measured against im2col + the packed GEMM (1 thread, AVX-512, float32, 3x3 N32 C64 32x32):
+// forward 143 -> 234 GFLOP/s, weight gradient 121 -> 213; the GEMM lost to the packing of a
+// column matrix that only 64 output channels share.
+//
+// What neither takes (strided layers with few channels per tap, the weight gradient of a
+// strided layer): im2col + the packed GEMM (im2col.cpp). A stride-1 input gradient that the
+// implicit path does not take is the forward convolution of gy with the flipped, transposed
+// weights and padding d*(k-1)-p (flipped_input_grad), which then takes its own path.
+//
+// Adding a path (Winograd F(4x4,3x3) for stride-1 3x3 layers is the next): a value in
+// ConvAlgo (cpu/conv.h) and its name in conv_algo_name, the kernel in its own file declared in
+// paths.h, a `takes_` rule here called from choose_path before the direct rule (with the
+// measurement that puts it there), its case in accepts(), and its call in conv.cpp's switch.
+#pragma once
+
+#include <string>
+
+#include "cpu/conv.h"
+#include "cpu/conv/common.h"
+#include "cpu/conv/paths.h"
+
+namespace pyfast::cpu_conv {
+
+// Stride 1, no crop, the usual output extent (a transposed convolution's output_padding can
+// add rows the formula does not have): what the direct kernels' wide grid computes.
+inline bool direct_fits(const ConvShape& s) {
+    return s.sh == 1 && s.sw == 1 && s.ph >= 0 && s.pw >= 0 &&
+           s.oh == s.h + 2 * s.ph - s.dh * (s.kh - 1) && s.ow == s.w + 2 * s.pw - s.dw * (s.kw - 1);
+}
+
+// Whether the direct path takes this convolution: where it fits (direct_fits). A 1x1 one goes
+// there too: reading x without packing it beat the GEMM (which reads x as its B matrix) by 8%
+// forward and 20% in the weight gradient (256->64 at 56x56).
+// Small images go to im2col with several images per GEMM instead: at 4x4 the wide grid
+// computes 2 positions per output and the weight gradient's reductions are 20 long.
+// Measured (3x3, 1 thread, AVX-512 float32, forward / weight gradient GFLOP/s, direct vs
+// im2col): 4x4 125/115 vs 172/175, 7x7 175/130 vs 168/189, 8x8 208/192 vs 176/170,
+// 14x14 234/212 vs 177/183; the cut is at 1.3 positions per output, or fewer than 64 wide
+// positions per image.
+template <typename T>
+bool takes_direct(const ConvShape& s) {
+    if (!direct_fits(s)) return false;
+    return direct_waste<T>(s) <= 1.3 && s.oh * wide_row(s) >= 64;
+}
+
+// Whether the direct weight gradient takes this convolution: where the forward does, and on
+// small images too, which come in blocks (no short reductions); the reduction runs along the
+// wide positions, so only the dropped columns are waste, not tile lanes. But im2col + GEMM
+// keeps tiny images with 1024+ output channels, where im2col costs little per GEMM flop.
+// Measured (3x3, AVX-512 float32, ms at 1 / 2 threads, direct vs im2col): N32 128->32 4x4
+// 0.28/0.16 vs 1.31/1.11, N32 64->64 7x7 0.61/0.33 vs 1.56/1.17, N64 512->512 4x4
+// 25.8/14.0 vs 29.8/14.9; but N16 512->1024 4x4 18.1/11.0 vs 13.5/9.7, 1024->1024 42/25
+// vs 40/21.
+template <typename T>
+bool takes_direct_weight_grad(const ConvShape& s) {
+    if (takes_direct<T>(s)) return true;
+    if (!direct_fits(s)) return false;
+    return s.oh * wide_row(s) <= 1.3 * s.oh * s.ow && s.k / s.groups < 1024;
+}
+
+// Bytes of one image's channels-last copy on the implicit path: of x for the forward, of gy
+// for the input gradient (whose rows and columns the stride phases share).
+template <typename T>
+int64_t implicit_copy_bytes(const ConvShape& s, bool input_grad) {
+    const Dims d(s);
+    if (!input_grad)
+        return ((s.oh - 1) * s.sh + (s.kh - 1) * s.dh + 1) *
+               ((s.ow - 1) * s.sw + (s.kw - 1) * s.dw + 1) * d.cg * int64_t(sizeof(T));
+    return ((s.h - 1 + s.ph) / s.sh + (s.kh - 1) * s.dh / s.sh + 1) *
+           ((s.w - 1 + s.pw) / s.sw + (s.kw - 1) * s.dw / s.sw + 1) * d.kg * int64_t(sizeof(T));
+}
+
+template <typename T>
+bool implicit_fits(const ConvShape& s, bool input_grad) {
+    return implicit_copy_bytes<T>(s, input_grad) <= kImplicitMaxBytes;
+}
+
+// Whether the implicit path takes the forward (input_grad false) or the input gradient of
+// the convolution s. Measured (1 thread, AVX-512, float32, ms, implicit vs the path that had
+// it before):
+//  - stride 1, small images, where the direct kernels' wide grid wastes what the tiles do not:
+//    4x4 512ch 17.3 vs 30.6 forward, 18.1 vs 32.5 input gradient; 8x8 256ch 18.6 vs 24.2;
+//    14x14 256ch 7.7 vs 8.3; 16x16 128ch 20.3 vs 20.9; at 32x32 64ch direct wins, 10.4 vs 11.6;
+//    but a 1x1 goes direct (DenseNet N32, 1t: 16x16 384->128 forward 3.6 vs 5.3, input
+//    gradient 3.6 vs 5.4; 8x8 1024->512 forward 9.8 vs 12.2), except the input gradient
+//    below 16x16 (8x8 512->1024: 11.5 vs 12.0, 2t 6.0 vs 7.3, the flipped weights built and
+//    packed on one thread);
+//    with fewer than 16 channels per tap the reductions are too short (3->64: 5.6 vs 1.7);
+//  - strided windows that overlap (3x3/2, the 7x7/2 stem 12.2 vs 15.3) in both directions,
+//    and the input gradients of up to 16x16 images in any case (3x3/2 on 8x8 11 vs 33, 1x1/2
+//    1.8 vs 4.2, U-Net's 2x2/2 transposed 4x4->8x8 7.6 vs 15.9); but im2col + GEMM keeps the
+//    forward of 2x2/2 (5.9 vs 7.8: four taps make a short reduction per tile) and 1x1/2 (even).
+// An image whose copy outgrows kImplicitMaxBytes stays on the paths with bounded buffers.
+constexpr int64_t kImplicitPositions = 256;
+constexpr int64_t kImplicitOverlapPositions = 1024;
+
+template <typename T>
+bool takes_implicit(const ConvShape& s, bool input_grad) {
+    const Dims d(s);
+    const int64_t reds = input_grad ? d.kg : d.cg, positions = input_grad ? d.hw : d.p;
+    if (!implicit_fits<T>(s, input_grad)) return false;
+    if (s.sh == 1 && s.sw == 1) {
+        if (d.taps == 1 && (!input_grad || positions >= kImplicitPositions)) return false;
+        return positions <= kImplicitPositions && reds >= 16;
+    }
+    const bool overlap = (s.kh - 1) * s.dh + 1 > s.sh || (s.kw - 1) * s.dw + 1 > s.sw;
+    if (reds * d.taps < 16) return false;
+    if (overlap) return positions <= kImplicitOverlapPositions;
+    return input_grad && positions <= kImplicitPositions;
+}
+
+// The stride-1 input gradient as a forward convolution: gx[h] = sum over taps i of
+// gy[h + p - i*d] w[i], the convolution of gy with the taps reversed, in and out channels
+// swapped, and padding d*(k-1) - p (negative where p exceeds the kernel's reach: a crop).
+inline ConvShape flipped_input_grad(const ConvShape& s) {
+    return {s.n, s.k, s.oh, s.ow, s.c, s.kh, s.kw, s.h, s.w, 1, 1, s.dh * (s.kh - 1) - s.ph,
+            s.dw * (s.kw - 1) - s.pw, s.dh, s.dw, s.groups};
+}
+
+// The path each pass of s takes by default.
+template <typename T>
+ConvAlgo choose_path(const ConvShape& s, ConvPass pass) {
+    switch (pass) {
+        case ConvPass::forward:
+            if (takes_implicit<T>(s, false)) return ConvAlgo::implicit_gemm;
+            if (takes_direct<T>(s)) return ConvAlgo::direct;
+            return ConvAlgo::im2col;
+        case ConvPass::input_grad:
+            if (takes_implicit<T>(s, true)) return ConvAlgo::implicit_gemm;
+            if (s.sh == 1 && s.sw == 1)
+                return choose_path<T>(flipped_input_grad(s), ConvPass::forward);
+            return ConvAlgo::im2col;
+        case ConvPass::weight_grad:
+            return takes_direct_weight_grad<T>(s) ? ConvAlgo::direct : ConvAlgo::im2col;
+    }
+    return ConvAlgo::im2col;
+}
+
+// Why `algo` cannot run this pass of s, or null when it can (whatever it would cost).
+template <typename T>
+const char* cannot_take(const ConvShape& s, ConvPass pass, ConvAlgo algo) {
+    const bool stride1 = s.sh == 1 && s.sw == 1;
+    switch (algo) {
+        case ConvAlgo::automatic:
+        case ConvAlgo::im2col:
+            return nullptr;
+        case ConvAlgo::direct:
+            if (pass == ConvPass::input_grad)
+                return stride1 && direct_fits(flipped_input_grad(s))
+                           ? nullptr
+                           : "the direct input gradient needs stride 1 and the usual output "
+                             "extent (no output_padding)";
+            return direct_fits(s) ? nullptr
+                                  : "the direct path needs stride 1, no negative padding and "
+                                    "the usual output extent";
+        case ConvAlgo::implicit_gemm:
+            if (pass == ConvPass::weight_grad)
+                return "the implicit GEMM path has no weight gradient";
+            if (implicit_fits<T>(s, pass == ConvPass::input_grad)) return nullptr;
+            // A stride-1 input gradient may run as the forward of flipped_input_grad(s).
+            if (pass == ConvPass::input_grad && stride1 &&
+                implicit_fits<T>(flipped_input_grad(s), false))
+                return nullptr;
+            return "the implicit GEMM path's channels-last copy of one image would exceed its "
+                   "4 MiB bound";
+    }
+    return "unknown path";
+}
+
+std::string describe(const ConvShape& s);  // "x (n, c, h, w), w (k, c/g, kh, kw), stride .."
+
+// choose_path, or `forced` where it is not automatic and can run the pass (else throws
+// std::invalid_argument saying why).
+template <typename T>
+ConvAlgo plan_path(const ConvShape& s, ConvPass pass, ConvAlgo forced) {
+    if (forced == ConvAlgo::automatic) return choose_path<T>(s, pass);
+    if (const char* why = cannot_take<T>(s, pass, forced)) {
+        static const char* const passes[] = {"forward pass", "input gradient", "weight gradient"};
+        fail("conv algo='", conv_algo_name(forced), "' cannot run the ",
+             passes[static_cast<int>(pass)], " of the convolution ", describe(s), ": ", why);
+    }
+    return forced;
+}
+
+}  // namespace pyfast::cpu_conv
