@@ -11,10 +11,10 @@ namespace pyfast {
 
 // The algorithms a pass of a convolution may run (cpu/conv/plan.h says which takes what).
 // `automatic` asks for the planned one; as a result it means the pass did not run.
-enum class ConvAlgo { automatic, direct, implicit_gemm, im2col };
+enum class ConvAlgo { automatic, direct, implicit_gemm, im2col, winograd };
 enum class ConvPass { forward, input_grad, weight_grad };
 
-// "direct", "implicit_gemm", "im2col" (and "auto" for automatic).
+// "direct", "implicit_gemm", "im2col", "winograd" (and "auto" for automatic).
 const char* conv_algo_name(ConvAlgo algo);
 // The inverse of conv_algo_name; throws std::invalid_argument listing the names.
 ConvAlgo conv_algo_from_name(const std::string& name);

@@ -35,16 +35,17 @@ const char* conv_algo_name(ConvAlgo algo) {
         case ConvAlgo::direct: return "direct";
         case ConvAlgo::implicit_gemm: return "implicit_gemm";
         case ConvAlgo::im2col: return "im2col";
+        case ConvAlgo::winograd: return "winograd";
     }
     return "unknown";
 }
 
 ConvAlgo conv_algo_from_name(const std::string& name) {
     for (ConvAlgo a : {ConvAlgo::automatic, ConvAlgo::direct, ConvAlgo::implicit_gemm,
-                       ConvAlgo::im2col})
+                       ConvAlgo::im2col, ConvAlgo::winograd})
         if (name == conv_algo_name(a)) return a;
-    fail("conv algo must be one of 'auto', 'direct', 'implicit_gemm', 'im2col', got '", name,
-         "'");
+    fail("conv algo must be one of 'auto', 'direct', 'implicit_gemm', 'im2col', 'winograd', "
+         "got '", name, "'");
 }
 
 namespace cpu_conv {
@@ -73,6 +74,7 @@ ConvAlgo forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y
     switch (path) {
         case ConvAlgo::implicit_gemm: implicit_forward(s, x, w, bias, y, relu); break;
         case ConvAlgo::direct: direct_forward(s, x, w, bias, y, relu); break;
+        case ConvAlgo::winograd: winograd_forward(s, x, w, bias, y, relu); break;
         default: im2col_forward(s, x, w, bias, y, relu); break;
     }
     return path;
@@ -129,6 +131,10 @@ ConvAlgo input_grad(const ConvShape& s, const T* gy, const T* w, const T* bias, 
     }
     if (s.sh != 1 || s.sw != 1) {
         col2im_input_grad(s, gy, w, bias, gx);
+        return path;
+    }
+    if (path == ConvAlgo::winograd) {  // flips the kernels as it transforms them
+        winograd_input_grad(s, gy, w, bias, gx);
         return path;
     }
     std::vector<T> flipped(static_cast<size_t>(s.c) * d.kg * d.taps);

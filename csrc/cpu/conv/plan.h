@@ -23,13 +23,17 @@
 // implicit path does not take is the forward convolution of gy with the flipped, transposed
 // weights and padding d*(k-1)-p (flipped_input_grad), which then takes its own path.
 //
-// Adding a path (Winograd F(4x4,3x3) for stride-1 3x3 layers is the next): a value in
+// Winograd F(4x4, 3x3) (winograd.cpp) comes before both for float32 3x3 stride-1 layers
+// with enough channels and tiles (takes_winograd), forward and input gradient.
+//
+// Adding a path: a value in
 // ConvAlgo (cpu/conv.h) and its name in conv_algo_name, the kernel in its own file declared in
 // paths.h, a `takes_` rule here called from choose_path before the direct rule (with the
 // measurement that puts it there), its case in accepts(), and its call in conv.cpp's switch.
 #pragma once
 
 #include <string>
+#include <type_traits>
 
 #include "cpu/conv.h"
 #include "cpu/conv/common.h"
@@ -125,6 +129,33 @@ bool takes_implicit(const ConvShape& s, bool input_grad) {
     return input_grad && positions <= kImplicitPositions;
 }
 
+// Whether the Winograd path (winograd.cpp) takes the forward convolution s (or, for the input
+// gradient, the forward of flipped_input_grad): float32 3x3 layers with stride 1 (winograd_fits)
+// with 32+ channels in and out, 64+ output tiles of 4x4, and 32+ tiles per thread. It does a
+// quarter of the direct path's multiply-adds, but transforms every input and output tile and
+// the 36 x K x C transformed kernels per call (which each block of tiles packs again), so few
+// channels or few tiles do not pay. float64 stays on the exact-order paths: the transforms
+// cost some ten times the rounding error of a direct sum (the error is stated and bounded in
+// tests/kernels/test_winograd.py). Measured (1 thread, AVX2 Zen 3 class host, float32,
+// GFLOP/s by the direct count, best of 7 on a loaded host, forward / input gradient, the
+// planned path vs Winograd): N64 64->64 32x32 direct 22.7/27.2 vs 52.3/54.5; N32 256->256
+// 8x8 implicit 34.8/33.4 vs 78.7/72.0; N64 512->512 4x4 (64 tiles) implicit 32.5/33.2 vs
+// 40.1/46.3; N64 32->32 32x32 direct 28.3/25.9 vs 32.4/38.9; but N64 16->16 32x32 34.6/35.0
+// vs 29.7/28.2, 3->64 18.4/14.3 vs 10.9/8.0, N8 512->512 8x8 (32 tiles) 26.6/31.4 vs
+// 25.6/27.5, N16 512->512 4x4 (16 tiles) 24.4/22.5 vs 12.6/14.6; at 2 threads N8 512->512
+// 8x8 (one block of 32 tiles, the threads split inside it) 31.9/35.5 vs 12.1/11.0.
+constexpr int64_t kWinogradMinChannels = 32;
+constexpr int64_t kWinogradMinTiles = 64;
+constexpr int64_t kWinogradTilesPerThread = 32;
+
+template <typename T>
+bool takes_winograd(const ConvShape& s) {
+    if (!std::is_same_v<T, float> || !winograd_fits(s)) return false;
+    if (s.c < kWinogradMinChannels || s.k < kWinogradMinChannels) return false;
+    const int64_t tiles = s.n * ((s.oh + 3) / 4) * ((s.ow + 3) / 4);
+    return tiles >= kWinogradMinTiles && tiles >= kWinogradTilesPerThread * num_threads();
+}
+
 // The stride-1 input gradient as a forward convolution: gx[h] = sum over taps i of
 // gy[h + p - i*d] w[i], the convolution of gy with the taps reversed, in and out channels
 // swapped, and padding d*(k-1) - p (negative where p exceeds the kernel's reach: a crop).
@@ -138,10 +169,13 @@ template <typename T>
 ConvAlgo choose_path(const ConvShape& s, ConvPass pass) {
     switch (pass) {
         case ConvPass::forward:
+            if (takes_winograd<T>(s)) return ConvAlgo::winograd;
             if (takes_implicit<T>(s, false)) return ConvAlgo::implicit_gemm;
             if (takes_direct<T>(s)) return ConvAlgo::direct;
             return ConvAlgo::im2col;
         case ConvPass::input_grad:
+            if (s.sh == 1 && s.sw == 1 && takes_winograd<T>(flipped_input_grad(s)))
+                return ConvAlgo::winograd;
             if (takes_implicit<T>(s, true)) return ConvAlgo::implicit_gemm;
             if (s.sh == 1 && s.sw == 1)
                 return choose_path<T>(flipped_input_grad(s), ConvPass::forward);
@@ -169,6 +203,11 @@ const char* cannot_take(const ConvShape& s, ConvPass pass, ConvAlgo algo) {
             return direct_fits(s) ? nullptr
                                   : "the direct path needs stride 1, no negative padding and "
                                     "the usual output extent";
+        case ConvAlgo::winograd:
+            if (pass == ConvPass::weight_grad) return "the Winograd path has no weight gradient";
+            return winograd_fits(s) ? nullptr
+                                    : "the Winograd path needs a 3x3 kernel, stride 1, "
+                                      "dilation 1 and groups 1";
         case ConvAlgo::implicit_gemm:
             if (pass == ConvPass::weight_grad)
                 return "the implicit GEMM path has no weight gradient";

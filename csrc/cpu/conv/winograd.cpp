@@ -28,7 +28,7 @@
 // 1e-6 to 1e-5 relative to sum |x| |w| per output in float32 (measured against float64 in
 // tests/kernels/test_winograd.py, which bounds it per layer size).
 
-#include "cpu/conv/winograd.h"
+#include "cpu/conv/paths.h"
 
 #include <omp.h>
 
@@ -43,7 +43,7 @@
 #include "common/thread_buffer.h"
 #include "cpu/gemm.h"
 
-namespace pyfast {
+namespace pyfast::cpu_conv {
 namespace {
 
 using std::int64_t;
@@ -484,4 +484,4 @@ PYFAST_WINOGRAD_INSTANTIATE(float)
 PYFAST_WINOGRAD_INSTANTIATE(double)
 #undef PYFAST_WINOGRAD_INSTANTIATE
 
-}  // namespace pyfast
+}  // namespace pyfast::cpu_conv
