@@ -28,6 +28,7 @@
 // 1e-6 to 1e-5 relative to sum |x| |w| per output in float32 (measured against float64 in
 // tests/kernels/test_winograd.py, which bounds it per layer size).
 
+#include "cpu/conv/common.h"
 #include "cpu/conv/paths.h"
 
 #include <omp.h>
@@ -74,6 +75,7 @@ struct TilePos {
     int64_t in_base, out_base;  // offsets of element (row0, col0) of image n, channel 0
     int32_t row0, col0;         // first input row and column (may be negative)
     int32_t oy0, ox0;           // first output row and column
+    int8_t r_lo, r_hi, b_lo, b_hi;  // the patch's rows and columns inside the image
     bool in_inside, out_inside, valid;
 };
 
@@ -166,20 +168,13 @@ PYFAST_INLINE void input_tiles(const WinoJob<typename Cfg::type>& j, int64_t c0,
                     for (int r = 0; r < kIn; ++r)
 #pragma GCC unroll 6
                         for (int b = 0; b < kIn; ++b) buf[(r * kIn + b) * L + l] = src[r * j.w + b];
-                } else if (!p.valid) {
+                } else {  // zeros, then the part of the patch inside the image
+#pragma GCC unroll 36
                     for (int e = 0; e < kElems; ++e) buf[e * L + l] = T(0);
-                } else {
-                    for (int r = 0; r < kIn; ++r) {
-                        const int64_t row = p.row0 + r;
-                        const bool row_in = row >= 0 && row < j.h;
-                        for (int b = 0; b < kIn; ++b) {
-                            const int64_t col = p.col0 + b;
-                            buf[(r * kIn + b) * L + l] =
-                                row_in && col >= 0 && col < j.w
-                                    ? xc[p.in_base + r * j.w + b]
-                                    : T(0);
-                        }
-                    }
+                    const T* src = xc + p.in_base;
+                    for (int r = p.r_lo; r < p.r_hi; ++r)
+                        for (int b = p.b_lo; b < p.b_hi; ++b)
+                            buf[(r * kIn + b) * L + l] = src[r * j.w + b];
                 }
             }
             V d[kElems];
@@ -344,8 +339,10 @@ void place_tiles(const Plan<T>& pl, int64_t t0, TilePos* pos) {
         TilePos& p = pos[l];
         const int64_t t = t0 + l;
         p.valid = t < pl.tiles;
-        if (!p.valid) {
+        if (!p.valid) {  // an empty patch: zeros
             p.in_inside = p.out_inside = false;
+            p.r_lo = p.r_hi = p.b_lo = p.b_hi = 0;
+            p.in_base = 0;
             continue;
         }
         const int64_t n = t / pl.per_image, r = t % pl.per_image;
@@ -355,7 +352,11 @@ void place_tiles(const Plan<T>& pl, int64_t t0, TilePos* pos) {
         p.row0 = static_cast<int32_t>(row0), p.col0 = static_cast<int32_t>(col0);
         p.in_base = n * s.c * s.h * s.w + row0 * s.w + col0;
         p.out_base = n * s.k * s.oh * s.ow + oy0 * s.ow + ox0;
-        p.in_inside = row0 >= 0 && row0 + kIn <= s.h && col0 >= 0 && col0 + kIn <= s.w;
+        p.r_lo = static_cast<int8_t>(clamp(-row0, 0, kIn));
+        p.r_hi = static_cast<int8_t>(clamp(s.h - row0, p.r_lo, kIn));
+        p.b_lo = static_cast<int8_t>(clamp(-col0, 0, kIn));
+        p.b_hi = static_cast<int8_t>(clamp(s.w - col0, p.b_lo, kIn));
+        p.in_inside = p.r_lo == 0 && p.r_hi == kIn && p.b_lo == 0 && p.b_hi == kIn;
         p.out_inside = oy0 + kOut <= s.oh && ox0 + kOut <= s.ow;
     }
 }
