@@ -185,3 +185,19 @@ def test_shapes_it_cannot_take_are_refused():
             _C.conv2d(x, np.zeros(w_shape, np.float32), None, np.zeros(out, np.float32),
                       (stride, stride), (1, 1), (dilation, dilation), groups, False,
                       algo="winograd")
+
+
+@pytest.mark.parametrize("padding", [0, 1, 2])
+def test_transposed_convolution_with_bias(padding):
+    """conv_transpose2d of a 3x3 stride-1 kernel runs the input gradient, bias included."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 21, 9, 7)).astype(np.float32)
+    w = rng.standard_normal((21, 13, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(13).astype(np.float32)
+    out = np.full((2, 13, 11 - 2 * padding, 9 - 2 * padding), np.nan, np.float32)
+    path = _C.conv_transpose2d(x, w, b, out, (1, 1), (padding, padding), (1, 1), 1,
+                               algo="winograd")
+    assert path == "winograd"
+    want = ref(pf.ops.conv_transpose2d, x, w, b, padding=padding)
+    mag = ref(pf.ops.conv_transpose2d, np.abs(x), np.abs(w), np.abs(b), padding=padding)
+    assert_layer_bound(out, want, mag, np.float32, "conv_transpose2d")
