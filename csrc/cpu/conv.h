@@ -17,7 +17,8 @@ enum class ConvPass { forward, input_grad, weight_grad };
 // The memory order of the activations (x, y and their gradients; a transposed convolution's
 // input and output): NCHW, or NHWC (channels last: element (n, c, h, w) at ((n * H + h) * W +
 // w) * C + c, as torch's channels_last). Weights are always (K, C/groups, kh, kw). The
-// implicit GEMM path reads and writes NHWC as it is (it works on channels-last copies); the
+// implicit GEMM path reads and writes NHWC as it is (it works on channels-last copies), and so
+// does the direct weight gradient (its padded planes and packed gy are copies anyway); the
 // other paths run on NCHW copies, converted on the way in and out.
 enum class ConvLayout { nchw, nhwc };
 

@@ -18,8 +18,9 @@ of (N, C, H, W)-shaped arrays), and return the path(s) they ran.
 
 Memory format: as torch, a channels-last input (``pyfast._arrays.is_channels_last``) gives a
 channels-last result (y of conv2d, gx of conv2d_backward, the transposed convolution's
-output). The native CPU implicit GEMM path reads and writes NHWC as it is; every other path
-and backend works on NCHW copies.
+output). The native CPU implicit GEMM path (forward, input gradient) and direct weight
+gradient read and write NHWC as it is, and the planner prefers the implicit path for NHWC
+arrays; every other path and backend works on NCHW copies.
 
 Paths (native CPU): each pass of a convolution (forward, input gradient, weight gradient)
 runs one of ``CONV_PATHS``, chosen per shape by ``choose_path`` in csrc/cpu/conv/plan.h

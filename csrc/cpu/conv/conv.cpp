@@ -109,7 +109,7 @@ void store_nhwc(const T* nchw, T* nhwc, int64_t n, int64_t c, int64_t hw) {
 template <typename T>
 ConvAlgo forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, bool relu,
                  ConvAlgo forced, ConvLayout layout = ConvLayout::nchw) {
-    const ConvAlgo path = plan_path<T>(s, ConvPass::forward, forced);
+    const ConvAlgo path = plan_path<T>(s, ConvPass::forward, forced, layout);
     if (s.n == 0 || s.k == 0 || s.oh * s.ow == 0) return path;
     if (path == ConvAlgo::implicit_gemm) {
         implicit_forward(s, x, w, bias, y, relu, layout == ConvLayout::nhwc);
@@ -129,14 +129,26 @@ ConvAlgo forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y
     return path;
 }
 
+// NHWC: the direct weight gradient reads gy and x as they are; im2col runs on NCHW copies
+// (gy's, when the caller has one, is shared with the input gradient).
 template <typename T>
-ConvAlgo weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw, ConvAlgo forced) {
+ConvAlgo weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw, ConvAlgo forced,
+                     ConvLayout layout = ConvLayout::nchw,
+                     std::unique_ptr<T[]>* gy_nchw = nullptr) {
     const ConvAlgo path = plan_path<T>(s, ConvPass::weight_grad, forced);
     const int64_t size = s.k * (s.c / s.groups) * s.kh * s.kw;
-    if (path == ConvAlgo::direct && s.n > 0 && s.oh * s.ow > 0 && size > 0)
-        direct_weight_grad(s, gy, x, gw);
-    else
+    const bool nhwc = layout == ConvLayout::nhwc;
+    if (path == ConvAlgo::direct && s.n > 0 && s.oh * s.ow > 0 && size > 0) {
+        direct_weight_grad(s, gy, x, gw, nhwc);
+    } else if (nhwc) {
+        std::unique_ptr<T[]> own;
+        if (!gy_nchw) gy_nchw = &own;
+        *gy_nchw = nchw_copy(gy, s.n, s.k, s.oh * s.ow);
+        const auto x_nchw = nchw_copy(x, s.n, s.c, s.h * s.w);
+        im2col_weight_grad(s, gy_nchw->get(), x_nchw.get(), gw);
+    } else {
         im2col_weight_grad(s, gy, x, gw);  // zeros alone for an empty sum
+    }
     return path;
 }
 
@@ -185,7 +197,7 @@ template <typename T>
 ConvAlgo input_grad(const ConvShape& s, const T* gy, const T* w, const T* bias, T* gx,
                     ConvAlgo forced, ConvLayout layout = ConvLayout::nchw,
                     const T* gy_nchw = nullptr) {
-    const ConvAlgo path = plan_path<T>(s, ConvPass::input_grad, forced);
+    const ConvAlgo path = plan_path<T>(s, ConvPass::input_grad, forced, layout);
     const Dims d(s);
     if (s.n == 0 || d.hw == 0 || s.c == 0) return path;
     // The implicit path runs the stride phases of s itself when its copy fits; otherwise (a
@@ -228,11 +240,10 @@ ConvAlgo conv2d_forward(const ConvShape& s, const T* x, const T* w, const T* bia
 template <typename T>
 ConvBackwardPaths conv2d_backward(const ConvShape& s, const T* gy, const T* x, const T* w,
                                   T* gx, T* gw, T* gb, ConvAlgo algo, ConvLayout layout) {
-    using cpu_conv::nchw_copy;
     // Every pass asked for is planned (a forced path checked) before any is run.
     ConvBackwardPaths paths;
     const bool nhwc = layout == ConvLayout::nhwc, gx_empty = s.k == 0 || s.oh * s.ow == 0;
-    if (gx) paths.input_grad = cpu_conv::plan_path<T>(s, ConvPass::input_grad, algo);
+    if (gx) paths.input_grad = cpu_conv::plan_path<T>(s, ConvPass::input_grad, algo, layout);
     if (gw) paths.weight_grad = cpu_conv::plan_path<T>(s, ConvPass::weight_grad, algo);
     if (gb) {
         if (nhwc)
@@ -240,18 +251,10 @@ ConvBackwardPaths conv2d_backward(const ConvShape& s, const T* gy, const T* x, c
         else
             cpu_conv::bias_grad(s, gy, gb);
     }
-    // NHWC: the weight gradient runs on NCHW copies of gy and x (gy's shared with an input
-    // gradient that is not the implicit path's).
+    // An NCHW copy of an NHWC gy, if the weight gradient makes one, serves the input
+    // gradient too.
     std::unique_ptr<T[]> gy_nchw;
-    if (gw) {
-        if (nhwc) {
-            gy_nchw = nchw_copy(gy, s.n, s.k, s.oh * s.ow);
-            const auto x_nchw = nchw_copy(x, s.n, s.c, s.h * s.w);
-            cpu_conv::weight_grad(s, gy_nchw.get(), x_nchw.get(), gw, paths.weight_grad);
-        } else {
-            cpu_conv::weight_grad(s, gy, x, gw, paths.weight_grad);
-        }
-    }
+    if (gw) cpu_conv::weight_grad(s, gy, x, gw, paths.weight_grad, layout, &gy_nchw);
     if (gx) {
         if (gx_empty)
             std::fill(gx, gx + s.n * s.c * s.h * s.w, T(0));
@@ -265,7 +268,7 @@ ConvBackwardPaths conv2d_backward(const ConvShape& s, const T* gy, const T* x, c
 template <typename T>
 ConvAlgo conv_transpose2d(const ConvShape& s, const T* in, const T* w, const T* bias, T* out,
                           ConvAlgo algo, ConvLayout layout) {
-    const ConvAlgo path = cpu_conv::plan_path<T>(s, ConvPass::input_grad, algo);
+    const ConvAlgo path = cpu_conv::plan_path<T>(s, ConvPass::input_grad, algo, layout);
     const int64_t size = s.n * s.c * s.h * s.w;
     if (s.k == 0 || s.oh * s.ow == 0) {
         const bool nhwc = layout == ConvLayout::nhwc;

@@ -17,9 +17,10 @@ void direct_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T
 template <typename T>
 double direct_waste(const ConvShape& s);
 
-// direct_wgrad.cpp: the stride-1 weight gradient over the same planes.
+// direct_wgrad.cpp: the stride-1 weight gradient over the same planes; channels_last: gy and
+// x are NHWC (the planes and gy's packing read them as they are).
 template <typename T>
-void direct_weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw);
+void direct_weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw, bool channels_last);
 
 // implicit_gemm.cpp: channels-last copies, any stride; the input gradient over stride phases.
 // channels_last: the activations (x and y, or gy and gx) are NHWC, not NCHW.
