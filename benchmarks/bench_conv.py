@@ -12,8 +12,118 @@ def test_conv(run_case, case, threads):
     run_case(case, threads)
 
 
+# ---- channels-last vs NCHW, interleaved (python benchmarks/bench_conv.py --help) -----------
+# Not a pytest-benchmark case: every variant of a layer is timed in turn, repeat after repeat,
+# so that a shared machine's load falls on all of them alike. Variants: pyfast on NCHW arrays
+# (the planned paths), on channels-last arrays (the implicit path reads and writes NHWC as it
+# is, the others convert), channels-last with the implicit path forced for the forward and the
+# input gradient, and torch on NCHW and channels_last tensors.
+
+# ResNet-18 (32x32 input) 3x3 stride-1 layers: (name, C = K, H = W)
+RESNET18_3X3 = (("conv2_x", 64, 32), ("conv3_x", 128, 16), ("conv4_x", 256, 8),
+                ("conv5_x", 512, 4))
+
+
+def _variants(n, c, hw, seed=0):
+    import numpy as np
+    import torch
+
+    import pyfast as pf
+    from pyfast._arrays import CHANNELS_LAST, to_memory_format
+
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (n, c, hw, hw)).astype(np.float32)
+    w = (rng.uniform(-1, 1, (c, c, 3, 3)) / np.sqrt(9 * c)).astype(np.float32)
+    b = rng.uniform(-1, 1, c).astype(np.float32)
+    gy = rng.uniform(-1, 1, (n, c, hw, hw)).astype(np.float32)
+    xc, gyc = to_memory_format(x, CHANNELS_LAST), to_memory_format(gy, CHANNELS_LAST)
+    kw = dict(padding=1)
+
+    def pyfast_fwd(xa, algo=None):
+        return lambda: pf.ops.conv2d(xa, w, b, algo=algo, **kw)
+
+    def pyfast_bwd(xa, ga, algo=None):
+        def run():  # the gradients (gx, gw, gb)
+            pf.ops.conv2d(xa, w, b, algo=algo, **kw)
+            if algo is None:
+                return pf.ops.conv2d_backward(ga, xa, w, **kw)
+            gx, _, gb = pf.ops.conv2d_backward(ga, xa, w, needs=("x", "b"), algo=algo, **kw)
+            return gx, pf.ops.conv2d_backward(ga, xa, w, needs=("w",), **kw)[1], gb
+        return run
+
+    def torch_fwd(fmt):
+        tx, tw, tb = (torch.from_numpy(a) for a in (x, w, b))
+        tx = tx.contiguous(memory_format=fmt)
+        return lambda: torch.nn.functional.conv2d(tx, tw, tb, **kw)
+
+    def torch_bwd(fmt):
+        tx = torch.from_numpy(x).contiguous(memory_format=fmt).requires_grad_()
+        tw, tb = (torch.from_numpy(a).requires_grad_() for a in (w, b))
+        tg = torch.from_numpy(gy).contiguous(memory_format=fmt)
+
+        def run():
+            y = torch.nn.functional.conv2d(tx, tw, tb, **kw)
+            return torch.autograd.grad(y, (tx, tw, tb), tg)
+        return run
+
+    cl = torch.channels_last
+    return {
+        "fwd": {"pyfast NCHW": pyfast_fwd(x), "pyfast channels_last": pyfast_fwd(xc),
+                "pyfast channels_last, implicit forced": pyfast_fwd(xc, "implicit_gemm"),
+                "torch NCHW": torch_fwd(torch.contiguous_format),
+                "torch channels_last": torch_fwd(cl)},
+        "fwd+bwd": {"pyfast NCHW": pyfast_bwd(x, gy), "pyfast channels_last": pyfast_bwd(xc, gyc),
+                    "pyfast channels_last, implicit forced": pyfast_bwd(xc, gyc, "implicit_gemm"),
+                    "torch NCHW": torch_bwd(torch.contiguous_format),
+                    "torch channels_last": torch_bwd(cl)},
+    }
+
+
+def channels_last_table(batch=32, threads=(1,), repeats=7, layers=RESNET18_3X3):
+    """Markdown rows: per layer, op and variant, the median and min time (ms), and the
+    effective rate (direct FLOP count / median)."""
+    import statistics
+    import time
+
+    import numpy as np
+    import torch
+
+    import pyfast as pf
+
+    rows = ["| layer | threads | op | variant | median ms | min ms | GFLOP/s (median) |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for t in threads:
+        pf.set_num_threads(t)
+        torch.set_num_threads(t)
+        for name, c, hw in layers:
+            flops = 2.0 * batch * c * c * 9 * hw * hw
+            for op, variants in _variants(batch, c, hw).items():
+                # every variant agrees with the first (y, or gx and gw) before any is timed
+                first = None
+                for fn in variants.values():
+                    out = fn()
+                    outs = [np.asarray(o) for o in (out[:2] if op == "fwd+bwd" else (out,))]
+                    if first is None:
+                        first = outs
+                    for got, want in zip(outs, first):
+                        np.testing.assert_allclose(got, want, rtol=1e-3, atol=2e-3)
+                times = {v: [] for v in variants}
+                for _ in range(repeats):
+                    for v, fn in variants.items():
+                        start = time.perf_counter()
+                        fn()
+                        times[v].append(time.perf_counter() - start)
+                work = flops * (3 if op == "fwd+bwd" else 1)
+                for v, ts in times.items():
+                    med = statistics.median(ts)
+                    rows.append(f"| {name} N{batch} {c}ch {hw}x{hw} | {t} | {op} | {v} | "
+                                f"{med * 1e3:.2f} | {min(ts) * 1e3:.2f} | {work / med * 1e-9:.0f} |")
+                print("\n".join(rows[-len(times):]), flush=True)
+    return rows
+
+
 # ---- Winograd vs the direct kernels vs torch channels_last, one run ---------------------------
-# python benchmarks/bench_conv.py --winograd [--threads N] [--repeats R]
+# python benchmarks/bench_conv.py --winograd [--threads 1,2] [--repeats R]
 # The 3x3 stride-1 layers of ResNet-18 at 32x32 (batch 64) and of U-Net at 64x64 (batch 8),
 # forward and input gradient, and the whole backward of the planned paths: pyfast's native
 # kernels with each path forced (winograd, direct, implicit_gemm where they fit) against torch
@@ -116,11 +226,19 @@ def _winograd_table(threads, repeats):
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--winograd", action="store_true", help="the Winograd table (above)")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = argparse.ArgumentParser(description="ResNet-18 3x3 layers: pyfast NCHW vs "
+                                     "channels-last vs torch, interleaved")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", default="1", help="comma-separated thread counts")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--winograd", action="store_true",
+                        help="the Winograd table instead (winograd vs direct vs implicit vs "
+                        "torch channels_last, ResNet-18 and U-Net 3x3 layers)")
     args = parser.parse_args()
-    if not args.winograd:
-        parser.error("run the cases with pytest (see the README); --winograd prints the table")
-    _winograd_table(args.threads, args.repeats)
+    if args.winograd:
+        for t in args.threads.split(","):
+            _winograd_table(int(t), args.repeats)
+        raise SystemExit(0)
+    table = channels_last_table(args.batch, tuple(int(t) for t in args.threads.split(",")),
+                                args.repeats)
+    print("\n".join(table))

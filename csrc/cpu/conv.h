@@ -14,6 +14,14 @@ namespace pyfast {
 enum class ConvAlgo { automatic, direct, implicit_gemm, im2col, winograd };
 enum class ConvPass { forward, input_grad, weight_grad };
 
+// The memory order of the activations (x, y and their gradients; a transposed convolution's
+// input and output): NCHW, or NHWC (channels last: element (n, c, h, w) at ((n * H + h) * W +
+// w) * C + c, as torch's channels_last). Weights are always (K, C/groups, kh, kw). The
+// implicit GEMM path reads and writes NHWC as it is (it works on channels-last copies), and so
+// does the direct weight gradient (its padded planes and packed gy are copies anyway); the
+// other paths run on NCHW copies, converted on the way in and out.
+enum class ConvLayout { nchw, nhwc };
+
 // "direct", "implicit_gemm", "im2col", "winograd" (and "auto" for automatic).
 const char* conv_algo_name(ConvAlgo algo);
 // The inverse of conv_algo_name; throws std::invalid_argument listing the names.
@@ -31,18 +39,21 @@ struct ConvBackwardPaths {
 // y = relu?(conv2d(x, w) + bias); bias (k values) may be null.
 template <typename T>
 ConvAlgo conv2d_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y,
-                        bool relu, ConvAlgo algo = ConvAlgo::automatic);
+                        bool relu, ConvAlgo algo = ConvAlgo::automatic,
+                        ConvLayout layout = ConvLayout::nchw);
 
 // The gradients of conv2d given gy (the shape of y): gx (x's shape), gw (w's) and gb (k
 // values) are overwritten; any may be null when not wanted, and x may be null when gw is.
 template <typename T>
 ConvBackwardPaths conv2d_backward(const ConvShape& s, const T* gy, const T* x, const T* w,
-                                  T* gx, T* gw, T* gb, ConvAlgo algo = ConvAlgo::automatic);
+                                  T* gx, T* gw, T* gb, ConvAlgo algo = ConvAlgo::automatic,
+                                  ConvLayout layout = ConvLayout::nchw);
 
 // The transposed convolution: out (x's shape in s) = the input gradient of the convolution s
 // for gy = in (y's shape in s), plus bias (s.c values, or null) per channel.
 template <typename T>
 ConvAlgo conv_transpose2d(const ConvShape& s, const T* in, const T* w, const T* bias, T* out,
-                          ConvAlgo algo = ConvAlgo::automatic);
+                          ConvAlgo algo = ConvAlgo::automatic,
+                          ConvLayout layout = ConvLayout::nchw);
 
 }  // namespace pyfast

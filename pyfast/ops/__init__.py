@@ -5,14 +5,15 @@ shapes seen), picks a backend (``backend=`` > ``pf.use_backend`` > ``PYFAST_BACK
 native, numba, reference) and calls it. Nothing else in pyfast talks to a backend.
 """
 
-from .conv import conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
+from .conv import (CONV_PATHS, conv2d, conv2d_backward, conv_transpose2d,
+                   conv_transpose2d_backward, last_conv_path)
 from .gemm import matmul
 from .optim import adam_step, rmsprop_step, sgd_step
 from .softmax_xent import (binary_cross_entropy_with_logits, log_softmax, mse_loss, softmax,
                            softmax_cross_entropy)
 
 __all__ = ["matmul", "conv2d", "conv2d_backward", "conv_transpose2d",
-           "conv_transpose2d_backward", "softmax", "log_softmax", "softmax_cross_entropy",
+           "conv_transpose2d_backward", "last_conv_path", "CONV_PATHS", "softmax", "log_softmax", "softmax_cross_entropy",
            "binary_cross_entropy_with_logits", "mse_loss", "sgd_step", "rmsprop_step",
            "adam_step"]
 

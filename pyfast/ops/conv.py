@@ -12,14 +12,78 @@ three kernels and this module builds the rest from them:
         out's shape carries output_padding; equals conv2d_backward's gx for gy = x, plus bias
 
 All arrays C-contiguous, of one float dtype, on one device; stride, padding and dilation
-are (h, w) tuples of ints, already validated here.
+are (h, w) tuples of ints, already validated here. The native CPU kernels take two keywords
+more: ``algo`` (a path name or None) and ``channels_last`` (the activations are NHWC memory
+of (N, C, H, W)-shaped arrays), and return the path(s) they ran.
+
+Memory format: as torch, a channels-last input (``pyfast._arrays.is_channels_last``) gives a
+channels-last result (y of conv2d, gx of conv2d_backward, the transposed convolution's
+output). The native CPU implicit GEMM path (forward, input gradient) and direct weight
+gradient read and write NHWC as it is, and the planner prefers the implicit path for NHWC
+arrays; every other path and backend works on NCHW copies.
+
+Paths (native CPU): each pass of a convolution (forward, input gradient, weight gradient)
+runs one of ``CONV_PATHS``, chosen per shape by ``choose_path`` in csrc/cpu/conv/plan.h
+(where the measurements behind each rule are). ``algo=`` on a call, or the environment
+variable ``PYFAST_CONV_ALGO`` (read per call; "auto" or unset plans), forces one for every
+pass the call runs; a path that cannot run a pass raises ValueError saying why, before
+anything is computed (``algo=`` names a native CPU path: with another backend it raises;
+the variable only steers the native CPU kernels). ``last_conv_path()`` says which ran.
 """
 
+import os
+import threading
+
 from pyfast import backends
-from pyfast._arrays import (as_array, check_ndim, check_shape, contiguous, float_dtype,
-                            same_device, array_module)
+from pyfast._arrays import (CHANNELS_LAST, as_array, check_ndim, check_shape, contiguous,
+                            empty_like_format, float_dtype, is_channels_last, same_device,
+                            array_module, to_memory_format)
 
 NEEDS = ("x", "w", "b")
+CONV_PATHS = ("direct", "implicit_gemm", "im2col")
+ALGO_ENV = "PYFAST_CONV_ALGO"
+
+_last = threading.local()
+
+
+def last_conv_path():
+    """The paths the calling thread's latest pf.ops conv call ran, per pass: ``{"forward":
+    p}`` after conv2d, ``{"input_grad": p, "weight_grad": p}`` (the gradients it computed) after
+    conv2d_backward, ``{"input_grad": p}`` after conv_transpose2d (the input gradient of a
+    convolution), ``{"forward": p, "weight_grad": p}`` after conv_transpose2d_backward (its gx
+    is a convolution of gy, its gw a weight gradient). p is a name of ``CONV_PATHS`` on the
+    native CPU backend and None on backends without named paths; ``{}`` when the call ran no
+    kernel (empty arrays) or there was none."""
+    return dict(getattr(_last, "paths", {}))
+
+
+def _record(**paths):
+    _last.paths = paths
+
+
+def _algo(algo, name, device):
+    """The path to force on backend ``name``: algo=, else PYFAST_CONV_ALGO; None plans it."""
+    from_env = algo is None
+    if from_env:
+        algo = os.environ.get(ALGO_ENV) or None
+    if algo is None or algo == "auto":
+        return None
+    if algo not in CONV_PATHS:
+        where = f" (from {ALGO_ENV})" if from_env else ""
+        raise ValueError(f"algo must be one of {CONV_PATHS} or 'auto', got {algo!r}{where}")
+    if name != "native" or device != "cpu":
+        if from_env:
+            return None
+        raise ValueError(f"algo={algo!r} names a native CPU conv path, but the {name!r} "
+                         f"backend runs this call on {device}")
+    return algo
+
+
+def _native_kw(name, device, algo, channels_last):
+    """The keywords of a native CPU kernel call, or None for another backend."""
+    if name == "native" and device == "cpu":
+        return dict(algo=algo, channels_last=channels_last)
+    return None
 
 
 def _pair(value, name, minimum):
@@ -76,15 +140,12 @@ def _forward_checks(x, w, bias, stride, padding, dilation, groups):
     return x, w, bias, dtype, device, _params(stride, padding, dilation)
 
 
-def _kernels(device, backend):
-    return backends.select("conv", device, backend)[1]
-
-
 def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None,
-           backend=None):
+           algo=None, backend=None):
     """y[n, k] = sum over c in k's group and the kernel window of x * w, plus bias[k];
     ``activation="relu"`` is fused into the same write. x (N, C, H, W), w (K, C/groups,
-    kh, kw), bias (K,). Returns (N, K, OH, OW)."""
+    kh, kw), bias (K,). Returns (N, K, OH, OW), channels-last when x is. ``algo`` forces a
+    native CPU path (see the module docstring)."""
     x, w, bias, dtype, device, (s, p, d) = _forward_checks(x, w, bias, stride, padding,
                                                            dilation, groups)
     if activation not in (None, "relu"):
@@ -100,10 +161,23 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activa
         check_shape(bias, (k,), "bias", " (one value per output channel)")
     oh = _out_size(h, kh, s[0], p[0], d[0], "rows", x, w)
     ow = _out_size(wd, kw, s[1], p[1], d[1], "columns", x, w)
-    out = array_module(x).empty((n, k, oh, ow), dtype)
-    if out.size:
-        _kernels(device, backend).conv2d(contiguous(x), contiguous(w), contiguous(bias), out,
-                                         s, p, d, groups, activation == "relu")
+    name, kernels = backends.select("conv", device, backend)
+    channels_last = is_channels_last(x)
+    native = _native_kw(name, device, _algo(algo, name, device), channels_last)
+    out = empty_like_format((n, k, oh, ow), dtype, x)
+    if not out.size:
+        _record()
+        return out
+    args = (contiguous(w), contiguous(bias))
+    if native is not None:
+        path = kernels.conv2d(x if channels_last else contiguous(x), *args, out, s, p, d,
+                              groups, activation == "relu", **native)
+    else:
+        y = array_module(x).empty(out.shape, dtype) if channels_last else out
+        path = kernels.conv2d(contiguous(x), *args, y, s, p, d, groups, activation == "relu")
+        if channels_last:
+            out[...] = y
+    _record(forward=path if native is not None else None)
     return out
 
 
@@ -118,9 +192,10 @@ def _needs(needs):
 
 
 def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1,
-                    needs=NEEDS, *, backend=None):
+                    needs=NEEDS, *, algo=None, backend=None):
     """Gradients of a conv2d's loss with respect to its input, weight and bias, given the
-    gradient ``gy`` of its output. Returns (gx, gw, gb), None for what ``needs`` leaves out."""
+    gradient ``gy`` of its output. Returns (gx, gw, gb), None for what ``needs`` leaves out;
+    gx is channels-last when x is. ``algo`` forces the native CPU path of both gradients."""
     needs = _needs(needs)
     x, w, _, dtype, device, (s, p, d) = _forward_checks(x, w, None, stride, padding,
                                                         dilation, groups)
@@ -138,18 +213,37 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1,
     _out_size(wd, kw, s[1], p[1], d[1], "columns", x, w)
     check_shape(gy, conv_output_shape(x.shape, w.shape, s, p, d), "gy",
                 " (the shape conv2d gives for these x, w and parameters)")
+    name, kernels = backends.select("conv", device, backend)
+    channels_last = is_channels_last(x)
+    native = _native_kw(name, device, _algo(algo, name, device), channels_last)
     xp = array_module(x)
-    gx = xp.empty(x.shape, dtype) if "x" in needs else None
+    gx = empty_like_format(x.shape, dtype, x) if "x" in needs else None
     gw = xp.empty(w.shape, dtype) if "w" in needs else None
     gb = xp.empty((k,), dtype) if "b" in needs else None
-    if gy.size == 0 or x.size == 0:
+    if gy.size == 0 or x.size == 0 or not needs:
         for g in (gx, gw, gb):
             if g is not None:
                 g[...] = 0
-    elif needs:
-        _kernels(device, backend).conv2d_backward(
-            contiguous(gy), contiguous(x) if gw is not None else None, contiguous(w),
-            gx, gw, gb, s, p, d, groups)
+        _record()
+        return gx, gw, gb
+    paths = (None, None)
+    if native is not None:
+        gy_in = to_memory_format(gy, CHANNELS_LAST) if channels_last else contiguous(gy)
+        x_in = None if gw is None else x if channels_last else contiguous(x)
+        paths = kernels.conv2d_backward(gy_in, x_in, contiguous(w), gx, gw, gb, s, p, d,
+                                        groups, **native)
+    else:
+        gx_out = xp.empty(x.shape, dtype) if gx is not None and channels_last else gx
+        kernels.conv2d_backward(contiguous(gy), contiguous(x) if gw is not None else None,
+                                contiguous(w), gx_out, gw, gb, s, p, d, groups)
+        if gx_out is not gx:
+            gx[...] = gx_out
+    ran = {}
+    if gx is not None:
+        ran["input_grad"] = paths[0]
+    if gw is not None:
+        ran["weight_grad"] = paths[1]
+    _record(**ran)
     return gx, gw, gb
 
 
@@ -179,24 +273,38 @@ def _transpose_checks(x, w, bias, stride, padding, output_padding, dilation, gro
 
 
 def conv_transpose2d(x, w, bias=None, stride=1, padding=0, output_padding=0, dilation=1,
-                     groups=1, *, backend=None):
+                     groups=1, *, algo=None, backend=None):
     """The transposed convolution (torch.nn.functional.conv_transpose2d): the gradient of a
     conv2d with respect to its input. x (N, Cin, H, W), w (Cin, Cout/groups, kh, kw),
     bias (Cout,). Returns (N, Cout, OH, OW), OH = (H-1)*stride - 2*padding +
-    dilation*(kh-1) + output_padding + 1."""
+    dilation*(kh-1) + output_padding + 1, channels-last when x is. ``algo`` forces the
+    native CPU path of that input gradient."""
     x, w, bias, dtype, device, (s, p, d), shape = _transpose_checks(
         x, w, bias, stride, padding, output_padding, dilation, groups, "conv_transpose2d")
-    out = array_module(x).empty(shape, dtype)
+    name, kernels = backends.select("conv", device, backend)
+    channels_last = is_channels_last(x)
+    native = _native_kw(name, device, _algo(algo, name, device), channels_last)
+    out = empty_like_format(shape, dtype, x)
     if x.size == 0 or w.size == 0:
         out[...] = 0 if bias is None else bias.reshape(1, -1, 1, 1)
+        _record()
+        return out
+    args = (contiguous(w), contiguous(bias))
+    if native is not None:
+        path = kernels.conv_transpose2d(x if channels_last else contiguous(x), *args, out, s,
+                                        p, d, groups, **native)
     else:
-        _kernels(device, backend).conv_transpose2d(contiguous(x), contiguous(w),
-                                                   contiguous(bias), out, s, p, d, groups)
+        y = array_module(x).empty(shape, dtype) if channels_last else out
+        kernels.conv_transpose2d(contiguous(x), *args, y, s, p, d, groups)
+        path = None
+        if channels_last:
+            out[...] = y
+    _record(input_grad=path)
     return out
 
 
 def conv_transpose2d_backward(gy, x, w, stride=1, padding=0, output_padding=0, dilation=1,
-                              groups=1, needs=NEEDS, *, backend=None):
+                              groups=1, needs=NEEDS, *, algo=None, backend=None):
     """Gradients of a conv_transpose2d's loss with respect to x, w and bias, given ``gy``.
 
     y = conv_transpose2d(x, w) is the input-gradient of the convolution z = conv2d(y, w),
@@ -216,8 +324,10 @@ def conv_transpose2d_backward(gy, x, w, stride=1, padding=0, output_padding=0, d
     h, wd = x.shape[2:]
     conv_h, conv_w = conv_output_shape(gy.shape, w.shape, s, p, d)[2:]
     gx = gw = None
+    ran = {}
     if "x" in needs:
-        gx = conv2d(gy, w, None, s, p, d, groups, backend=backend)
+        gx = conv2d(gy, w, None, s, p, d, groups, algo=algo, backend=backend)
+        ran.update(last_conv_path())
         if (conv_h, conv_w) != (h, wd):
             gx = contiguous(gx[:, :, :h, :wd])
     if "w" in needs:
@@ -225,6 +335,9 @@ def conv_transpose2d_backward(gy, x, w, stride=1, padding=0, output_padding=0, d
             padded = array_module(x).zeros(x.shape[:2] + (conv_h, conv_w), dtype)
             padded[:, :, :h, :wd] = x
             x = padded
-        gw = conv2d_backward(x, gy, w, s, p, d, groups, needs=("w",), backend=backend)[1]
+        gw = conv2d_backward(x, gy, w, s, p, d, groups, needs=("w",), algo=algo,
+                             backend=backend)[1]
+        ran.update(last_conv_path())
     gb = gy.sum(axis=(0, 2, 3)) if "b" in needs else None
+    _record(**ran)
     return gx, gw, gb

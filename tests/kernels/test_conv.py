@@ -1,6 +1,8 @@
 """conv family: every backend against the float64 reference (with a rounding-error bound, so
-a dropped term fails while summation order does not), the reference against torch, finite
-differences, and the argument checks of pf.ops.conv2d / conv2d_backward / conv_transpose2d."""
+a dropped term fails while summation order does not), every native CPU path forced on the
+shapes it takes (and the path each shape takes by default asserted where a test means to
+cover it), channels-last arrays, the reference against torch, finite differences, and the
+argument checks of pf.ops.conv2d / conv2d_backward / conv_transpose2d."""
 
 import os
 
@@ -8,6 +10,7 @@ import numpy as np
 import pytest
 
 import pyfast as pf
+from pyfast._arrays import CHANNELS_LAST, is_channels_last, to_memory_format
 from tests.conftest import backend_params
 
 # (name, N, C, H, W, K, kh, kw, stride, padding, dilation, groups)
@@ -361,18 +364,33 @@ TILED = [
     ("direct-bands", 1, 64, 40, 128, 16, 3, 3, 1, 1, 1, 1),
     ("direct-bands-dilated", 2, 16, 37, 150, 8, 3, 5, 1, (2, 1), (2, 1), 2),
 ]
+ALL_PASSES = ("forward", "input_grad", "weight_grad")
+TILED_PATHS = {"im2col-tiles": dict.fromkeys(ALL_PASSES, "im2col"),
+               "direct-bands": dict.fromkeys(ALL_PASSES, "direct"),
+               "direct-bands-dilated": dict.fromkeys(ALL_PASSES, "direct")}
 
 
-def check_forward_backward(backend, case, dtype, seed):
-    """conv2d (bias, ReLU) and its three gradients against the float64 reference."""
+def check_forward_backward(backend, case, dtype, seed, expect=None, algo=None,
+                           channels_last=False):
+    """conv2d (bias, ReLU) and its three gradients against the float64 reference; with
+    `expect` ({"forward": path, "input_grad": path, "weight_grad": path}, any subset), that
+    the native backend ran those paths."""
     x, w, b, kw = conv_case(case, dtype, seed)
     x64, w64, b64 = f64(x, w, b)
-    got = pf.ops.conv2d(x, w, b, activation="relu", backend=backend, **kw)
+    xin = to_memory_format(x, CHANNELS_LAST) if channels_last else x
+    got = pf.ops.conv2d(xin, w, b, activation="relu", backend=backend, algo=algo, **kw)
+    ran = pf.ops.last_conv_path()
     want = reference(pf.ops.conv2d, x64, w64, b64, activation="relu", **kw)
     mag = reference(pf.ops.conv2d, np.abs(x64), np.abs(w64), np.abs(b64), **kw)
     assert_within(got, want, rounding_bound(dtype, w[0].size + 1, mag), "conv2d")
     gy = np.random.default_rng(seed + 1).standard_normal(got.shape).astype(dtype)
-    grads = pf.ops.conv2d_backward(gy, x, w, backend=backend, **kw)
+    if channels_last:
+        assert is_channels_last(got) or got.shape[1] == 1 or got.shape[2] * got.shape[3] == 1
+        gy = to_memory_format(gy, CHANNELS_LAST)
+    grads = pf.ops.conv2d_backward(gy, xin, w, backend=backend, algo=algo, **kw)
+    ran.update(pf.ops.last_conv_path())
+    if expect is not None and backend == "native":
+        assert {k: ran[k] for k in expect} == expect, (case[0], ran)
     want = reference(pf.ops.conv2d_backward, *f64(gy, x, w), **kw)
     mag = reference(pf.ops.conv2d_backward, *(np.abs(a) for a in f64(gy, x, w)), **kw)
     n, _, oh, ow = got.shape
@@ -384,7 +402,7 @@ def check_forward_backward(backend, case, dtype, seed):
 @pytest.mark.parametrize("backend", backend_params("conv", "cpu"))
 @pytest.mark.parametrize("case", TILED, ids=[c[0] for c in TILED])
 def test_tiles_and_bands(backend, case):
-    check_forward_backward(backend, case, np.float32, 16)
+    check_forward_backward(backend, case, np.float32, 16, expect=TILED_PATHS[case[0]])
 
 
 def on_every_isa(thread_counts, check):
@@ -413,6 +431,11 @@ IMPLICIT = [
     ("1x1/2-shortcut", 2, 32, 8, 8, 40, 1, 1, 2, 0, 1, 1),
     ("4x3/(3,2)-dilated-groups3", 1, 12, 13, 11, 9, 4, 3, (3, 2), (2, 1), (2, 1), 3),
 ]
+# Both passes on the implicit path, except the forward of a 1x1/2 (no overlapping windows:
+# im2col keeps it).
+IMPLICIT_PATHS = {c[0]: {"forward": "implicit_gemm", "input_grad": "implicit_gemm"}
+                  for c in IMPLICIT}
+IMPLICIT_PATHS["1x1/2-shortcut"]["forward"] = "im2col"
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -420,7 +443,8 @@ IMPLICIT = [
 def test_native_implicit_path_on_every_isa(dtype, case):
     """The native kernels of these shapes on every code path the CPU runs (AVX-512, AVX2,
     generic), at 1 and 3 threads."""
-    on_every_isa((1, 3), lambda: check_forward_backward("native", case, dtype, 30))
+    on_every_isa((1, 3), lambda: check_forward_backward("native", case, dtype, 30,
+                                                        expect=IMPLICIT_PATHS[case[0]]))
 
 
 # Shapes of the native stride-1 weight gradient over blocks of whole small images (a tile
@@ -439,7 +463,8 @@ WGRAD_BLOCKS = [
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", WGRAD_BLOCKS, ids=[c[0] for c in WGRAD_BLOCKS])
 def test_native_weight_grad_image_blocks_on_every_isa(dtype, case):
-    on_every_isa((1, 2, 3), lambda: check_forward_backward("native", case, dtype, 40))
+    on_every_isa((1, 2, 3), lambda: check_forward_backward("native", case, dtype, 40,
+                                                           expect={"weight_grad": "direct"}))
 
 
 MEMORY_SCRIPT = """
@@ -450,9 +475,12 @@ backend = sys.argv[1]
 pf.set_num_threads(1)  # the bound is per thread; one keeps the time steady on a busy machine
 x = np.random.default_rng(0).standard_normal((1, 64, 512, 512), dtype=np.float32)
 w = np.random.default_rng(1).standard_normal((64, 64, 3, 3), dtype=np.float32) * 0.05
-for stride in (1, 2):  # the direct path, then im2col
+for stride in (1, 2):  # Winograd and the direct weight gradient, then im2col
     y = pf.ops.conv2d(x, w, stride=stride, padding=1, backend=backend)
+    paths = pf.ops.last_conv_path()
     grads = pf.ops.conv2d_backward(np.ones_like(y), x, w, stride=stride, padding=1, backend=backend)
+    paths.update(pf.ops.last_conv_path())
+    print(sorted(set(paths.values()), key=str))
     del y, grads
 # VmHWM, not ru_maxrss: the latter starts from the parent's size at fork
 print([int(l.split()[1]) // 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0])
@@ -472,9 +500,236 @@ def test_unet_sized_input_keeps_memory_bounded(backend):
     run = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, backend], capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
+    if backend == "native":  # every pass of each stride on the path meant: Winograd (forward,
+        # input gradient) with the direct weight gradient, then im2col
+        assert run.stdout.split("\n")[:2] == ["['direct', 'winograd']", "['im2col']"], run.stdout
     peak_mb = int(run.stdout.split()[-1])
     # x, y, gy, gx: 64 MB each; numpy, pyfast (and numba) themselves: < 200 MB
     assert peak_mb < 4 * 64 + 250, f"peak RSS {peak_mb} MB"
+
+
+# ---------------------------------------------------------------------- paths (native CPU)
+
+PATH_CASES = CASES + IMPLICIT + WGRAD_BLOCKS
+CANNOT = "cannot run the"
+
+
+def forced_passes(case, dtype, seed, path):
+    """Each pass of `case` with `path` forced on the native backend, against the float64
+    reference: the passes that path took (those it refused raise ValueError saying so)."""
+    x, w, b, kw = conv_case(case, dtype, seed)
+    x64, w64, b64 = f64(x, w, b)
+    gy = np.random.default_rng(seed + 1).standard_normal(
+        reference(pf.ops.conv2d, x64, w64, **kw).shape).astype(dtype)
+    want = reference(pf.ops.conv2d_backward, *f64(gy, x, w), **kw)
+    mag = reference(pf.ops.conv2d_backward, *(np.abs(a) for a in f64(gy, x, w)), **kw)
+    n, _, oh, ow = gy.shape
+    took = []
+    try:
+        got = pf.ops.conv2d(x, w, b, activation="relu", algo=path, backend="native", **kw)
+    except ValueError as e:
+        assert CANNOT in str(e) and path in str(e), e
+    else:
+        assert pf.ops.last_conv_path() == {"forward": path}
+        assert_within(got, reference(pf.ops.conv2d, x64, w64, b64, activation="relu", **kw),
+                      rounding_bound(dtype, w[0].size + 1,
+                                     reference(pf.ops.conv2d, *map(np.abs, (x64, w64, b64)), **kw)),
+                      f"forward on {path}")
+        took.append("forward")
+    terms = {"x": w.shape[0] // kw["groups"] * w.shape[2] * w.shape[3], "w": n * oh * ow}
+    for i, (need, pass_) in enumerate([("x", "input_grad"), ("w", "weight_grad")]):
+        try:
+            g = pf.ops.conv2d_backward(gy, x, w, needs=(need,), algo=path, backend="native",
+                                       **kw)[i]
+        except ValueError as e:
+            assert CANNOT in str(e) and path in str(e), e
+            continue
+        assert pf.ops.last_conv_path() == {pass_: path}
+        assert_within(g, want[i], rounding_bound(dtype, terms[need], mag[i]), f"{pass_} on {path}")
+        took.append(pass_)
+    return took
+
+
+@pytest.fixture
+def native():
+    pytest.importorskip("pyfast._C")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", PATH_CASES, ids=[c[0] for c in PATH_CASES])
+def test_every_path_that_takes_a_shape_matches_reference(native, dtype, case):
+    """Every native path forced on every pass it accepts; the planned path is among them, and
+    im2col takes everything."""
+    x, w, _, kw = conv_case(case, dtype, 50)
+    pf.ops.conv2d(x, w, backend="native", **kw)
+    planned = pf.ops.last_conv_path()
+    pf.ops.conv2d_backward(pf.ops.conv2d(x, w, backend="native", **kw), x, w, needs=("x", "w"),
+                           backend="native", **kw)
+    planned.update(pf.ops.last_conv_path())
+    took = {path: forced_passes(case, dtype, 51, path) for path in pf.ops.CONV_PATHS}
+    assert took["im2col"] == list(ALL_PASSES)
+    assert "weight_grad" not in took["implicit_gemm"]
+    for pass_, path in planned.items():
+        assert pass_ in took[path], (pass_, path, took)
+
+
+def test_every_path_is_covered(native):
+    """Each pass of each path runs on some case of PATH_CASES (the test above is no no-op);
+    the small cases suffice."""
+    covered = set()
+    for case in CASES + IMPLICIT:
+        for path in pf.ops.CONV_PATHS:
+            covered.update((path, p) for p in forced_passes(case, np.float64, 52, path))
+    want = {(p, q) for p in pf.ops.CONV_PATHS for q in ALL_PASSES} - {("implicit_gemm",
+                                                                        "weight_grad")}
+    assert covered == want
+
+
+def test_forced_paths_on_random_geometries(native):
+    """Each path forced on random geometries (crops, padding beyond the kernel's reach), and
+    the transposed convolutions of them, with NaN left in the scratch buffers before."""
+    counts, calls_made = dict.fromkeys(pf.ops.CONV_PATHS, 0), 0
+    for i, (x, w, b, kw, op) in enumerate(random_geometries(24, 53)):
+        wt = np.random.default_rng(i).standard_normal((x.shape[1], w.shape[0] // kw["groups"])
+                                                      + w.shape[2:])
+        y_want = reference(pf.ops.conv2d, x, w, b, **kw)
+        gy = np.random.default_rng(i).standard_normal(y_want.shape)
+        g_want = reference(pf.ops.conv2d_backward, gy, x, w, **kw)
+        try:
+            t_want = reference(pf.ops.conv_transpose2d, x, wt, b, output_padding=op, **kw)
+        except ValueError:
+            t_want = None
+        for path in pf.ops.CONV_PATHS:
+            what = f"case {i} on {path}: x {x.shape}, w {w.shape}, {kw}"
+            calls = [(lambda: pf.ops.conv2d(x, w, b, algo=path, **kw), y_want)]
+            calls += [(lambda i=i: pf.ops.conv2d_backward(gy, x, w, needs=("xw"[i],), algo=path,
+                                                          **kw)[i], g_want[i]) for i in (0, 1)]
+            if t_want is not None:
+                calls.append((lambda: pf.ops.conv_transpose2d(x, wt, b, output_padding=op,
+                                                              algo=path, **kw), t_want))
+            calls_made += len(calls) if path == "im2col" else 0
+            for call, want in calls:
+                poison_scratch("native")
+                try:
+                    got = call()
+                except ValueError as e:
+                    assert CANNOT in str(e), e
+                    continue
+                assert set(pf.ops.last_conv_path().values()) == {path}
+                np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10, err_msg=what)
+                counts[path] += 1
+    assert counts["im2col"] == calls_made  # it takes every shape
+    assert counts["direct"] >= 10 and counts["implicit_gemm"] >= 20, counts
+
+
+def test_algo_argument_and_environment(native, monkeypatch):
+    x, w, _, kw = conv_case(CASES[1], np.float32, 54)  # stride 1: every path takes it
+    want = pf.ops.conv2d(x, w, algo="im2col", **kw)
+    monkeypatch.setenv("PYFAST_CONV_ALGO", "direct")
+    np.testing.assert_allclose(pf.ops.conv2d(x, w, **kw), want, rtol=1e-5, atol=1e-5)
+    assert pf.ops.last_conv_path() == {"forward": "direct"}
+    assert pf.ops.conv2d(x, w, algo="im2col", **kw) is not None  # the argument wins
+    assert pf.ops.last_conv_path() == {"forward": "im2col"}
+    pf.ops.conv2d(x, w, backend="reference", **kw)  # the variable steers native kernels only
+    assert pf.ops.last_conv_path() == {"forward": None}
+    with pytest.raises(ValueError, match="cannot run the forward pass.*direct path needs stride 1"):
+        pf.ops.conv2d(x, w, **dict(kw, stride=2))
+    monkeypatch.setenv("PYFAST_CONV_ALGO", "winograd")
+    with pytest.raises(ValueError, match=r"algo must be one of .* \(from PYFAST_CONV_ALGO\)"):
+        pf.ops.conv2d(x, w, **kw)
+    monkeypatch.setenv("PYFAST_CONV_ALGO", "auto")
+    pf.ops.conv2d(x, w, **kw)
+    assert pf.ops.last_conv_path() == {"forward": "direct"}
+    with pytest.raises(ValueError, match="names a native CPU conv path, but the 'reference'"):
+        pf.ops.conv2d(x, w, algo="direct", backend="reference", **kw)
+    with pytest.raises(ValueError, match="implicit GEMM path has no weight gradient"):
+        pf.ops.conv2d_backward(want, x, w, algo="implicit_gemm", **kw)
+    gx, _, _ = pf.ops.conv2d_backward(want, x, w, needs=("x",), algo="implicit_gemm", **kw)
+    assert pf.ops.last_conv_path() == {"input_grad": "implicit_gemm"}
+    pf.ops.conv2d(np.ones((0, 3, 5, 5), np.float32), np.ones((2, 3, 3, 3), np.float32))
+    assert pf.ops.last_conv_path() == {}
+
+
+def test_transposed_backward_reports_both_paths(native):
+    x, w, _, kw = transposed_case(TRANSPOSED[0], np.float32, 55)
+    gy = np.ones(pf.ops.conv_transpose2d(x, w, **kw).shape, np.float32)
+    pf.ops.conv_transpose2d_backward(gy, x, w, needs=("x", "w"), algo="im2col", **kw)
+    assert pf.ops.last_conv_path() == {"forward": "im2col", "weight_grad": "im2col"}
+
+
+# ---------------------------------------------------------------------- channels last
+
+# Shapes of both kinds: the implicit path's (which reads and writes NHWC as it is: groups,
+# strides and their input-gradient phases, dilation) and the others' (NCHW copies).
+CL_CASES = [IMPLICIT[1], IMPLICIT[3], IMPLICIT[5], CASES[1], CASES[6], WGRAD_BLOCKS[2],
+            TILED[0]]
+
+
+@pytest.mark.parametrize("backend", backend_params("conv", "cpu"))
+@pytest.mark.parametrize("case", CL_CASES, ids=[c[0] for c in CL_CASES])
+def test_channels_last_matches_reference(backend, case):
+    """A channels-last x gives a channels-last y and gx, with the values of the NCHW call (to
+    rounding: the native planner may take another path for NHWC arrays)."""
+    check_forward_backward(backend, case, np.float32, 56, channels_last=True)
+    x, w, _, kw = conv_case(case, np.float32, 57)
+    y = pf.ops.conv2d(to_memory_format(x, CHANNELS_LAST), w, backend=backend, **kw)
+    assert is_channels_last(y)
+    np.testing.assert_allclose(y, pf.ops.conv2d(x, w, backend=backend, **kw), rtol=1e-4,
+                               atol=1e-4)
+    gx = pf.ops.conv2d_backward(y, to_memory_format(x, CHANNELS_LAST), w, needs=("x",),
+                                backend=backend, **kw)[0]
+    assert is_channels_last(gx)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CL_CASES, ids=[c[0] for c in CL_CASES])
+def test_channels_last_on_every_path(native, dtype, case):
+    for path in pf.ops.CONV_PATHS:
+        x, w, _, kw = conv_case(case, dtype, 58)
+        xc = to_memory_format(x, CHANNELS_LAST)
+        gy = pf.ops.conv2d(x, w, **kw)
+        for i, fn in enumerate((
+                lambda a, g: pf.ops.conv2d(a, w, algo=path, **kw),
+                lambda a, g: pf.ops.conv2d_backward(g, a, w, needs=("x",), algo=path, **kw)[0],
+                lambda a, g: pf.ops.conv2d_backward(g, a, w, needs=("w", "b"), algo=path,
+                                                    **kw)[1])):
+            try:
+                want = fn(x, gy)
+            except ValueError as e:
+                assert CANNOT in str(e)
+                continue
+            got = fn(xc, to_memory_format(gy, CHANNELS_LAST))
+            assert i == 2 or is_channels_last(got)
+            tol = 1e-5 if dtype == np.float32 else 1e-12
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol, err_msg=path)
+
+
+@pytest.mark.parametrize("case", TRANSPOSED, ids=TRANSPOSED_IDS)
+def test_channels_last_transposed(native, case):
+    x, w, b, kw = transposed_case(case, np.float32, 59)
+    got = pf.ops.conv_transpose2d(to_memory_format(x, CHANNELS_LAST), w, b, **kw)
+    want = reference(pf.ops.conv_transpose2d, *f64(x, w, b), **kw)
+    assert is_channels_last(got) or got.shape[1] == 1
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_channels_last_binding_checks_strides(native):
+    C = pytest.importorskip("pyfast._C")
+    x = np.ones((2, 4, 8, 8), np.float32)
+    w = np.ones((6, 4, 3, 3), np.float32)
+    out = to_memory_format(np.empty((2, 6, 6, 6), np.float32), CHANNELS_LAST)
+    with pytest.raises(ValueError,
+                       match=r"x must be channels-last .* strides \(1024, 256, 32, 4\)"):
+        C.conv2d(x, w, None, out, (1, 1), (0, 0), (1, 1), 1, False, channels_last=True)
+    with pytest.raises(ValueError, match="out must be channels-last"):
+        C.conv2d(to_memory_format(x, CHANNELS_LAST), w, None, np.empty((2, 6, 6, 6), np.float32),
+                 (1, 1), (0, 0), (1, 1), 1, False, channels_last=True)
+    with pytest.raises(ValueError, match="conv algo must be one of 'auto', 'direct'"):
+        C.conv2d(x, w, None, np.empty((2, 6, 6, 6), np.float32), (1, 1), (0, 0), (1, 1), 1,
+                 False, algo="fast")
+    assert C.conv2d(to_memory_format(x, CHANNELS_LAST), w, None, out, (1, 1), (0, 0), (1, 1), 1,
+                    False, channels_last=True) in pf.ops.CONV_PATHS
+    np.testing.assert_allclose(out, pf.ops.conv2d(x, w, backend="reference"))
 
 
 # ---------------------------------------------------------------------- native bindings

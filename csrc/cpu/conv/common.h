@@ -147,6 +147,29 @@ void fill_band(const ConvShape& s, const Dims& d, const T* xg, int64_t oh0, int6
     std::fill(planes + d.cg * plane, planes + d.cg * plane + tail, T(0));
 }
 
+// fill_band from NHWC x: xg points at channel g*cg of image n, positions s.c apart.
+template <typename T>
+void fill_band_nhwc(const ConvShape& s, const Dims& d, const T* xg, int64_t oh0,
+                    int64_t in_rows, int64_t wp, int64_t tail, T* planes, int threads) {
+    const int64_t plane = in_rows * wp;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t r = 0; r < in_rows; ++r) {
+        const int64_t ih = oh0 + r - s.ph;
+        const bool inside = ih >= 0 && ih < s.h;
+        for (int64_t c = 0; c < d.cg; ++c) {
+            T* dst = planes + c * plane + r * wp;
+            std::fill(dst, inside ? dst + s.pw : dst + wp, T(0));
+            if (inside) std::fill(dst + s.pw + s.w, dst + wp, T(0));
+        }
+        if (!inside) continue;
+        const T* row = xg + ih * s.w * s.c;
+        T* dst = planes + r * wp + s.pw;
+        for (int64_t col = 0; col < s.w; ++col)
+            for (int64_t c = 0; c < d.cg; ++c) dst[c * plane + col] = row[col * s.c + c];
+    }
+    std::fill(planes + d.cg * plane, planes + d.cg * plane + tail, T(0));
+}
+
 // Output rows per band and bands per (image, group): the band's planes (row_bytes per
 // padded row) within kBandBytes, cut finer until the threads have an item each (or the
 // items divide evenly among them).

@@ -21,6 +21,7 @@
 #include "cpu/conv.h"
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "cpu/conv/common.h"
@@ -66,28 +67,91 @@ std::string describe(const ConvShape& s) {
 
 namespace {
 
+// ---- NHWC <-> NCHW, for the paths that run on NCHW ------------------------------------------
+
+// Uninitialised room for `count` T (filled by the transposes).
 template <typename T>
-ConvAlgo forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, bool relu,
-                 ConvAlgo forced) {
-    const ConvAlgo path = plan_path<T>(s, ConvPass::forward, forced);
-    if (s.n == 0 || s.k == 0 || s.oh * s.ow == 0) return path;
-    switch (path) {
-        case ConvAlgo::implicit_gemm: implicit_forward(s, x, w, bias, y, relu); break;
-        case ConvAlgo::direct: direct_forward(s, x, w, bias, y, relu); break;
-        case ConvAlgo::winograd: winograd_forward(s, x, w, bias, y, relu); break;
-        default: im2col_forward(s, x, w, bias, y, relu); break;
+std::unique_ptr<T[]> scratch(int64_t count) {
+    return std::unique_ptr<T[]>(new T[static_cast<size_t>(std::max<int64_t>(count, 1))]);
+}
+
+// dst[m] = src[m]^T for n images of rows x cols, in blocks of 32 x 32 (both sides stay in L1).
+template <typename T>
+void transpose_images(const T* src, T* dst, int64_t n, int64_t rows, int64_t cols) {
+    constexpr int64_t kBlock = 32;
+    const int64_t blocks = ceil_div(rows, kBlock);
+#pragma omp parallel for num_threads(team(n * rows * cols, n * blocks)) schedule(static)
+    for (int64_t t = 0; t < n * blocks; ++t) {
+        const int64_t m = t / blocks, r0 = t % blocks * kBlock, r1 = std::min(rows, r0 + kBlock);
+        const T* sm = src + m * rows * cols;
+        T* dm = dst + m * rows * cols;
+        for (int64_t c0 = 0; c0 < cols; c0 += kBlock) {
+            const int64_t c1 = std::min(cols, c0 + kBlock);
+            for (int64_t r = r0; r < r1; ++r)
+                for (int64_t c = c0; c < c1; ++c) dm[c * rows + r] = sm[r * cols + c];
+        }
     }
-    return path;
 }
 
 template <typename T>
-ConvAlgo weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw, ConvAlgo forced) {
+std::unique_ptr<T[]> nchw_copy(const T* nhwc, int64_t n, int64_t c, int64_t hw) {
+    auto out = scratch<T>(n * c * hw);
+    transpose_images(nhwc, out.get(), n, hw, c);
+    return out;
+}
+
+template <typename T>
+void store_nhwc(const T* nchw, T* nhwc, int64_t n, int64_t c, int64_t hw) {
+    transpose_images(nchw, nhwc, n, c, hw);
+}
+
+// ---- the passes -----------------------------------------------------------------------------
+
+template <typename T>
+ConvAlgo forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y, bool relu,
+                 ConvAlgo forced, ConvLayout layout = ConvLayout::nchw) {
+    const ConvAlgo path = plan_path<T>(s, ConvPass::forward, forced, layout);
+    if (s.n == 0 || s.k == 0 || s.oh * s.ow == 0) return path;
+    if (path == ConvAlgo::implicit_gemm) {
+        implicit_forward(s, x, w, bias, y, relu, layout == ConvLayout::nhwc);
+        return path;
+    }
+    if (layout == ConvLayout::nhwc) {
+        const auto xc = nchw_copy(x, s.n, s.c, s.h * s.w);
+        auto yc = scratch<T>(s.n * s.k * s.oh * s.ow);
+        forward(s, xc.get(), w, bias, yc.get(), relu, path);
+        store_nhwc(yc.get(), y, s.n, s.k, s.oh * s.ow);
+        return path;
+    }
+    if (path == ConvAlgo::direct)
+        direct_forward(s, x, w, bias, y, relu);
+    else if (path == ConvAlgo::winograd)
+        winograd_forward(s, x, w, bias, y, relu);
+    else
+        im2col_forward(s, x, w, bias, y, relu);
+    return path;
+}
+
+// NHWC: the direct weight gradient reads gy and x as they are; im2col runs on NCHW copies
+// (gy's, when the caller has one, is shared with the input gradient).
+template <typename T>
+ConvAlgo weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw, ConvAlgo forced,
+                     ConvLayout layout = ConvLayout::nchw,
+                     std::unique_ptr<T[]>* gy_nchw = nullptr) {
     const ConvAlgo path = plan_path<T>(s, ConvPass::weight_grad, forced);
     const int64_t size = s.k * (s.c / s.groups) * s.kh * s.kw;
-    if (path == ConvAlgo::direct && s.n > 0 && s.oh * s.ow > 0 && size > 0)
-        direct_weight_grad(s, gy, x, gw);
-    else
+    const bool nhwc = layout == ConvLayout::nhwc;
+    if (path == ConvAlgo::direct && s.n > 0 && s.oh * s.ow > 0 && size > 0) {
+        direct_weight_grad(s, gy, x, gw, nhwc);
+    } else if (nhwc) {
+        std::unique_ptr<T[]> own;
+        if (!gy_nchw) gy_nchw = &own;
+        *gy_nchw = nchw_copy(gy, s.n, s.k, s.oh * s.ow);
+        const auto x_nchw = nchw_copy(x, s.n, s.c, s.h * s.w);
+        im2col_weight_grad(s, gy_nchw->get(), x_nchw.get(), gw);
+    } else {
         im2col_weight_grad(s, gy, x, gw);  // zeros alone for an empty sum
+    }
     return path;
 }
 
@@ -116,17 +180,41 @@ void bias_grad(const ConvShape& s, const T* gy, T* gb) {
     }
 }
 
+// gb of an NHWC gy: the column sums of its (N*OH*OW) x K matrix, in row order per channel.
+template <typename T>
+void bias_grad_nhwc(const ConvShape& s, const T* gy, T* gb) {
+    const int64_t rows = s.n * s.oh * s.ow;
+    constexpr int64_t kChunk = 16;  // channels per thread item
+#pragma omp parallel for num_threads(team(rows * s.k, ceil_div(s.k, kChunk))) schedule(static)
+    for (int64_t k0 = 0; k0 < s.k; k0 += kChunk) {
+        const int64_t k1 = std::min(s.k, k0 + kChunk);
+        T acc[kChunk] = {};
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t k = k0; k < k1; ++k) acc[k - k0] += gy[r * s.k + k];
+        for (int64_t k = k0; k < k1; ++k) gb[k] = acc[k - k0];
+    }
+}
+
 // gx (x's shape in s) = the input gradient for gy, plus bias per channel when given.
 template <typename T>
 ConvAlgo input_grad(const ConvShape& s, const T* gy, const T* w, const T* bias, T* gx,
-                    ConvAlgo forced) {
-    const ConvAlgo path = plan_path<T>(s, ConvPass::input_grad, forced);
+                    ConvAlgo forced, ConvLayout layout = ConvLayout::nchw,
+                    const T* gy_nchw = nullptr) {
+    const ConvAlgo path = plan_path<T>(s, ConvPass::input_grad, forced, layout);
     const Dims d(s);
     if (s.n == 0 || d.hw == 0 || s.c == 0) return path;
     // The implicit path runs the stride phases of s itself when its copy fits; otherwise (a
     // stride-1 s) the forward of the flipped convolution, as the direct path and im2col do.
     if (path == ConvAlgo::implicit_gemm && implicit_fits<T>(s, true)) {
-        implicit_input_grad(s, gy, w, bias, gx);
+        implicit_input_grad(s, gy, w, bias, gx, layout == ConvLayout::nhwc);
+        return path;
+    }
+    if (layout == ConvLayout::nhwc) {  // gy_nchw: an NCHW copy of gy the caller has made
+        std::unique_ptr<T[]> copy;
+        if (!gy_nchw) copy = nchw_copy(gy, s.n, s.k, s.oh * s.ow), gy_nchw = copy.get();
+        auto gxc = scratch<T>(s.n * s.c * d.hw);
+        input_grad(s, gy_nchw, w, bias, gxc.get(), path);
+        store_nhwc(gxc.get(), gx, s.n, s.c, d.hw);
         return path;
     }
     if (s.sh != 1 || s.sw != 1) {
@@ -152,49 +240,59 @@ ConvAlgo input_grad(const ConvShape& s, const T* gy, const T* w, const T* bias, 
 
 template <typename T>
 ConvAlgo conv2d_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y,
-                        bool relu, ConvAlgo algo) {
-    return cpu_conv::forward(s, x, w, bias, y, relu, algo);
+                        bool relu, ConvAlgo algo, ConvLayout layout) {
+    return cpu_conv::forward(s, x, w, bias, y, relu, algo, layout);
 }
 
 template <typename T>
 ConvBackwardPaths conv2d_backward(const ConvShape& s, const T* gy, const T* x, const T* w,
-                                  T* gx, T* gw, T* gb, ConvAlgo algo) {
+                                  T* gx, T* gw, T* gb, ConvAlgo algo, ConvLayout layout) {
     // Every pass asked for is planned (a forced path checked) before any is run.
     ConvBackwardPaths paths;
-    const bool gx_empty = s.k == 0 || s.oh * s.ow == 0;
-    if (gx) paths.input_grad = cpu_conv::plan_path<T>(s, ConvPass::input_grad, algo);
+    const bool nhwc = layout == ConvLayout::nhwc, gx_empty = s.k == 0 || s.oh * s.ow == 0;
+    if (gx) paths.input_grad = cpu_conv::plan_path<T>(s, ConvPass::input_grad, algo, layout);
     if (gw) paths.weight_grad = cpu_conv::plan_path<T>(s, ConvPass::weight_grad, algo);
-    if (gb) cpu_conv::bias_grad(s, gy, gb);
-    if (gw) cpu_conv::weight_grad(s, gy, x, gw, paths.weight_grad);
+    if (gb) {
+        if (nhwc)
+            cpu_conv::bias_grad_nhwc(s, gy, gb);
+        else
+            cpu_conv::bias_grad(s, gy, gb);
+    }
+    // An NCHW copy of an NHWC gy, if the weight gradient makes one, serves the input
+    // gradient too.
+    std::unique_ptr<T[]> gy_nchw;
+    if (gw) cpu_conv::weight_grad(s, gy, x, gw, paths.weight_grad, layout, &gy_nchw);
     if (gx) {
         if (gx_empty)
             std::fill(gx, gx + s.n * s.c * s.h * s.w, T(0));
         else
             paths.input_grad = cpu_conv::input_grad(s, gy, w, static_cast<const T*>(nullptr), gx,
-                                                    paths.input_grad);
+                                                    paths.input_grad, layout, gy_nchw.get());
     }
     return paths;
 }
 
 template <typename T>
 ConvAlgo conv_transpose2d(const ConvShape& s, const T* in, const T* w, const T* bias, T* out,
-                          ConvAlgo algo) {
-    const ConvAlgo path = cpu_conv::plan_path<T>(s, ConvPass::input_grad, algo);
+                          ConvAlgo algo, ConvLayout layout) {
+    const ConvAlgo path = cpu_conv::plan_path<T>(s, ConvPass::input_grad, algo, layout);
     const int64_t size = s.n * s.c * s.h * s.w;
     if (s.k == 0 || s.oh * s.ow == 0) {
-        for (int64_t e = 0; e < size; ++e) out[e] = bias ? bias[e / (s.h * s.w) % s.c] : T(0);
+        const bool nhwc = layout == ConvLayout::nhwc;
+        for (int64_t e = 0; e < size; ++e)
+            out[e] = bias ? bias[nhwc ? e % s.c : e / (s.h * s.w) % s.c] : T(0);
         return path;
     }
-    return cpu_conv::input_grad(s, in, w, bias, out, path);
+    return cpu_conv::input_grad(s, in, w, bias, out, path, layout);
 }
 
 #define PYFAST_CONV_INSTANTIATE(T)                                                             \
     template ConvAlgo conv2d_forward<T>(const ConvShape&, const T*, const T*, const T*, T*,     \
-                                        bool, ConvAlgo);                                         \
+                                        bool, ConvAlgo, ConvLayout);                             \
     template ConvBackwardPaths conv2d_backward<T>(const ConvShape&, const T*, const T*,         \
-                                                  const T*, T*, T*, T*, ConvAlgo);               \
+                                                  const T*, T*, T*, T*, ConvAlgo, ConvLayout);   \
     template ConvAlgo conv_transpose2d<T>(const ConvShape&, const T*, const T*, const T*, T*,   \
-                                          ConvAlgo);
+                                          ConvAlgo, ConvLayout);
 PYFAST_CONV_INSTANTIATE(float)
 PYFAST_CONV_INSTANTIATE(double)
 #undef PYFAST_CONV_INSTANTIATE

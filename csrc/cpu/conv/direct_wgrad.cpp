@@ -119,7 +119,7 @@ constexpr int64_t kWgradBlockBytes = 2 << 20;
 // gW (K x cg*taps) of a stride-1 convolution; the planes as direct_forward builds them.
 template <class Cfg>
 void weight_grad_on(const ConvShape& s, const typename Cfg::type* gy,
-                    const typename Cfg::type* x, typename Cfg::type* gw,
+                    const typename Cfg::type* x, typename Cfg::type* gw, bool channels_last,
                     WgradTilesFn<typename Cfg::type> tiles) {
     using T = typename Cfg::type;
     constexpr int MR = Cfg::MR, NR = Cfg::NR;
@@ -169,9 +169,15 @@ void weight_grad_on(const ConvShape& s, const typename Cfg::type* gy,
         // not meet uninitialised memory: 0 * NaN).
         const int64_t tail = (s.kw - 1) * s.dw;
         T* planes = column_buffer().get<T>(count * image + tail);
-        for (int64_t m = 0; m < count; ++m)  // in order: each fill's tail is the next's start
-            fill_band(s, d, x + ((n0 + m) * s.c + g * d.cg) * d.hw, oh0, in_rows, wp, tail,
-                      planes + m * image, image < 16384 ? 1 : inside);
+        for (int64_t m = 0; m < count; ++m) {  // in order: each fill's tail is the next's start
+            const int team = image < 16384 ? 1 : inside;
+            if (channels_last)
+                fill_band_nhwc(s, d, x + (n0 + m) * s.c * d.hw + g * d.cg, oh0, in_rows, wp,
+                               tail, planes + m * image, team);
+            else
+                fill_band(s, d, x + ((n0 + m) * s.c + g * d.cg) * d.hw, oh0, in_rows, wp, tail,
+                          planes + m * image, team);
+        }
         // gyT[q][k]: gy of the band on the wide grid, zero in the dropped columns, image
         // after image.
         // In panels of NR channels, so that a tile reads its gy contiguously (rows of kg
@@ -181,11 +187,19 @@ void weight_grad_on(const ConvShape& s, const typename Cfg::type* gy,
 #pragma omp parallel for num_threads(count * positions * ldg < 16384 ? 1 : inside) schedule(static)
         for (int64_t mr = 0; mr < count * rows; ++mr) {
             const int64_t m = mr / rows, r = mr % rows;
-            const T* gyg = gy + ((n0 + m) * s.k + g * d.kg) * d.p + (oh0 + r) * s.ow;
             const int64_t q0 = (m * rows + r) * wp;
             for (int64_t k0 = 0; k0 < ldg; k0 += NR)
                 std::fill(gyt + k0 / NR * panel + q0 * NR, gyt + k0 / NR * panel + (q0 + wp) * NR,
                           T(0));
+            if (channels_last) {  // a position's channels are neighbours: runs of NR
+                const T* row = gy + (((n0 + m) * s.oh + oh0 + r) * s.ow) * s.k + g * d.kg;
+                for (int64_t c = 0; c < s.ow; ++c)
+                    for (int64_t k0 = 0; k0 < d.kg; k0 += NR)
+                        std::memcpy(gyt + k0 / NR * panel + (q0 + c) * NR, row + c * s.k + k0,
+                                    std::min<int64_t>(NR, d.kg - k0) * sizeof(T));
+                continue;
+            }
+            const T* gyg = gy + ((n0 + m) * s.k + g * d.kg) * d.p + (oh0 + r) * s.ow;
             for (int64_t k = 0; k < d.kg; ++k) {
                 const T* src = gyg + k * d.p;
                 T* dst = gyt + k / NR * panel + q0 * NR + k % NR;
@@ -235,14 +249,15 @@ void weight_grad_on(const ConvShape& s, const typename Cfg::type* gy,
 }  // namespace
 
 template <typename T>
-void direct_weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw) {
+void direct_weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw, bool channels_last) {
     with_active_isa<WgradPaths<T>>([&](auto cfg, auto tiles) {
-        weight_grad_on<decltype(cfg)>(s, gy, x, gw, tiles);
+        weight_grad_on<decltype(cfg)>(s, gy, x, gw, channels_last, tiles);
     });
 }
 
-template void direct_weight_grad<float>(const ConvShape&, const float*, const float*, float*);
+template void direct_weight_grad<float>(const ConvShape&, const float*, const float*, float*,
+                                        bool);
 template void direct_weight_grad<double>(const ConvShape&, const double*, const double*,
-                                         double*);
+                                         double*, bool);
 
 }  // namespace pyfast::cpu_conv

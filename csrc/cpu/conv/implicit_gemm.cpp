@@ -70,7 +70,7 @@ struct ImplicitBlock {
     const int64_t* tap_col;      // of tap column j
     int64_t kw, taps, cg;        // cg: channels summed over
     const T* weights;            // slivers of NR output channels, each taps x cg x NR
-    int64_t kg, ldy;             // output channels; elements between them in y
+    int64_t kg, ldy;             // output channels; elements between them in y (1: NHWC)
     T* y;
     const T* bias;               // of the first output channel, or null
     bool relu;
@@ -138,6 +138,16 @@ PYFAST_INLINE void implicit_tile(const ImplicitBlock<typename Cfg::type>& b,
     const int64_t first = sliver * NR;
     const int cols = static_cast<int>(std::min<int64_t>(NR, b.kg - first));
     const int64_t* out = b.out + tl.p0;
+    if (b.ldy == 1) {  // channels-last: a position's channels are neighbours
+        for (int i = 0; i < rows; ++i) {
+            T* yi = b.y + out[i] + first;
+            for (int k = 0; k < cols; ++k) {
+                const T v = tile[i][k] + (b.bias ? b.bias[first + k] : T(0));
+                yi[k] = b.relu && v < T(0) ? T(0) : v;
+            }
+        }
+        return;
+    }
     for (int k = 0; k < cols; ++k) {
         T* yk = b.y + (first + k) * b.ldy;
         const T add = b.bias ? b.bias[first + k] : T(0);
@@ -246,11 +256,13 @@ ImplicitAxis input_grad_axis(int64_t in, int64_t out, int64_t k, int64_t stride,
     return a;
 }
 
-// The copy of one image's channels [c0, c0 + cg) of src (channels x h x w, NCHW) in
-// channels-last order over the rows and columns of the two axes.
+// The copy of one image's channels [c0, c0 + cg) of src in channels-last order over the rows
+// and columns of the two axes. src points at channel c0 of the image: NCHW (channels x h x w)
+// when pixel is 0, else NHWC with `pixel` channels per position (then a row is a few runs of
+// cg channels, copied as they are).
 template <typename T>
 void copy_channels_last(const ImplicitAxis& ra, const ImplicitAxis& ca, int64_t h, int64_t w,
-                        int64_t cg, const T* src, T* dst) {
+                        int64_t cg, int64_t pixel, const T* src, T* dst) {
     const int64_t lo = clamp(ca.pad, 0, ca.extent), hi = clamp(ca.pad + w, lo, ca.extent);
     const int64_t row = ca.extent * cg;
     for (int64_t r = 0; r < ra.extent; ++r, dst += row) {
@@ -261,6 +273,12 @@ void copy_channels_last(const ImplicitAxis& ra, const ImplicitAxis& ca, int64_t 
         }
         std::fill(dst, dst + lo * cg, T(0));
         std::fill(dst + hi * cg, dst + row, T(0));
+        if (pixel) {
+            const T* s = src + (ih * w + lo - ca.pad) * pixel;
+            for (int64_t col = 0; col < hi - lo; ++col)
+                std::memcpy(dst + (lo + col) * cg, s + col * pixel, cg * sizeof(T));
+            continue;
+        }
         const T* s = src + ih * w + lo - ca.pad;
         for (int64_t c = 0; c < cg; ++c) {
             const T* sc = s + c * h * w;
@@ -315,8 +333,11 @@ struct BlockPlan {
     std::vector<ImplicitTile> tiles;
 };
 
+// out_image: elements of the output per image; step: between neighbouring positions (1 for
+// NCHW, the image's channels for NHWC).
 void plan_block(const PositionOrder& o, const ImplicitAxis& ra, const ImplicitAxis& ca,
-                int64_t images, int64_t cg, int64_t out_image, int mr, BlockPlan& b) {
+                int64_t images, int64_t cg, int64_t out_image, int64_t step, int mr,
+                BlockPlan& b) {
     const int64_t ow = ca.window.size(), copy_image = ra.extent * ca.extent * cg;
     b.window.clear(), b.out.clear(), b.tiles.clear();
     ImplicitTile tile{0, 0, {}, {}};
@@ -350,7 +371,7 @@ void plan_block(const PositionOrder& o, const ImplicitAxis& ra, const ImplicitAx
                 }
                 const int64_t row = o.row[p], col = o.col[p];
                 b.window.push_back(m * copy_image + (ra.window[row] * ca.extent + ca.window[col]) * cg);
-                b.out.push_back(m * out_image + row * ow + col);
+                b.out.push_back(m * out_image + (row * ow + col) * step);
                 tile.rows = cover(tile.rows, ra.valid[row]);
                 tile.cols = cover(tile.cols, ca.valid[col]);
                 ++tile.count;
@@ -402,13 +423,15 @@ void pack_implicit_weights(const T* w, int64_t groups, int64_t outs, int64_t red
 }
 
 // out (n, groups * outs, positions of the axes) = the implicit product of src (n, groups *
-// reds, h, w) and the packed weights, plus bias, ReLU.
+// reds, h, w) and the packed weights, plus bias, ReLU. channels_last: src and out are NHWC
+// (the copy then takes runs of channels, and the tiles write each position's channels
+// side by side), else NCHW.
 template <class Cfg>
 void implicit_product(const ImplicitAxis& ra, const ImplicitAxis& ca, int64_t n, int64_t groups,
                       int64_t reds, int64_t h, int64_t w, const typename Cfg::type* src,
                       int64_t outs, const typename Cfg::type* packed, int64_t kh, int64_t kw,
                       const typename Cfg::type* bias, bool relu, typename Cfg::type* out,
-                      ImplicitTilesFn<typename Cfg::type> tiles) {
+                      bool channels_last, ImplicitTilesFn<typename Cfg::type> tiles) {
     using T = typename Cfg::type;
     constexpr int MR = Cfg::MR, NR = Cfg::NR;
     const int threads = num_threads();
@@ -419,6 +442,8 @@ void implicit_product(const ImplicitAxis& ra, const ImplicitAxis& ca, int64_t n,
     for (int64_t i = 0; i < kh; ++i) tap_row[i] = ra.offset[i] * ca.extent * reds;
     for (int64_t j = 0; j < kw; ++j) tap_col[j] = ca.offset[j] * reds;
     const PositionOrder order = order_positions(ra, ca);
+    const int64_t out_image = groups * outs * positions;
+    const int64_t step = channels_last ? groups * outs : 1;  // between positions in out
 
     // Images per block: of the counts that fit, the one whose tiles run the fewest taps per
     // position (runs of positions that fill whole tiles), then the most images.
@@ -437,14 +462,14 @@ void implicit_product(const ImplicitAxis& ra, const ImplicitAxis& ca, int64_t n,
         if (m < most && threads > 1 &&
             (blocks % threads != 0 || n % m != 0) && blocks < 4 * threads)
             continue;
-        plan_block(order, ra, ca, m, reds, groups * outs * positions, MR, full);
+        plan_block(order, ra, ca, m, reds, out_image, step, MR, full);
         int64_t steps = 0;
         for (const ImplicitTile& t : full.tiles) steps += tap_count(t.rows, t.cols);
         const double cost = static_cast<double>(steps) / m;
         if (m == most || cost < best * 0.99) best = cost, images = m;
     }
     // Every block but the last has the same plan.
-    plan_block(order, ra, ca, images, reds, groups * outs * positions, MR, full);
+    plan_block(order, ra, ca, images, reds, out_image, step, MR, full);
     const int64_t items = ceil_div(n, images) * groups;
     const bool by_item = threads_take_items(items, threads, false);
     run_items(items, by_item, threads, [&](int64_t item, int) {
@@ -452,17 +477,20 @@ void implicit_product(const ImplicitAxis& ra, const ImplicitAxis& ca, int64_t n,
         const int64_t count = std::min(images, n - n0);
         const int inside = by_item ? 1 : threads;
         T* copy = column_buffer().get<T>(count * copy_image);
+        const int64_t pixel = channels_last ? groups * reds : 0;
+        const T* first = src + n0 * groups * reds * h * w + g * reds * (channels_last ? 1 : h * w);
 #pragma omp parallel for num_threads(count > 1 ? inside : 1) schedule(static)
         for (int64_t m = 0; m < count; ++m)
-            copy_channels_last(ra, ca, h, w, reds, src + ((n0 + m) * groups + g) * reds * h * w,
+            copy_channels_last(ra, ca, h, w, reds, pixel, first + m * groups * reds * h * w,
                                copy + m * copy_image);
         BlockPlan last;
-        if (count < images) plan_block(order, ra, ca, count, reds, groups * outs * positions, MR, last);
+        if (count < images) plan_block(order, ra, ca, count, reds, out_image, step, MR, last);
         const BlockPlan& plan = count < images ? last : full;
         ImplicitBlock<T> b{copy, plan.window.data(), plan.out.data(), plan.tiles.data(),
                            static_cast<int64_t>(plan.tiles.size()), tap_row.data(), tap_col.data(),
                            kw, taps, reds, packed + g * slivers * taps * reds * NR, outs,
-                           positions, out + (n0 * groups + g) * outs * positions,
+                           channels_last ? 1 : positions,
+                           out + n0 * out_image + g * outs * (channels_last ? 1 : positions),
                            bias ? bias + g * outs : nullptr, relu};
         run_item_tiles(tiles, b, slivers * b.ntiles, inside);
     });
@@ -471,7 +499,7 @@ void implicit_product(const ImplicitAxis& ra, const ImplicitAxis& ca, int64_t n,
 template <class Cfg>
 void forward_on(const ConvShape& s, const typename Cfg::type* x, const typename Cfg::type* w,
                 const typename Cfg::type* bias, typename Cfg::type* y, bool relu,
-                ImplicitTilesFn<typename Cfg::type> tiles) {
+                bool channels_last, ImplicitTilesFn<typename Cfg::type> tiles) {
     using T = typename Cfg::type;
     const Dims d(s);
     T* packed = weight_buffer.get<T>(s.groups * ceil_div(d.kg, Cfg::NR) * Cfg::NR * d.rows);
@@ -479,14 +507,16 @@ void forward_on(const ConvShape& s, const typename Cfg::type* x, const typename 
                                    d.taps, packed, num_threads());
     implicit_product<Cfg>(forward_axis(s.oh, s.h, s.kh, s.sh, s.ph, s.dh),
                           forward_axis(s.ow, s.w, s.kw, s.sw, s.pw, s.dw), s.n, s.groups, d.cg,
-                          s.h, s.w, x, d.kg, packed, s.kh, s.kw, bias, relu, y, tiles);
+                          s.h, s.w, x, d.kg, packed, s.kh, s.kw, bias, relu, y, channels_last,
+                          tiles);
 }
 
 // gx (plus bias per channel when given) of the convolution s, for gy.
 template <class Cfg>
 void input_grad_on(const ConvShape& s, const typename Cfg::type* gy,
                    const typename Cfg::type* w, const typename Cfg::type* bias,
-                   typename Cfg::type* gx, ImplicitTilesFn<typename Cfg::type> tiles) {
+                   typename Cfg::type* gx, bool channels_last,
+                   ImplicitTilesFn<typename Cfg::type> tiles) {
     using T = typename Cfg::type;
     const Dims d(s);
     T* packed = weight_buffer.get<T>(s.groups * ceil_div(d.cg, Cfg::NR) * Cfg::NR * d.kg * d.taps);
@@ -494,30 +524,33 @@ void input_grad_on(const ConvShape& s, const typename Cfg::type* gy,
                                    d.rows, packed, num_threads());
     implicit_product<Cfg>(input_grad_axis(s.h, s.oh, s.kh, s.sh, s.ph, s.dh),
                           input_grad_axis(s.w, s.ow, s.kw, s.sw, s.pw, s.dw), s.n, s.groups,
-                          d.kg, s.oh, s.ow, gy, d.cg, packed, s.kh, s.kw, bias, false, gx, tiles);
+                          d.kg, s.oh, s.ow, gy, d.cg, packed, s.kh, s.kw, bias, false, gx,
+                          channels_last, tiles);
 }
 
 }  // namespace
 
 template <typename T>
 void implicit_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y,
-                      bool relu) {
+                      bool relu, bool channels_last) {
     with_active_isa<ImplicitPaths<T>>([&](auto cfg, auto tiles) {
-        forward_on<decltype(cfg)>(s, x, w, bias, y, relu, tiles);
+        forward_on<decltype(cfg)>(s, x, w, bias, y, relu, channels_last, tiles);
     });
 }
 
 template <typename T>
-void implicit_input_grad(const ConvShape& s, const T* gy, const T* w, const T* bias, T* gx) {
+void implicit_input_grad(const ConvShape& s, const T* gy, const T* w, const T* bias, T* gx,
+                         bool channels_last) {
     with_active_isa<ImplicitPaths<T>>([&](auto cfg, auto tiles) {
-        input_grad_on<decltype(cfg)>(s, gy, w, bias, gx, tiles);
+        input_grad_on<decltype(cfg)>(s, gy, w, bias, gx, channels_last, tiles);
     });
 }
 
 #define PYFAST_IMPLICIT_INSTANTIATE(T)                                                  \
     template void implicit_forward<T>(const ConvShape&, const T*, const T*, const T*, T*, \
-                                      bool);                                             \
-    template void implicit_input_grad<T>(const ConvShape&, const T*, const T*, const T*, T*);
+                                      bool, bool);                                       \
+    template void implicit_input_grad<T>(const ConvShape&, const T*, const T*, const T*, T*, \
+                                         bool);
 PYFAST_IMPLICIT_INSTANTIATE(float)
 PYFAST_IMPLICIT_INSTANTIATE(double)
 #undef PYFAST_IMPLICIT_INSTANTIATE

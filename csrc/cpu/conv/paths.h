@@ -1,6 +1,7 @@
 // The convolution algorithms, one file each; cpu/conv/plan.h says which takes what, and
 // cpu/conv/conv.cpp (the entry points) runs the one chosen. Each takes any ConvShape that its
-// rule in plan.h accepts (and no other), C-contiguous NCHW arrays, and overwrites its output.
+// rule in plan.h accepts (and no other), C-contiguous NCHW arrays (NHWC where it says so),
+// and overwrites its output.
 #pragma once
 
 #include <cstdint>
@@ -16,19 +17,22 @@ void direct_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T
 template <typename T>
 double direct_waste(const ConvShape& s);
 
-// direct_wgrad.cpp: the stride-1 weight gradient over the same planes.
+// direct_wgrad.cpp: the stride-1 weight gradient over the same planes; channels_last: gy and
+// x are NHWC (the planes and gy's packing read them as they are).
 template <typename T>
-void direct_weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw);
+void direct_weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw, bool channels_last);
 
 // implicit_gemm.cpp: channels-last copies, any stride; the input gradient over stride phases.
+// channels_last: the activations (x and y, or gy and gx) are NHWC, not NCHW.
 // The channels-last copy of one image may take at most kImplicitMaxBytes: larger images stay
 // on the paths whose buffers are bounded whatever the image size.
 constexpr std::int64_t kImplicitMaxBytes = 4 << 20;
 template <typename T>
 void implicit_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y,
-                      bool relu);
+                      bool relu, bool channels_last);
 template <typename T>
-void implicit_input_grad(const ConvShape& s, const T* gy, const T* w, const T* bias, T* gx);
+void implicit_input_grad(const ConvShape& s, const T* gy, const T* w, const T* bias, T* gx,
+                         bool channels_last);
 
 // winograd.cpp: F(4x4, 3x3) for 3x3 kernels with stride 1, dilation 1 and one group
 // (winograd_fits), any padding and output extent. The input gradient is the forward
