@@ -40,7 +40,7 @@ from pyfast._arrays import (CHANNELS_LAST, as_array, check_ndim, check_shape, co
                             array_module, to_memory_format)
 
 NEEDS = ("x", "w", "b")
-CONV_PATHS = ("direct", "implicit_gemm", "im2col")
+CONV_PATHS = ("direct", "implicit_gemm", "im2col", "winograd")
 ALGO_ENV = "PYFAST_CONV_ALGO"
 
 _last = threading.local()

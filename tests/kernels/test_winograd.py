@@ -201,3 +201,29 @@ def test_transposed_convolution_with_bias(padding):
     want = ref(pf.ops.conv_transpose2d, x, w, b, padding=padding)
     mag = ref(pf.ops.conv_transpose2d, np.abs(x), np.abs(w), np.abs(b), padding=padding)
     assert_layer_bound(out, want, mag, np.float32, "conv_transpose2d")
+
+
+def test_public_api_forces_and_reports_the_path(monkeypatch):
+    """pf.ops: algo="winograd" or PYFAST_CONV_ALGO=winograd forces it, last_conv_path() says
+    which path each pass ran (the weight gradient stays direct where Winograd is planned)."""
+    x, w, b, gy, p = data(CASES[7], np.float32, 13)
+    y = pf.ops.conv2d(x, w, b, padding=p, algo="winograd", backend="native")
+    assert pf.ops.last_conv_path() == {"forward": "winograd"}
+    monkeypatch.setenv("PYFAST_CONV_ALGO", "winograd")
+    np.testing.assert_array_equal(pf.ops.conv2d(x, w, b, padding=p, backend="native"), y)
+    assert pf.ops.last_conv_path() == {"forward": "winograd"}
+    with pytest.raises(ValueError, match="Winograd path has no weight gradient"):
+        pf.ops.conv2d_backward(gy, x, w, padding=p, backend="native")
+    pf.ops.conv2d_backward(gy, x, w, padding=p, needs=("x",), backend="native")
+    assert pf.ops.last_conv_path() == {"input_grad": "winograd"}
+    monkeypatch.delenv("PYFAST_CONV_ALGO")
+    threads = _C.get_num_threads()
+    try:
+        pf.set_num_threads(1)
+        big = np.random.default_rng(3).standard_normal((4, 32, 16, 16)).astype(np.float32)
+        wb = np.random.default_rng(4).standard_normal((32, 32, 3, 3)).astype(np.float32)
+        pf.ops.conv2d_backward(pf.ops.conv2d(big, wb, padding=1, backend="native"), big, wb,
+                               padding=1, backend="native")
+        assert pf.ops.last_conv_path() == {"input_grad": "winograd", "weight_grad": "direct"}
+    finally:
+        pf.set_num_threads(threads)
