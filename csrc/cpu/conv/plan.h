@@ -26,10 +26,11 @@
 // Winograd F(4x4, 3x3) (winograd.cpp) comes before both for float32 3x3 stride-1 layers
 // with enough channels and tiles (takes_winograd), forward and input gradient.
 //
-// Adding a path: a value in
-// ConvAlgo (cpu/conv.h) and its name in conv_algo_name, the kernel in its own file declared in
-// paths.h, a `takes_` rule here called from choose_path before the direct rule (with the
-// measurement that puts it there), its case in accepts(), and its call in conv.cpp's switch.
+// Adding a path: a value in ConvAlgo (cpu/conv.h) with its name in conv_algo_name and
+// conv_algo_from_name (conv.cpp) and in CONV_PATHS (pyfast/ops/conv.py), the kernel in its own
+// file declared in paths.h, a `takes_` rule here called from choose_path before the rules it
+// beats (with the measurement that puts it there), its case in cannot_take, and its call in
+// conv.cpp's forward / input_grad / weight_grad.
 #pragma once
 
 #include <string>
