@@ -16,7 +16,7 @@ are (h, w) tuples of ints, already validated here.
 """
 
 from pyfast import backends
-from pyfast._arrays import (as_array, check_ndim, check_shape, contiguous, float_dtype,
+from pyfast._arrays import (Output, as_array, check_ndim, check_shape, contiguous, float_dtype,
                             same_device, array_module)
 
 NEEDS = ("x", "w", "b")
@@ -81,10 +81,10 @@ def _kernels(device, backend):
 
 
 def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None,
-           backend=None):
+           out=None, backend=None):
     """y[n, k] = sum over c in k's group and the kernel window of x * w, plus bias[k];
     ``activation="relu"`` is fused into the same write. x (N, C, H, W), w (K, C/groups,
-    kh, kw), bias (K,). Returns (N, K, OH, OW)."""
+    kh, kw), bias (K,). Returns (N, K, OH, OW), written into ``out`` when given."""
     x, w, bias, dtype, device, (s, p, d) = _forward_checks(x, w, bias, stride, padding,
                                                            dilation, groups)
     if activation not in (None, "relu"):
@@ -100,11 +100,11 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activa
         check_shape(bias, (k,), "bias", " (one value per output channel)")
     oh = _out_size(h, kh, s[0], p[0], d[0], "rows", x, w)
     ow = _out_size(wd, kw, s[1], p[1], d[1], "columns", x, w)
-    out = array_module(x).empty((n, k, oh, ow), dtype)
-    if out.size:
-        _kernels(device, backend).conv2d(contiguous(x), contiguous(w), contiguous(bias), out,
-                                         s, p, d, groups, activation == "relu")
-    return out
+    dest = Output(out, (n, k, oh, ow), dtype, x, inputs=(x, w, bias))
+    if dest.buffer.size:
+        _kernels(device, backend).conv2d(contiguous(x), contiguous(w), contiguous(bias),
+                                         dest.buffer, s, p, d, groups, activation == "relu")
+    return dest.result()
 
 
 def _needs(needs):
@@ -118,9 +118,10 @@ def _needs(needs):
 
 
 def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1,
-                    needs=NEEDS, *, backend=None):
+                    needs=NEEDS, *, out=None, backend=None):
     """Gradients of a conv2d's loss with respect to its input, weight and bias, given the
-    gradient ``gy`` of its output. Returns (gx, gw, gb), None for what ``needs`` leaves out."""
+    gradient ``gy`` of its output. Returns (gx, gw, gb), None for what ``needs`` leaves out.
+    ``out``: a triple of arrays (or None entries) to write gx, gw and gb into."""
     needs = _needs(needs)
     x, w, _, dtype, device, (s, p, d) = _forward_checks(x, w, None, stride, padding,
                                                         dilation, groups)
@@ -138,10 +139,14 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1,
     _out_size(wd, kw, s[1], p[1], d[1], "columns", x, w)
     check_shape(gy, conv_output_shape(x.shape, w.shape, s, p, d), "gy",
                 " (the shape conv2d gives for these x, w and parameters)")
-    xp = array_module(x)
-    gx = xp.empty(x.shape, dtype) if "x" in needs else None
-    gw = xp.empty(w.shape, dtype) if "w" in needs else None
-    gb = xp.empty((k,), dtype) if "b" in needs else None
+    if out is None:
+        out = (None, None, None)
+    elif not isinstance(out, (tuple, list)) or len(out) != 3:
+        raise TypeError(f"out must be a triple (gx, gw, gb) of arrays or None, got {out!r}")
+    dests = [Output(o, shape, dtype, x, name, inputs=(gy, x, w)) if v in needs else None
+             for o, shape, name, v in zip(out, (x.shape, w.shape, (k,)),
+                                          ("out[0]", "out[1]", "out[2]"), NEEDS)]
+    gx, gw, gb = (None if dest is None else dest.buffer for dest in dests)
     if gy.size == 0 or x.size == 0:
         for g in (gx, gw, gb):
             if g is not None:
@@ -150,7 +155,7 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1,
         _kernels(device, backend).conv2d_backward(
             contiguous(gy), contiguous(x) if gw is not None else None, contiguous(w),
             gx, gw, gb, s, p, d, groups)
-    return gx, gw, gb
+    return tuple(None if dest is None else dest.result() for dest in dests)
 
 
 def _transpose_checks(x, w, bias, stride, padding, output_padding, dilation, groups, what):
@@ -179,20 +184,21 @@ def _transpose_checks(x, w, bias, stride, padding, output_padding, dilation, gro
 
 
 def conv_transpose2d(x, w, bias=None, stride=1, padding=0, output_padding=0, dilation=1,
-                     groups=1, *, backend=None):
+                     groups=1, *, out=None, backend=None):
     """The transposed convolution (torch.nn.functional.conv_transpose2d): the gradient of a
     conv2d with respect to its input. x (N, Cin, H, W), w (Cin, Cout/groups, kh, kw),
     bias (Cout,). Returns (N, Cout, OH, OW), OH = (H-1)*stride - 2*padding +
-    dilation*(kh-1) + output_padding + 1."""
+    dilation*(kh-1) + output_padding + 1; written into ``out`` when given."""
     x, w, bias, dtype, device, (s, p, d), shape = _transpose_checks(
         x, w, bias, stride, padding, output_padding, dilation, groups, "conv_transpose2d")
-    out = array_module(x).empty(shape, dtype)
+    dest = Output(out, shape, dtype, x, inputs=(x, w, bias))
     if x.size == 0 or w.size == 0:
-        out[...] = 0 if bias is None else bias.reshape(1, -1, 1, 1)
+        dest.buffer[...] = 0 if bias is None else bias.reshape(1, -1, 1, 1)
     else:
         _kernels(device, backend).conv_transpose2d(contiguous(x), contiguous(w),
-                                                   contiguous(bias), out, s, p, d, groups)
-    return out
+                                                   contiguous(bias), dest.buffer, s, p, d,
+                                                   groups)
+    return dest.result()
 
 
 def conv_transpose2d_backward(gy, x, w, stride=1, padding=0, output_padding=0, dilation=1,
