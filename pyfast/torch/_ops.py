@@ -10,8 +10,10 @@ Registration: the functional operators are declared with ``torch.library`` ``def
 benchmarks/bench_torch.py), with ``register_fake`` for tracing and ``register_autograd``
 whose backward formulas are themselves ``torch.ops.pyfast`` calls, so they trace under
 ``torch.compile``. The optimizer steps mutate their arguments, which ``register_autograd``
-does not accept (it is for functional operators only); they are ``custom_op``s that raise a
-clear error when asked to record a gradient.
+does not accept (it is for functional operators only); they are ``custom_op``s (which
+bump the version counters of what they mutate) with no gradient formula: a backward through
+one raises torch's "no autograd formula" error. torch.optim (and pyfast.torch.optim) call
+them under ``torch.no_grad()``.
 
 Schemas carry no defaults and no keyword-only arguments: the Python kernels then always
 receive every argument positionally.
