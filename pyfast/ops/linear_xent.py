@@ -22,7 +22,7 @@ Backend kernel (arrays C-contiguous, validated):
 import numpy as np
 
 from pyfast import backends
-from pyfast._arrays import (array_module, as_array, check_shape, contiguous, describe,
+from pyfast._arrays import (Output, array_module, as_array, check_shape, contiguous, describe,
                             float_dtype, same_device)
 
 from .softmax_xent import _finite_in, _reduction
@@ -41,7 +41,7 @@ def block_rows(n, v, itemsize):
 
 
 def linear_cross_entropy(h, w, labels, bias=None, *, ignore_index=-100, label_smoothing=0.0,
-                         reduction="mean", backend=None):
+                         reduction="mean", out=None, backend=None):
     """Cross-entropy of softmax(h @ w.T + bias) against ``labels`` with its gradients, in
     blocks of rows: returns ``(loss, dh, dw, db)`` (``db`` None without bias).
 
@@ -49,7 +49,8 @@ def linear_cross_entropy(h, w, labels, bias=None, *, ignore_index=-100, label_sm
     integer dtype in [0, V) or equal to ``ignore_index``. The loss, ``ignore_index``,
     ``label_smoothing`` and ``reduction`` are torch.nn.functional.cross_entropy's; the
     gradients are those of the returned loss (for "none": of the sum of the per-row
-    losses). A mean over rows that are all ignored is NaN with zero gradients."""
+    losses). A mean over rows that are all ignored is NaN with zero gradients.
+    ``out=(dh, dw, db)`` (entries may be None) gives arrays to write the gradients into."""
     h = as_array(h, "h")
     w = as_array(w, "w")
     bias = None if bias is None else as_array(bias, "bias")
@@ -92,9 +93,18 @@ def linear_cross_entropy(h, w, labels, bias=None, *, ignore_index=-100, label_sm
         0.0 if reduction == "mean" else 1.0)
     alloc = xp.empty if n else xp.zeros  # the kernel writes every element
     losses = alloc((n,), dtype)
-    dh = alloc((n, d), dtype)
-    dw = alloc((v, d), dtype)
-    db = None if bias is None else alloc((v,), dtype)
+    if out is None:
+        out = (None, None, None)
+    elif not isinstance(out, (tuple, list)) or len(out) != 3:
+        raise TypeError(f"out must be a triple (dh, dw, db) of arrays or None, got {out!r}")
+    dests = [None if shape is None else Output(o, shape, dtype, h, name, inputs=(h, w, bias))
+             for o, shape, name in zip(out, ((n, d), (v, d), None if bias is None else (v,)),
+                                       ("out[0]", "out[1]", "out[2]"))]
+    dh, dw, db = (None if dest is None else dest.buffer for dest in dests)
+    if not n:
+        for g in (dh, dw, db):
+            if g is not None:
+                g[...] = 0
     if n:
         rows = block_rows(n, v, np.dtype(dtype).itemsize)
         workspace = xp.empty((rows, v), dtype)
@@ -102,6 +112,7 @@ def linear_cross_entropy(h, w, labels, bias=None, *, ignore_index=-100, label_sm
             h, w, bias, labels, ignore_index, smoothing, grad_scale, losses, dh, dw, db,
             workspace)
         del workspace
+    dh, dw, db = (None if dest is None else dest.result() for dest in dests)
     if reduction == "none":
         return losses, dh, dw, db
     total = losses.sum(dtype=np.float64)

@@ -391,19 +391,16 @@ def _lxent_impl(view, h, w, labels, bias, ignore_index, label_smoothing, reducti
         raise ValueError("pyfast::linear_cross_entropy returns the gradients of a reduced "
                          "loss: reduction must be 'mean' or 'sum' (pyfast.torch."
                          "linear_cross_entropy handles 'none')")
-    fused = getattr(pfops, "linear_cross_entropy", None)
-    if fused is None:
-        raise NotImplementedError("pf.ops.linear_cross_entropy is not in this build of pyfast")
-    results = fused(view(h, "h"), view(w, "w"), view(labels, "labels"), bias=view(bias, "bias"),
-                    ignore_index=ignore_index, label_smoothing=label_smoothing,
-                    reduction=reduction)
-    outs = []
-    for r, shape in zip(results, _lxent_shapes(h, w, labels, bias, reduction)):
-        t = _empty(shape, h)
-        if r is not None:
-            view(t)[...] = r if view is _cpu_view else torch.as_tensor(r, device=h.device)
-        outs.append(t)
-    return tuple(outs)
+    loss, dh, dw, db = (_empty(s, h) for s in _lxent_shapes(h, w, labels, bias, reduction))
+    value = pfops.linear_cross_entropy(
+        view(h, "h"), view(w, "w"), view(labels, "labels"), bias=view(bias, "bias"),
+        ignore_index=ignore_index, label_smoothing=label_smoothing, reduction=reduction,
+        out=(view(dh), view(dw), None if bias is None else view(db)))[0]
+    if view is _cpu_view:
+        view(loss)[...] = value
+    else:
+        loss.copy_(torch.as_tensor(value, device=h.device))
+    return loss, dh, dw, db
 
 
 def _lxent_fake(h, w, labels, bias, ignore_index, label_smoothing, reduction):

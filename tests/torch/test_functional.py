@@ -157,16 +157,22 @@ def test_linear_cross_entropy():
     h, w, b = _leaf(6, 4), _leaf(7, 4), _leaf(7)
     t = torch.tensor([1, 6, 0, -100, 3, 3])
 
-    def ref(h, w, b, **kw):
-        return F.cross_entropy(F.linear(h, w, b), t, **kw)
+    def ref(h, w, b, target=t, **kw):
+        return F.cross_entropy(F.linear(h, w, b), target, **kw)
     # reduction="none" is the unfused pair of pyfast kernels (no merge needed)
     _compare(lambda h, w, b: pft.linear_cross_entropy(h, w, t, b, reduction="none"),
              lambda h, w, b: ref(h, w, b, reduction="none"), (h, w, b))
     if not hasattr(pft._ops.pfops, "linear_cross_entropy"):
         pytest.skip("pf.ops.linear_cross_entropy is not merged into this branch")
-    for kw in (dict(), dict(reduction="sum", label_smoothing=0.1), dict(ignore_index=3)):
-        _compare(lambda h, w, b: pft.linear_cross_entropy(h, w, t, b, **kw),
-                 lambda h, w, b: ref(h, w, b, **kw), (h, w, b))
+    t3 = torch.where(t < 0, 3, t)
+    for kw, target in ((dict(), t), (dict(reduction="sum", label_smoothing=0.1), t),
+                       (dict(ignore_index=3), t3)):
+        _compare(lambda h, w, b: pft.linear_cross_entropy(h, w, target, b, **kw),
+                 lambda h, w, b: ref(h, w, b, target, **kw), (h, w, b))
+    # leading dimensions are flattened
+    _compare(lambda h, w: pft.linear_cross_entropy(h, w, t.reshape(2, 3)),
+             lambda h, w: ref(h.reshape(6, 4), w, None), (h.detach().reshape(2, 3, 4)
+                                                          .requires_grad_(), w))
     _compare(lambda h, w: pft.linear_cross_entropy(h, w, t), lambda h, w: ref(h, w, None), (h, w))
     d = torch.float64
     assert torch.autograd.gradcheck(
