@@ -299,10 +299,10 @@ def _print(section):
             print(f"  {key:45s} median {value['median_s'] * 1e6:10.1f} us  min "
                   f"{value['min_s'] * 1e6:10.1f} us{extra}")
             continue
+        share = value.get("pyfast_op_share_of_step")
         print(f"  {key}: speedup median {value['speedup_median']:.2f}x, min "
-              f"{value['speedup_min']:.2f}x" + (f", pyfast ops {value['pyfast_op_share_of_step']:.0%}"
-                                               f" of the step" if "pyfast_op_share_of_step" in value
-                                               else ""))
+              f"{value['speedup_min']:.2f}x"
+              + ("" if share is None else f", pyfast ops {share:.0%} of the step"))
         for name, v in value.items():
             if isinstance(v, dict):
                 print(f"      {name:20s} median {v['median_s'] * 1e3:9.2f} ms  min "

@@ -36,7 +36,7 @@ def _cpu_view(t, name="tensor"):
         return None
     if t.dtype in _UNSUPPORTED:
         raise TypeError(f"pyfast kernels take float32 or float64 tensors; {name} is {t.dtype}")
-    return t.detach().numpy()
+    return t.detach().numpy() if t.requires_grad else t.numpy()
 
 
 def _cuda_view(t, name="tensor"):
@@ -50,8 +50,12 @@ def _cuda_view(t, name="tensor"):
 @contextlib.contextmanager
 def _torch_stream(device):
     """CuPy (which pf.ops' CUDA backend launches on) pointed at torch's current stream and
-    device, so pyfast's kernels are ordered with torch's. Not run here: no GPU was lent."""
-    import cupy
+    device, so pyfast's kernels are ordered with torch's. Not yet run on a GPU."""
+    try:
+        import cupy
+    except ImportError:
+        raise RuntimeError(f"pyfast's kernels on CUDA tensors ({device}) need CuPy and the "
+                           f"extension pyfast._cuda; CuPy is not installed") from None
     stream = torch.cuda.current_stream(device)
     with cupy.cuda.Device(device.index), cupy.cuda.ExternalStream(stream.cuda_stream,
                                                                   device.index):

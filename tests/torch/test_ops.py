@@ -44,7 +44,8 @@ def _cases():
         0.0, 0.9, True)
 
 
-@pytest.mark.parametrize("name,op,args", list(_cases()), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("name,op,args", list(_cases()),
+                         ids=lambda v: v if isinstance(v, str) else "")
 def test_opcheck(name, op, args):
     torch.library.opcheck(op, args)
 
@@ -77,3 +78,34 @@ def test_bad_input_names_the_argument():
     with pytest.raises(ValueError):
         ops.conv2d(torch.randn(1, 3, 4, 4), torch.randn(2, 3, 5, 5), None, [1, 1], [0, 0],
                    [1, 1], 1)
+
+
+FUNCTIONAL_OPS = ("matmul", "conv2d", "conv2d_backward", "conv_transpose2d",
+                  "softmax_cross_entropy", "linear_cross_entropy")
+
+
+@pytest.mark.parametrize("name", FUNCTIONAL_OPS)
+def test_cpu_and_cuda_kernels_registered(name):
+    for key in ("CPU", "CUDA", "Autograd"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pyfast::{name}", key), key
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_tensors_match_cpu():
+    torch.manual_seed(2)
+    a, b = torch.randn(33, 17), torch.randn(17, 9)
+    x, w = torch.randn(2, 3, 9, 9), torch.randn(4, 3, 3, 3)
+    logits, t = torch.randn(6, 11), torch.randint(0, 11, (6,))
+    cases = [(ops.matmul, (a, b, False, False, None, "relu")),
+             (ops.conv2d, (x, w, None, [1, 1], [1, 1], [1, 1], 1)),
+             (ops.softmax_cross_entropy, (logits, t, None, -100, 0.1, "mean"))]
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):  # kernels go on torch's current stream
+        for op, args in cases:
+            want = op(*args)
+            got = op(*[v.cuda() if isinstance(v, torch.Tensor) else v for v in args])
+            torch.cuda.synchronize()
+            for g, e in zip(got if isinstance(got, tuple) else (got,),
+                            want if isinstance(want, tuple) else (want,)):
+                assert g.is_cuda
+                torch.testing.assert_close(g.cpu(), e, rtol=1e-4, atol=1e-4)
