@@ -32,9 +32,9 @@ def check_value_and_grad(ours, theirs, args, argnums, eager=False):
             np.testing.assert_allclose(g, e, **TOL)
 
 
-@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True),
-                                             (True, True)])
-@pytest.mark.parametrize("bias,activation", [(False, None), (True, "relu")])
+@pytest.mark.parametrize("trans_a,trans_b,bias,activation", [
+    (False, False, False, None), (True, False, True, "relu"), (False, True, False, "relu"),
+    (True, True, True, None)])
 def test_matmul(trans_a, trans_b, bias, activation):
     rng = np.random.default_rng([trans_a, trans_b, bias])
     m, k, n = 5, 7, 3
