@@ -109,6 +109,31 @@ def measure(variant, n, d, v, threads, repeats):
                 extra_frac_of_logits=(peak - before - grads) / logits)
 
 
+def interleaved(a):
+    import pyfast as pf
+    h, w, b, y = inputs(a.n, a.d, a.v)
+    for threads in a.threads:
+        pf.set_num_threads(threads)
+        if "torch" in a.variants:
+            import torch
+            torch.set_num_threads(threads)
+        steps = {v: make_step(v, h, w, b, y) for v in a.variants}
+        for step in steps.values():
+            step()
+        times = {v: [] for v in steps}
+        for _ in range(a.repeats):
+            for v, step in steps.items():
+                t0 = time.perf_counter()
+                step()
+                times[v].append(time.perf_counter() - t0)
+        ref = statistics.median(times["torch"]) if "torch" in times else None
+        print(f"N={a.n} D={a.d} V={a.v} float32, {threads} threads, {a.repeats} interleaved rounds")
+        for v, ts in times.items():
+            med = statistics.median(ts)
+            print(f"  {v:15s} median {med:.3f} s  min {min(ts):.3f} s"
+                  + (f"  torch/this {ref / med:.2f}x" if ref else ""), flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=4096)
@@ -119,10 +144,16 @@ def main():
     p.add_argument("--threads", type=int, nargs="+", default=[2])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--interleaved", action="store_true",
+                   help="time only: every variant in this one process, alternating call by "
+                        "call, --repeats rounds (the fairest ratio on a loaded machine)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:
         print(json.dumps(measure(a.one, a.n, a.d, a.v, a.threads[0], a.repeats)))
+        return
+    if a.interleaved:
+        interleaved(a)
         return
     results = []
     for threads in a.threads:
