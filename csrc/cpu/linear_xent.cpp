@@ -11,8 +11,7 @@
 // pair, no recomputation (a vocabulary-chunked two-pass scheme needs a fourth GEMM to
 // rebuild the logits after the log-sum-exp is known, a third more flops on a CPU where the
 // GEMMs are the whole cost). The price is dw's read-modify-write once per block; a block of
-// at most KC rows keeps that to one pass over dw per block. Every step runs on the OpenMP
-// team of its own kernel; the block loop itself is sequential.
+// at most KC rows keeps that to one pass over dw per block.
 
 #include "cpu/linear_xent.h"
 
@@ -29,40 +28,41 @@ namespace {
 
 using std::int64_t;
 
-// db (+)= the column sums of z (rows x v): each thread owns a range of columns, so the
-// inner loop runs along a contiguous row and vectorises.
-template <typename T>
-void add_column_sums(const T* z, int64_t rows, int64_t v, T* db, bool accumulate) {
-#pragma omp parallel num_threads(team(rows * v, v))
-    {
-        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-        const int64_t c0 = v * tid / nth, c1 = v * (tid + 1) / nth;
-        T* out = db + c0;
-        const int64_t len = c1 - c0;
-        if (!accumulate) std::fill(out, out + len, T(0));
-        for (int64_t r = 0; r < rows; ++r) {
-            const T* zr = z + r * v + c0;
-#pragma omp simd
-            for (int64_t j = 0; j < len; ++j) out[j] += zr[j];
-        }
-    }
+// [begin, end) of `count` for thread tid of nth, cut at multiples of `quantum` (so every
+// slice but the last starts on a whole GEMM micro-tile).
+void slice(int64_t count, int64_t quantum, int tid, int nth, int64_t* begin, int64_t* end) {
+    const int64_t units = (count + quantum - 1) / quantum;
+    *begin = std::min(count, units * tid / nth * quantum);
+    *end = std::min(count, units * (tid + 1) / nth * quantum);
 }
+
+constexpr int64_t kSliceQuantum = 64;  // a multiple of every NR of csrc/cpu/gemm.cpp
 
 }  // namespace
 
+// Each thread owns a slice of the vocabulary (its columns of z, its rows of w, dw and db)
+// and a slice of dh's columns, and runs single-threaded GEMMs on them: a block costs three
+// parallel regions (products, cross-entropy, gradients) instead of the GEMM's own
+// barrier per packed panel, which on a block of a few hundred rows would be hundreds, each
+// waiting for the slowest thread.
 template <typename T>
 void linear_xent(const LinearXentArgs<T>& a) {
     const int64_t n = a.n, d = a.d, v = a.v;
     if (n == 0) return;
+    const int threads = omp_in_parallel() ? 1 : team(a.block_rows * v * d, v / kSliceQuantum + 1);
+    T* z = a.workspace;
     for (int64_t r0 = 0; r0 < n; r0 += a.block_rows) {
         const int64_t rows = std::min(a.block_rows, n - r0);
-        const T* hb = a.h + r0 * d;
-        T* z = a.workspace;
-        const MatRef<T> h_blk{hb, d, 1}, w_t{a.w, 1, d}, w_mat{a.w, d, 1};
-
-        Epilogue<T> with_bias;
-        with_bias.bias = a.bias;
-        gemm<T>(rows, v, d, h_blk, w_t, z, v, with_bias);
+        const MatRef<T> h_blk{a.h + r0 * d, d, 1};
+        const bool first = r0 == 0;
+#pragma omp parallel num_threads(threads)
+        {
+            int64_t v0, v1;
+            slice(v, kSliceQuantum, omp_get_thread_num(), omp_get_num_threads(), &v0, &v1);
+            Epilogue<T> with_bias;
+            with_bias.bias = a.bias ? a.bias + v0 : nullptr;
+            gemm<T>(rows, v1 - v0, d, h_blk, MatRef<T>{a.w + v0 * d, 1, d}, z + v0, v, with_bias);
+        }
 
         XentArgs<T> x;
         x.logits = z;
@@ -78,11 +78,27 @@ void linear_xent(const LinearXentArgs<T>& a) {
         x.s = 1;
         softmax_xent<T>(x);
 
-        gemm<T>(rows, d, v, MatRef<T>{z, v, 1}, w_mat, a.dh + r0 * d, d, Epilogue<T>{});
-        Epilogue<T> add;
-        add.accumulate = r0 > 0;
-        gemm<T>(v, d, rows, MatRef<T>{z, 1, v}, h_blk, a.dw, d, add);
-        if (a.db) add_column_sums(z, rows, v, a.db, r0 > 0);
+#pragma omp parallel num_threads(threads)
+        {
+            const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+            int64_t v0, v1, d0, d1;
+            slice(v, kSliceQuantum, tid, nth, &v0, &v1);
+            slice(d, kSliceQuantum, tid, nth, &d0, &d1);
+            gemm<T>(rows, d1 - d0, v, MatRef<T>{z, v, 1}, MatRef<T>{a.w + d0, d, 1},
+                    a.dh + r0 * d + d0, d, Epilogue<T>{});
+            Epilogue<T> add;
+            add.accumulate = !first;
+            gemm<T>(v1 - v0, d, rows, MatRef<T>{z + v0, 1, v}, h_blk, a.dw + v0 * d, d, add);
+            if (a.db) {
+                T* out = a.db + v0;
+                if (first) std::fill(out, out + (v1 - v0), T(0));
+                for (int64_t r = 0; r < rows; ++r) {
+                    const T* zr = z + r * v + v0;
+#pragma omp simd
+                    for (int64_t j = 0; j < v1 - v0; ++j) out[j] += zr[j];
+                }
+            }
+        }
     }
 }
 

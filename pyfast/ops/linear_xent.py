@@ -6,9 +6,9 @@ labels)`` and returns the gradients of the inputs instead of the logits'. The ba
 over blocks of rows: a block's logits (rows x V) go into a workspace, the cross-entropy
 turns them into their gradient in place, and three products give dh for those rows and add
 their share to dw (and db). Each block computes its logits once and uses them at once, so
-this is the three GEMMs of the unfused pair with no recomputation; the workspace is at most
-``WORKSPACE_FRACTION`` of the logits (a block of at least ``MIN_BLOCK_ROWS`` rows, and
-never more than ``MAX_WORKSPACE_BYTES``), chosen here and handed to the backend.
+this is the three GEMMs of the unfused pair with no recomputation; the workspace is
+``WORKSPACE_FRACTION`` of the logits (or a block of ``MIN_BLOCK_ROWS`` rows, never more
+than half the rows or ``MAX_WORKSPACE_BYTES``), chosen here and handed to the backend.
 
 Backend kernel (arrays C-contiguous, validated):
     linear_xent(h, w, bias, labels, ignore_index, smoothing, grad_scale, losses, dh, dw, db,
@@ -27,17 +27,18 @@ from pyfast._arrays import (Output, array_module, as_array, check_shape, contigu
 
 from .softmax_xent import _finite_in, _reduction
 
-WORKSPACE_FRACTION = 0.04
-MIN_BLOCK_ROWS = 32
+WORKSPACE_FRACTION = 0.045
+MIN_BLOCK_ROWS = 96
 MAX_WORKSPACE_BYTES = 64 << 20
 
 
 def block_rows(n, v, itemsize):
-    """Rows of h per block: ~WORKSPACE_FRACTION of n, at least MIN_BLOCK_ROWS (a product
-    of fewer rows runs the GEMM badly), at most MAX_WORKSPACE_BYTES of logits, at most n."""
-    rows = int(n * WORKSPACE_FRACTION)
+    """Rows of h per block: WORKSPACE_FRACTION of n, but at least MIN_BLOCK_ROWS (each
+    block reads w twice and dw once whatever its size, so small blocks are slow) unless
+    that is more than half the rows; at most MAX_WORKSPACE_BYTES of logits."""
+    rows = max(int(n * WORKSPACE_FRACTION), min(MIN_BLOCK_ROWS, (n + 1) // 2))
     rows = min(rows, MAX_WORKSPACE_BYTES // max(1, v * itemsize))
-    return max(1, min(n, max(rows, MIN_BLOCK_ROWS)))
+    return max(1, min(n, rows))
 
 
 def linear_cross_entropy(h, w, labels, bias=None, *, ignore_index=-100, label_smoothing=0.0,
