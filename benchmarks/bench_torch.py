@@ -6,7 +6,9 @@
    minus the kernel's own time (``pyfast._C.matmul`` on NumPy arrays, output preallocated);
    no-op operators show what each registration costs alone.
 2. ``pyfast.torch.cross_entropy`` forward + backward at 2048 x 32000 (float32) against
-   ``torch.nn.functional.cross_entropy``.
+   ``torch.nn.functional.cross_entropy``; ``pyfast.torch.linear_cross_entropy`` at
+   N=1024, D=512, V=16000 against F.linear + F.cross_entropy (the full-size case,
+   N=4096, D=1024, V=32000, is benchmarks/bench_linear_xent.py's, on pf.ops).
 3. One optimizer step on 10M float32 parameters (one tensor, and 100 tensors of mixed
    sizes): ``pyfast.torch.optim.Adam`` against ``torch.optim.Adam(fused=True)``.
 4. A ResNet-18 (torchvision's architecture, 32x32 stem, written with torch.nn: torchvision
@@ -155,6 +157,37 @@ def _compare(times, base, ours):
     return out
 
 
+def bench_linear_cross_entropy(rounds, n=1024, d=512, v=16000):
+    """pyfast.torch.linear_cross_entropy (fused, no (N, V) logits) against torch's
+    F.linear + F.cross_entropy, forward + backward."""
+    import torch
+    import torch.nn.functional as F
+
+    import pyfast.torch as pft
+
+    torch.manual_seed(4)
+    h = torch.randn(n, d, requires_grad=True)
+    w = (torch.randn(v, d) * d ** -0.5).requires_grad_()
+    t = torch.randint(0, v, (n,))
+
+    def step(fn):
+        def run():
+            h.grad = w.grad = None
+            fn().backward()
+        return run
+    fns = {"torch linear + cross_entropy": step(lambda: F.cross_entropy(F.linear(h, w), t)),
+           "pyfast": step(lambda: pft.linear_cross_entropy(h, w, t))}
+    with torch.no_grad():
+        assert torch.allclose(pft.linear_cross_entropy(h, w, t),
+                              F.cross_entropy(F.linear(h, w), t), rtol=1e-4, atol=1e-4)
+    results = {}
+    for threads in THREADS:
+        with _threads(threads):
+            times = _alternate(fns, rounds)
+        results[f"{threads}t"] = _compare(times, "torch linear + cross_entropy", "pyfast")
+    return results
+
+
 # ---------------------------------------------------------------------------- 3. Adam
 
 def bench_adam(rounds, total=10_000_000):
@@ -265,7 +298,8 @@ class _threads:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--only", nargs="*", default=["overhead", "cross_entropy", "adam",
+    parser.add_argument("--only", nargs="*", default=["overhead", "cross_entropy",
+                                                      "linear_cross_entropy", "adam",
                                                       "resnet"])
     parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/"
                                                     "torch-<date>.json)")
@@ -278,6 +312,7 @@ def main():
               "rounds": args.rounds}
     benches = {"overhead": lambda: bench_overhead(args.rounds, 2000),
                "cross_entropy": lambda: bench_cross_entropy(args.rounds),
+               "linear_cross_entropy": lambda: bench_linear_cross_entropy(args.rounds),
                "adam": lambda: bench_adam(args.rounds),
                "resnet": lambda: bench_resnet(args.rounds)}
     for name in args.only:
