@@ -60,6 +60,7 @@ PYBIND11_MODULE(_C, m) {
     bind_families(m, {{"gemm", bind_gemm}, {"conv", bind_conv},
                       {"softmax_xent", bind_softmax_xent}, {"optim", bind_optim},
                       {"norm", bind_norm}, {"pool", bind_pool}, {"resample", bind_resample},
-                      {"elementwise", bind_elementwise}});
+                      {"elementwise", bind_elementwise},
+                      {"linear_xent", bind_linear_xent}});
     bind_runtime(m);
 }

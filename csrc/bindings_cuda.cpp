@@ -46,7 +46,8 @@ PYBIND11_MODULE(_cuda, m) {
     m.doc() = "pyfast native CUDA kernels (static cudart; sm_80, sm_90 and PTX)";
     using namespace pyfast::binding;
     bind_families(m, {{"gemm", bind_gemm}, {"conv", bind_conv},
-                      {"softmax_xent", bind_softmax_xent}, {"optim", bind_optim}});
+                      {"softmax_xent", bind_softmax_xent}, {"optim", bind_optim},
+                      {"linear_xent", bind_linear_xent}});
 
     m.def("device_count", &device_count,
           "Number of usable CUDA devices; 0 (never an error) without a driver or a device.");

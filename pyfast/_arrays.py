@@ -136,8 +136,7 @@ def to_memory_format(x, fmt):
         if x.ndim != 4:
             raise ValueError(f"channels_last needs a 4-D (N, C, H, W) array, got shape "
                              f"{tuple(x.shape)}")
-        if is_channels_last(x) or x.flags.c_contiguous and (x.shape[1] == 1 or
-                                                            x.shape[2] * x.shape[3] == 1):
+        if is_channels_last(x) or _nhwc_is_nchw(x):
             return x
         xp = array_module(x)
         return xp.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
@@ -148,11 +147,21 @@ def to_memory_format(x, fmt):
 
 def empty_like_format(shape, dtype, like):
     """A fresh NCHW-shaped array of ``shape`` in the memory format of ``like``."""
-    xp = array_module(like)
-    if len(shape) == 4 and is_channels_last(like):
+    layout = CHANNELS_LAST if len(shape) == 4 and is_channels_last(like) else None
+    return _empty(array_module(like), shape, dtype, layout)
+
+
+def _empty(xp, shape, dtype, layout):
+    if layout == CHANNELS_LAST:
         n, c, h, w = shape
         return xp.empty((n, h, w, c), dtype).transpose(0, 3, 1, 2)
     return xp.empty(shape, dtype)
+
+
+def _nhwc_is_nchw(x):
+    """A C-contiguous 4-D array whose NHWC and NCHW memory coincide (one channel or one
+    pixel per image)."""
+    return x.ndim == 4 and x.flags.c_contiguous and (x.shape[1] == 1 or x.shape[2] * x.shape[3] == 1)
 
 
 def unit_stride_2d(x):
@@ -170,14 +179,16 @@ def unit_stride_2d(x):
 
 class Output:
     """Where a kernel writes: the caller's ``out`` when the kernel can write it in place,
-    else a fresh C-contiguous buffer (copied into ``out`` by ``result``)."""
+    else a fresh buffer (copied into ``out`` by ``result``). The kernel writes C-contiguous
+    memory, or NHWC memory of an NCHW-shaped array when ``channels_last``."""
 
-    def __init__(self, out, shape, dtype, like, name="out", inputs=()):
+    def __init__(self, out, shape, dtype, like, name="out", inputs=(), channels_last=False):
         xp = array_module(like)
         self.user = out
+        layout = CHANNELS_LAST if channels_last and len(shape) == 4 else None
         if out is None:
             self.target = None
-            self.buffer = xp.empty(shape, dtype)
+            self.buffer = _empty(xp, shape, dtype, layout)
             return
         target = as_array(out, name)
         if device_of(target) != device_of(like):
@@ -190,10 +201,9 @@ class Output:
             raise ValueError(f"{name} is read-only")
         self.target = target
         overlaps = any(x is not None and xp.may_share_memory(target, x) for x in inputs)
-        if target.flags.c_contiguous and not overlaps:
-            self.buffer = target
-        else:
-            self.buffer = xp.empty(shape, dtype)
+        in_layout = (target.flags.c_contiguous if layout is None
+                     else is_channels_last(target) or _nhwc_is_nchw(target))
+        self.buffer = target if in_layout and not overlaps else _empty(xp, shape, dtype, layout)
 
     def result(self):
         if self.target is None:

@@ -34,6 +34,7 @@ void bind_norm(py::module_& m);
 void bind_pool(py::module_& m);
 void bind_resample(py::module_& m);
 void bind_elementwise(py::module_& m);
+void bind_linear_xent(py::module_& m);
 
 // A kernel family of an extension: its name in FAMILIES and the function that binds it.
 struct Family {

@@ -21,7 +21,8 @@ import os
 
 NAMES = ("native", "numba", "reference")
 DEVICES = ("cpu", "cuda")
-FAMILIES = ("gemm", "conv", "softmax_xent", "optim", "norm", "pool", "resample", "elementwise")
+FAMILIES = ("gemm", "conv", "softmax_xent", "optim", "norm", "pool", "resample", "elementwise",
+            "linear_xent")
 
 __all__ = ["NAMES", "DEVICES", "FAMILIES", "Unavailable", "available", "use_backend",
            "current", "select", "set_num_threads", "get_num_threads"]

@@ -8,12 +8,14 @@ native, numba, reference) and calls it. Nothing else in pyfast talks to a backen
 from .conv import (CONV_PATHS, conv2d, conv2d_backward, conv_transpose2d,
                    conv_transpose2d_backward, last_conv_path)
 from .gemm import matmul
+from .linear_xent import linear_cross_entropy
 from .optim import adam_step, rmsprop_step, sgd_step
 from .softmax_xent import (binary_cross_entropy_with_logits, log_softmax, mse_loss, softmax,
                            softmax_cross_entropy)
 
 __all__ = ["matmul", "conv2d", "conv2d_backward", "conv_transpose2d",
-           "conv_transpose2d_backward", "last_conv_path", "CONV_PATHS", "softmax", "log_softmax", "softmax_cross_entropy",
+           "conv_transpose2d_backward", "last_conv_path", "CONV_PATHS", "softmax",
+           "log_softmax", "softmax_cross_entropy", "linear_cross_entropy",
            "binary_cross_entropy_with_logits", "mse_loss", "sgd_step", "rmsprop_step",
            "adam_step"]
 

@@ -35,8 +35,8 @@ import os
 import threading
 
 from pyfast import backends
-from pyfast._arrays import (CHANNELS_LAST, as_array, check_ndim, check_shape, contiguous,
-                            empty_like_format, float_dtype, is_channels_last, same_device,
+from pyfast._arrays import (CHANNELS_LAST, Output, as_array, check_ndim, check_shape,
+                            contiguous, float_dtype, is_channels_last, same_device,
                             array_module, to_memory_format)
 
 NEEDS = ("x", "w", "b")
@@ -141,11 +141,11 @@ def _forward_checks(x, w, bias, stride, padding, dilation, groups):
 
 
 def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None,
-           algo=None, backend=None):
+           algo=None, out=None, backend=None):
     """y[n, k] = sum over c in k's group and the kernel window of x * w, plus bias[k];
     ``activation="relu"`` is fused into the same write. x (N, C, H, W), w (K, C/groups,
-    kh, kw), bias (K,). Returns (N, K, OH, OW), channels-last when x is. ``algo`` forces a
-    native CPU path (see the module docstring)."""
+    kh, kw), bias (K,). Returns (N, K, OH, OW), channels-last when x is, written into
+    ``out`` when given. ``algo`` forces a native CPU path (see the module docstring)."""
     x, w, bias, dtype, device, (s, p, d) = _forward_checks(x, w, bias, stride, padding,
                                                            dilation, groups)
     if activation not in (None, "relu"):
@@ -164,21 +164,22 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activa
     name, kernels = backends.select("conv", device, backend)
     channels_last = is_channels_last(x)
     native = _native_kw(name, device, _algo(algo, name, device), channels_last)
-    out = empty_like_format((n, k, oh, ow), dtype, x)
-    if not out.size:
+    dest = Output(out, (n, k, oh, ow), dtype, x, inputs=(x, w, bias),
+                  channels_last=channels_last)
+    if not dest.buffer.size:
         _record()
-        return out
+        return dest.result()
     args = (contiguous(w), contiguous(bias))
     if native is not None:
-        path = kernels.conv2d(x if channels_last else contiguous(x), *args, out, s, p, d,
-                              groups, activation == "relu", **native)
+        path = kernels.conv2d(x if channels_last else contiguous(x), *args, dest.buffer, s, p,
+                              d, groups, activation == "relu", **native)
     else:
-        y = array_module(x).empty(out.shape, dtype) if channels_last else out
+        y = array_module(x).empty(dest.buffer.shape, dtype) if channels_last else dest.buffer
         path = kernels.conv2d(contiguous(x), *args, y, s, p, d, groups, activation == "relu")
         if channels_last:
-            out[...] = y
+            dest.buffer[...] = y
     _record(forward=path if native is not None else None)
-    return out
+    return dest.result()
 
 
 def _needs(needs):
@@ -192,10 +193,11 @@ def _needs(needs):
 
 
 def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1,
-                    needs=NEEDS, *, algo=None, backend=None):
+                    needs=NEEDS, *, algo=None, out=None, backend=None):
     """Gradients of a conv2d's loss with respect to its input, weight and bias, given the
     gradient ``gy`` of its output. Returns (gx, gw, gb), None for what ``needs`` leaves out;
-    gx is channels-last when x is. ``algo`` forces the native CPU path of both gradients."""
+    gx is channels-last when x is. ``algo`` forces the native CPU path of both gradients.
+    ``out``: a triple of arrays (or None entries) to write gx, gw and gb into."""
     needs = _needs(needs)
     x, w, _, dtype, device, (s, p, d) = _forward_checks(x, w, None, stride, padding,
                                                         dilation, groups)
@@ -213,21 +215,26 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1,
     _out_size(wd, kw, s[1], p[1], d[1], "columns", x, w)
     check_shape(gy, conv_output_shape(x.shape, w.shape, s, p, d), "gy",
                 " (the shape conv2d gives for these x, w and parameters)")
+    if out is None:
+        out = (None, None, None)
+    elif not isinstance(out, (tuple, list)) or len(out) != 3:
+        raise TypeError(f"out must be a triple (gx, gw, gb) of arrays or None, got {out!r}")
     name, kernels = backends.select("conv", device, backend)
     channels_last = is_channels_last(x)
     native = _native_kw(name, device, _algo(algo, name, device), channels_last)
     xp = array_module(x)
-    gx = empty_like_format(x.shape, dtype, x) if "x" in needs else None
-    gw = xp.empty(w.shape, dtype) if "w" in needs else None
-    gb = xp.empty((k,), dtype) if "b" in needs else None
+    dests = [Output(o, shape, dtype, x, label, inputs=(gy, x, w), channels_last=cl)
+             if v in needs else None
+             for o, shape, label, v, cl in zip(out, (x.shape, w.shape, (k,)),
+                                               ("out[0]", "out[1]", "out[2]"), NEEDS,
+                                               (channels_last, False, False))]
+    gx, gw, gb = (None if dest is None else dest.buffer for dest in dests)
+    paths = (None, None)
     if gy.size == 0 or x.size == 0 or not needs:
         for g in (gx, gw, gb):
             if g is not None:
                 g[...] = 0
-        _record()
-        return gx, gw, gb
-    paths = (None, None)
-    if native is not None:
+    elif native is not None:
         gy_in = to_memory_format(gy, CHANNELS_LAST) if channels_last else contiguous(gy)
         x_in = None if gw is None else x if channels_last else contiguous(x)
         paths = kernels.conv2d_backward(gy_in, x_in, contiguous(w), gx, gw, gb, s, p, d,
@@ -239,12 +246,13 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1,
         if gx_out is not gx:
             gx[...] = gx_out
     ran = {}
-    if gx is not None:
-        ran["input_grad"] = paths[0]
-    if gw is not None:
-        ran["weight_grad"] = paths[1]
+    if gy.size and x.size:
+        if gx is not None:
+            ran["input_grad"] = paths[0]
+        if gw is not None:
+            ran["weight_grad"] = paths[1]
     _record(**ran)
-    return gx, gw, gb
+    return tuple(None if dest is None else dest.result() for dest in dests)
 
 
 def _transpose_checks(x, w, bias, stride, padding, output_padding, dilation, groups, what):
@@ -273,34 +281,34 @@ def _transpose_checks(x, w, bias, stride, padding, output_padding, dilation, gro
 
 
 def conv_transpose2d(x, w, bias=None, stride=1, padding=0, output_padding=0, dilation=1,
-                     groups=1, *, algo=None, backend=None):
+                     groups=1, *, algo=None, out=None, backend=None):
     """The transposed convolution (torch.nn.functional.conv_transpose2d): the gradient of a
     conv2d with respect to its input. x (N, Cin, H, W), w (Cin, Cout/groups, kh, kw),
     bias (Cout,). Returns (N, Cout, OH, OW), OH = (H-1)*stride - 2*padding +
-    dilation*(kh-1) + output_padding + 1, channels-last when x is. ``algo`` forces the
-    native CPU path of that input gradient."""
+    dilation*(kh-1) + output_padding + 1, channels-last when x is; written into ``out``
+    when given. ``algo`` forces the native CPU path of that input gradient."""
     x, w, bias, dtype, device, (s, p, d), shape = _transpose_checks(
         x, w, bias, stride, padding, output_padding, dilation, groups, "conv_transpose2d")
     name, kernels = backends.select("conv", device, backend)
     channels_last = is_channels_last(x)
     native = _native_kw(name, device, _algo(algo, name, device), channels_last)
-    out = empty_like_format(shape, dtype, x)
+    dest = Output(out, shape, dtype, x, inputs=(x, w, bias), channels_last=channels_last)
     if x.size == 0 or w.size == 0:
-        out[...] = 0 if bias is None else bias.reshape(1, -1, 1, 1)
+        dest.buffer[...] = 0 if bias is None else bias.reshape(1, -1, 1, 1)
         _record()
-        return out
+        return dest.result()
     args = (contiguous(w), contiguous(bias))
     if native is not None:
-        path = kernels.conv_transpose2d(x if channels_last else contiguous(x), *args, out, s,
-                                        p, d, groups, **native)
+        path = kernels.conv_transpose2d(x if channels_last else contiguous(x), *args,
+                                        dest.buffer, s, p, d, groups, **native)
     else:
-        y = array_module(x).empty(shape, dtype) if channels_last else out
+        y = array_module(x).empty(shape, dtype) if channels_last else dest.buffer
         kernels.conv_transpose2d(contiguous(x), *args, y, s, p, d, groups)
         path = None
         if channels_last:
-            out[...] = y
+            dest.buffer[...] = y
     _record(input_grad=path)
-    return out
+    return dest.result()
 
 
 def conv_transpose2d_backward(gy, x, w, stride=1, padding=0, output_padding=0, dilation=1,

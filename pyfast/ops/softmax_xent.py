@@ -25,8 +25,8 @@ import math
 import numpy as np
 
 from pyfast import backends
-from pyfast._arrays import (array_module, as_array, check_shape, contiguous, describe,
-                            float_dtype, same_device)
+from pyfast._arrays import (Output, array_module, as_array, check_shape, contiguous,
+                            describe, float_dtype, same_device)
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -97,7 +97,8 @@ def _labels(labels, logits, ignore_index):
 
 
 def softmax_cross_entropy(logits, labels, *, weight=None, ignore_index=-100,
-                          label_smoothing=0.0, reduction="mean", inplace=False, backend=None):
+                          label_smoothing=0.0, reduction="mean", inplace=False, out=None,
+                          backend=None):
     """Cross-entropy of softmax(logits) against integer ``labels`` and its gradient, in one
     pass: returns ``(loss, dlogits)`` with the loss as torch.nn.functional.cross_entropy.
 
@@ -106,7 +107,8 @@ def softmax_cross_entropy(logits, labels, *, weight=None, ignore_index=-100,
     mixes the one-hot target with the uniform distribution. For "mean" the loss is divided
     by the summed weights of the rows not ignored (a mean over no rows is NaN, with zero
     gradient); for "none" the per-row losses come back with dlogits for their sum.
-    ``inplace=True`` writes dlogits over ``logits`` (a C-contiguous array) to save memory."""
+    ``inplace=True`` writes dlogits over ``logits`` (a C-contiguous array) to save memory;
+    ``out=(loss, dlogits)`` (either may be None) gives arrays to write the results into."""
     logits = as_array(logits, "logits")
     weight = None if weight is None else as_array(weight, "weight")
     dtype = float_dtype(logits=logits, weight=weight)
@@ -124,6 +126,14 @@ def softmax_cross_entropy(logits, labels, *, weight=None, ignore_index=-100,
         raise ValueError(f"logits must be (N, C) or (N, C, d1, ...) with C >= 1, got shape "
                          f"{tuple(logits.shape)}")
     n, c = logits.shape[:2]
+    if out is None:
+        out = (None, None)
+    elif not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TypeError(f"out must be a pair (loss, dlogits) of arrays or None, got {out!r}")
+    if inplace and out[1] is not None:
+        raise ValueError("inplace=True writes dlogits over logits; out[1] must be None")
+    if unbatched and out[1] is not None:
+        out = (out[0], as_array(out[1], "out[1]")[None])
     if weight is not None:
         check_shape(weight, (c,), "weight", " (one weight per class)")
         weight = contiguous(weight)
@@ -134,9 +144,12 @@ def softmax_cross_entropy(logits, labels, *, weight=None, ignore_index=-100,
                                              and not logits.flags.writeable):
             raise ValueError("inplace=True needs C-contiguous, writeable logits")
         dlogits = logits
+        grad_dest = None
     else:
         logits = contiguous(logits)
-        dlogits = xp.empty_like(logits)
+        grad_dest = Output(out[1], logits.shape, dtype, logits,
+                           "out[1]", inputs=(logits, weight))
+        dlogits = grad_dest.buffer
     rows = labels.size
     s = rows // n if n else 0
     losses = xp.empty((n, s), dtype)
@@ -154,14 +167,22 @@ def softmax_cross_entropy(logits, labels, *, weight=None, ignore_index=-100,
         _kernels(device, backend).softmax_xent(
             logits.reshape(n, c, s), labels.reshape(n, s), weight, int(ignore_index),
             smoothing, grad_scale, dlogits.reshape(n, c, s), losses)
+    if grad_dest is not None:
+        dlogits = grad_dest.result()
     if unbatched:
         dlogits = dlogits[0]
     if reduction == "none":
-        return losses.reshape(labels.shape[1:] if unbatched else labels.shape), dlogits
-    total = losses.sum(dtype=np.float64)
-    if reduction == "mean":
-        total = total / denom if denom != 0 else xp.asarray(np.nan)
-    return xp.asarray(total, dtype=dtype), dlogits
+        loss = losses.reshape(labels.shape[1:] if unbatched else labels.shape)
+    else:
+        total = losses.sum(dtype=np.float64)
+        if reduction == "mean":
+            total = total / denom if denom != 0 else xp.asarray(np.nan)
+        loss = xp.asarray(total, dtype=dtype)
+    if out[0] is not None:
+        loss_dest = Output(out[0], loss.shape, dtype, logits, "out[0]")
+        loss_dest.buffer[...] = loss
+        loss = loss_dest.result()
+    return loss, dlogits
 
 
 def _suffix_operand(arg, name, x, dtype):

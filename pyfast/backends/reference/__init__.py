@@ -19,6 +19,8 @@ from .pool import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, avg_pool2d
 from .resample import (upsample_bilinear2d, upsample_bilinear2d_backward,  # noqa: E402
                        upsample_nearest2d, upsample_nearest2d_backward)
 FAMILIES += ("norm", "pool", "resample")
+from .linear_xent import linear_xent  # noqa: E402
+FAMILIES += ("linear_xent",)
 
 
 def load(device):

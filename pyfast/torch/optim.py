@@ -1,0 +1,180 @@
+"""torch.optim's SGD, Adam, AdamW and RMSprop with pyfast's fused update kernels.
+
+Each class subclasses its torch.optim twin and overrides only ``step``: the arguments,
+defaults, param groups, state (the same keys, ``step`` a scalar tensor as torch keeps it)
+and ``state_dict`` are torch's own, so a state dict saved by either loads into the other and
+torch's LR schedulers and step hooks work unchanged.
+
+One step makes one kernel call (``torch.ops.pyfast.<name>_step``) per param group and
+(device, dtype) over the list of its parameters: the update runs in one parallel region
+over all of them. The parameters stay the user's tensors; no flat buffer is built, since it
+would have to alias them (re-pointing ``param.data``), which the user's own references to
+the tensors would not follow.
+"""
+
+import torch
+
+from . import _ops
+
+__all__ = ["SGD", "Adam", "AdamW", "RMSprop"]
+
+_UNSUPPORTED = ("differentiable", "capturable", "fused")
+
+
+def _float(v):
+    return float(v.item()) if isinstance(v, torch.Tensor) else float(v)
+
+
+class _Fused:
+    """The step machinery the four optimizers share."""
+
+    def _check(self):
+        for group in self.param_groups:
+            for flag in _UNSUPPORTED:
+                if group.get(flag):
+                    raise ValueError(f"pyfast.torch.optim.{type(self).__name__}: {flag}=True "
+                                     f"is not supported by pyfast's fused kernels")
+
+    def _buckets(self, group):
+        """(params, grads) with gradients, split by (device, dtype); maximize negates."""
+        buckets = {}
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            if p.is_complex():
+                raise TypeError(f"{type(self).__name__}: complex parameters are not supported "
+                                f"by pyfast's kernels")
+            g = -p.grad if group.get("maximize") else p.grad
+            ps, gs = buckets.setdefault((p.device, p.dtype), ([], []))
+            ps.append(p)
+            gs.append(g)
+        return list(buckets.values())
+
+    def _state_buffer(self, p, key):
+        """state[p][key] made C-contiguous (the kernels update it in place)."""
+        state = self.state[p]
+        buf = state.get(key)
+        if buf is None:
+            buf = state[key] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+        elif not buf.is_contiguous():
+            buf = state[key] = buf.contiguous()
+        return buf
+
+    def _bump_steps(self, params):
+        """Add one to state['step'] of every param (a float32 scalar tensor, as torch keeps
+        it) and return the params grouped by their step count."""
+        steps = []
+        for p in params:
+            state = self.state[p]
+            if "step" not in state:
+                state["step"] = torch.zeros((), dtype=torch.float32)
+            steps.append(state["step"])
+        torch._foreach_add_(steps, 1)
+        by_step = {}
+        for i, s in enumerate(steps):
+            by_step.setdefault(int(s.item()), []).append(i)
+        return by_step
+
+    def step(self, closure=None):
+        """One optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._check()
+        with torch.no_grad():
+            for group in self.param_groups:
+                for params, grads in self._buckets(group):
+                    work = [p if p.is_contiguous() else p.contiguous() for p in params]
+                    self._update(group, params, work, grads)
+                    for p, w in zip(params, work):
+                        if w is not p:
+                            p.copy_(w)
+        return loss
+
+
+def _pick(values, idx):
+    return [] if values is None else [values[i] for i in idx]
+
+
+class SGD(_Fused, torch.optim.SGD):
+    """torch.optim.SGD (momentum, dampening, Nesterov, weight decay, maximize)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._check()
+
+    def _update(self, group, params, work, grads):
+        momentum = group["momentum"]
+        hyper = dict(lr=_float(group["lr"]), momentum=float(momentum),
+                     dampening=float(group["dampening"]), nesterov=bool(group["nesterov"]),
+                     weight_decay=_float(group["weight_decay"]))
+        if momentum == 0:
+            _ops.sgd_step(work, grads, [], step=2, **hyper)
+            return
+        first, later = [], []
+        for i, p in enumerate(params):
+            (later if self.state[p].get("momentum_buffer") is not None else first).append(i)
+        for idx, step in ((first, 1), (later, 2)):
+            if not idx:
+                continue
+            bufs = []
+            for i in idx:
+                state = self.state[params[i]]
+                if step == 1:
+                    state["momentum_buffer"] = torch.empty_like(
+                        work[i], memory_format=torch.contiguous_format)
+                bufs.append(self._state_buffer(params[i], "momentum_buffer"))
+            _ops.sgd_step(_pick(work, idx), _pick(grads, idx), bufs, step=step, **hyper)
+
+
+class Adam(_Fused, torch.optim.Adam):
+    """torch.optim.Adam (AMSGrad, weight decay, decoupled_weight_decay, maximize)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._check()
+
+    def _decoupled(self, group):
+        return bool(group.get("decoupled_weight_decay", False))
+
+    def _update(self, group, params, work, grads):
+        beta1, beta2 = group["betas"]
+        amsgrad = bool(group["amsgrad"])
+        exp_avg = [self._state_buffer(p, "exp_avg") for p in params]
+        exp_avg_sq = [self._state_buffer(p, "exp_avg_sq") for p in params]
+        vmax = [self._state_buffer(p, "max_exp_avg_sq") for p in params] if amsgrad else None
+        for step, idx in self._bump_steps(params).items():
+            _ops.adam_step(_pick(work, idx), _pick(grads, idx), _pick(exp_avg, idx),
+                           _pick(exp_avg_sq, idx), _pick(vmax, idx), step=step,
+                           lr=_float(group["lr"]), beta1=_float(beta1), beta2=_float(beta2),
+                           eps=float(group["eps"]), weight_decay=float(group["weight_decay"]),
+                           decoupled=self._decoupled(group), amsgrad=amsgrad)
+
+
+class AdamW(Adam, torch.optim.AdamW):
+    """torch.optim.AdamW: Adam with decoupled weight decay (default 1e-2)."""
+
+    def _decoupled(self, group):
+        return True
+
+
+class RMSprop(_Fused, torch.optim.RMSprop):
+    """torch.optim.RMSprop (centered, momentum, weight decay, maximize)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._check()
+
+    def _update(self, group, params, work, grads):
+        momentum, centered = float(group["momentum"]), bool(group["centered"])
+        self._bump_steps(params)
+        square_avg = [self._state_buffer(p, "square_avg") for p in params]
+        bufs = [self._state_buffer(p, "momentum_buffer") for p in params] if momentum else None
+        gavg = [self._state_buffer(p, "grad_avg") for p in params] if centered else None
+        _ops.rmsprop_step(work, grads, square_avg, bufs or [], gavg or [], lr=_float(group["lr"]),
+                          alpha=float(group["alpha"]), eps=float(group["eps"]),
+                          weight_decay=float(group["weight_decay"]), momentum=momentum,
+                          centered=centered)
