@@ -449,6 +449,8 @@ def cpu_identity():
         from pyfast import _C
     except ImportError:
         return None
+    if not hasattr(_C, "cpu_identity"):   # an extension built before it existed
+        return None
     ident = dict(_C.cpu_identity())
     ident["flags"] = dict(ident["flags"])
     ident["core"] = microarchitecture(ident["vendor"], ident["family"], ident["model"])
