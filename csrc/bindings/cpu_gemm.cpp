@@ -49,6 +49,9 @@ void bind_gemm(py::module_& m) {
     }, py::arg("dtype") = "float32",
           "The GEMM's register tile (mr x nr) and cache blocks (mc, kc, nc) on the active code "
           "path, derived from the cache sizes at first use.");
+    m.def("set_gemm_blocks", &set_gemm_blocks, py::arg("mc") = 0, py::arg("kc") = 0,
+          py::arg("nc") = 0,
+          "Force the GEMM cache blocks (benchmarks, tests); all 0 returns to the derived ones.");
 }
 
 }  // namespace pyfast::binding

@@ -19,10 +19,12 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
+#include "common/checks.h"
 #include "common/runtime.h"
 #include "common/thread_buffer.h"
 
@@ -53,19 +55,24 @@ using Avx512F64  = Blocking<double, 64, 12, 2>;  // 12x16
 
 // Cache blocking from the data caches one core sees (cpu_caches(): cpuid leaf 4 / 0x8000001D):
 //   KC: one micro-kernel call streams a KC x NR sliver of B (reused for every A sliver, so it
-//       must stay in L1) and an MR x KC sliver of A; together they fill L1d:
-//       KC = L1d / ((MR + NR) * sizeof(T)), down to a multiple of 32, in [64, 1024].
+//       must stay in L1) and an MR x KC sliver of A; together they about fill L1d:
+//       KC = L1d / ((MR + NR) * sizeof(T)), to the nearest multiple of 64, in [64, 1024].
 //   MC: the packed MC x KC block of A is re-read for every B sliver, so it stays in L2, in
-//       3/8 of it (the rest holds the B slivers and C tiles passing through):
-//       MC = 3/8 L2 / (KC * sizeof(T)), down to a multiple of MR, in [MR, 1020].
+//       3/4 of it (the rest holds the B sliver and C tiles passing through); taller blocks
+//       also mean fewer pack-and-barrier rounds, which multi-threaded runs on a busy machine
+//       feel most: MC = 3/4 L2 / (KC * sizeof(T)), down to a multiple of MR, in [MR, 1020].
 //   NC: the packed KC x NC panel of B is re-read for every A block, from L3: half of one
 //       core's share of it (L3 / CPUs sharing it), down to a multiple of NR, in [4 NR, 4096]
 //       (without an L3, the L2 as a whole).
-// On the Zen 5 this GEMM was first tuned on (48K L1d, 1M L2) this gives KC 256 / 192 for the
-// AVX-512 float / double paths, the values found by measurement there; on the 32K-L1d
-// machines (Zen 3, Zen 4) it shortens KC so the B sliver is not evicted by the A stream.
-// PYFAST_GEMM_BLOCKS="MC,KC,NC" overrides all three (benchmarks, tests); each is still
-// rounded to the micro-tile and clamped as above.
+// This gives the KC that measurement had chosen where the constants were tuned: 256 / 192
+// for the AVX-512 float / double paths on a Zen 5 (48K L1d) and 384 for the AVX2 float path
+// on 32K L1d; on a Zen 4 (32K L1d) the AVX-512 KC drops to 192 (the B sliver alone filled L1
+// at 256). On a Zen 3 (32K L1d, 512K L2) the AVX2 float path gets MC 252, KC 384, NC 4096
+// against the 240, 384, 3072 tuned before; a shorter block (MC 138, A in 3/8 of L2) measured
+// level at one thread and slower at two on a loaded machine (benchmarks/bench_gemm.py).
+// PYFAST_GEMM_BLOCKS="MC,KC,NC" (read at the first GEMM) or set_gemm_blocks() overrides all
+// three for every configuration (A/B timing, tests); each is still rounded to the micro-tile
+// and clamped as above.
 struct CacheBlocks {
     int64_t mc, kc, nc;
 };
@@ -75,32 +82,48 @@ int64_t round_down_clamp(int64_t v, int64_t quantum, int64_t lo, int64_t hi) {
 }
 
 template <class Cfg>
+CacheBlocks rounded(CacheBlocks b) {
+    constexpr int64_t MR = Cfg::MR, NR = Cfg::NR;
+    return {round_down_clamp(b.mc, MR, MR, 1020 / MR * MR), round_down_clamp(b.kc, 32, 64, 1024),
+            round_down_clamp(b.nc, NR, 4 * NR, 4096 / NR * NR)};
+}
+
+template <class Cfg>
 CacheBlocks derive_cache_blocks() {
     using T = typename Cfg::type;
     constexpr int64_t MR = Cfg::MR, NR = Cfg::NR, S = sizeof(T);
     const CpuCaches& c = cpu_caches();
     CacheBlocks b;
-    long long mc = 0, kc = 0, nc = 0;
-    const char* env = std::getenv("PYFAST_GEMM_BLOCKS");
-    if (env && *env && std::sscanf(env, "%lld,%lld,%lld", &mc, &kc, &nc) == 3 && mc > 0 &&
-        kc > 0 && nc > 0) {
-        b = {mc, kc, nc};
-    } else {
-        b.kc = round_down_clamp(c.l1d / ((MR + NR) * S), 32, 64, 1024);
-        b.mc = c.l2 * 3 / 8 / (b.kc * S);
-        const int64_t l3_share = c.l3 > 0 ? c.l3 / std::max(1, c.l3_sharing) / 2 : c.l2;
-        b.nc = l3_share / (b.kc * S);
-    }
-    b.kc = round_down_clamp(b.kc, 32, 64, 1024);
-    b.mc = round_down_clamp(b.mc, MR, MR, 1020 / MR * MR);
-    b.nc = round_down_clamp(b.nc, NR, 4 * NR, 4096 / NR * NR);
-    return b;
+    b.kc = round_down_clamp(c.l1d / ((MR + NR) * S) + 32, 64, 64, 1024);  // nearest 64
+    b.mc = c.l2 * 3 / 4 / (b.kc * S);
+    const int64_t l3_share = c.l3 > 0 ? c.l3 / std::max(1, c.l3_sharing) / 2 : c.l2;
+    b.nc = l3_share / (b.kc * S);
+    return rounded<Cfg>(b);
+}
+
+// The forced blocks (0: none), from the environment once, then from set_gemm_blocks.
+std::atomic<int64_t> g_forced[3] = {{0}, {0}, {0}};
+
+void read_forced_from_env() {
+    static const bool once = [] {
+        long long mc = 0, kc = 0, nc = 0;
+        const char* env = std::getenv("PYFAST_GEMM_BLOCKS");
+        if (env && *env && std::sscanf(env, "%lld,%lld,%lld", &mc, &kc, &nc) == 3 && mc > 0 &&
+            kc > 0 && nc > 0)
+            set_gemm_blocks(mc, kc, nc);
+        return true;
+    }();
+    (void)once;
 }
 
 template <class Cfg>
-const CacheBlocks& cache_blocks() {
-    static const CacheBlocks blocks = derive_cache_blocks<Cfg>();
-    return blocks;
+CacheBlocks cache_blocks() {
+    static const CacheBlocks derived = derive_cache_blocks<Cfg>();
+    read_forced_from_env();
+    const int64_t kc = g_forced[1].load(std::memory_order_relaxed);
+    if (kc == 0) return derived;
+    return rounded<Cfg>({g_forced[0].load(std::memory_order_relaxed), kc,
+                         g_forced[2].load(std::memory_order_relaxed)});
 }
 
 // One (pc, ic) step of the loop nest, as seen by the micro-tiles.
@@ -279,7 +302,7 @@ void gemm_driver(int64_t m, int64_t n, int64_t k, MatRef<typename Cfg::type> a,
                  const Epilogue<typename Cfg::type>& ep, TilesFn<typename Cfg::type> tiles) {
     using T = typename Cfg::type;
     constexpr int MR = Cfg::MR, NR = Cfg::NR;
-    const CacheBlocks& blocks = cache_blocks<Cfg>();
+    const CacheBlocks blocks = cache_blocks<Cfg>();
     const int64_t MC = blocks.mc, KC = blocks.kc, NC = blocks.nc;
     // Equal blocks rather than full ones plus a sliver: a 16-row or 16-deep tail block would
     // cost a whole pack-and-barrier round (or a whole C reload) for a few percent of the work.
@@ -356,9 +379,16 @@ template <typename T>
 GemmBlocking gemm_blocking() {
     return with_active_isa<Paths<T>>([](auto cfg, auto) {
         using Cfg = decltype(cfg);
-        const CacheBlocks& b = cache_blocks<Cfg>();
+        const CacheBlocks b = cache_blocks<Cfg>();
         return GemmBlocking{Cfg::MR, Cfg::NR, b.mc, b.kc, b.nc};
     });
+}
+
+void set_gemm_blocks(int64_t mc, int64_t kc, int64_t nc) {
+    PYFAST_CHECK((mc > 0 && kc > 0 && nc > 0) || (mc == 0 && kc == 0 && nc == 0),
+                 "set_gemm_blocks: mc, kc and nc must all be positive (or all 0 for the derived "
+                 "blocks), got ", mc, ", ", kc, ", ", nc);
+    g_forced[0].store(mc), g_forced[2].store(nc), g_forced[1].store(kc);
 }
 
 template GemmBlocking gemm_blocking<float>();

