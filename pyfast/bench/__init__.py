@@ -482,8 +482,9 @@ def blas_header(info=None):
                                 "threadpoolctl") else "none loaded")]
     if info["openblas_coretype"]:
         lines.append(f"WARNING: OPENBLAS_CORETYPE={info['openblas_coretype']} is set: OpenBLAS "
-                     f"runs that core's kernels, not the best ones for this CPU, so ratios "
-                     f"against it flatter pyfast; rerun with `env -u OPENBLAS_CORETYPE`")
+                     f"runs that core type's kernels instead of the ones it would pick for "
+                     f"this CPU, which may be slower and flatter pyfast's ratios; rerun with "
+                     f"`env -u OPENBLAS_CORETYPE`")
     return "\n".join(lines)
 
 
