@@ -100,8 +100,8 @@ CpuIdentity detect_identity() {
     if (__get_cpuid(1, &a, &b, &c1, &d1)) {
         const int base_family = (a >> 8) & 0xf, base_model = (a >> 4) & 0xf;
         id.family = base_family == 0xf ? base_family + int((a >> 20) & 0xff) : base_family;
-        id.model = base_family == 0x6 || base_family == 0xf ? (int((a >> 16) & 0xf) << 4) | base_model
-                                                           : base_model;
+        const bool extended = base_family == 0x6 || base_family == 0xf;
+        id.model = extended ? (int((a >> 16) & 0xf) << 4) | base_model : base_model;
         id.stepping = a & 0xf;
     }
     unsigned b7 = 0, c7 = 0, d7 = 0, a7_1 = 0;
