@@ -1,12 +1,14 @@
 """End-to-end training-step throughput: ResNet-18 (32x32, batch 64), DenseNet-121 (32x32,
 batch 32) and U-Net (64x64, batch 16), pyfast against the same networks in torch CPU on the
-same threads (the cases of ``pyfast bench models``; see pyfast/bench/models.py).
+same threads, same weights, same batch: torch NCHW, torch channels_last and (--compile)
+torch.compile (the cases of ``pyfast bench models``; see pyfast/bench/models.py).
 
 Under pytest-benchmark each case runs a few rounds at all cores only, so the file takes
 about a minute or two. As a script it prints images/s side by side, the ratio to torch and,
 for pyfast, the share of a step spent in each kernel family:
 
-    python benchmarks/bench_models.py [--threads N ...] [--networks resnet18 ...] [--json PATH]
+    env -u OPENBLAS_CORETYPE python benchmarks/bench_models.py [--threads N ...]
+        [--networks resnet18 ...] [--compile] [--plain-malloc] [--json PATH]
 
 Timings are medians; on a shared machine compare the figures of one run only.
 """
@@ -57,41 +59,63 @@ def main(argv=None):
                         default=sorted({1, bench.usable_cores()}))
     parser.add_argument("--networks", nargs="+", choices=[n.name for n in models.NETWORKS])
     parser.add_argument("--budget", type=float, default=2.0, help="seconds per row")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--plain-malloc", action="store_true",
+                        help="glibc's default allocator settings, as a library user has them")
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args(argv)
-    from pyfast._memory import keep_freed_memory
-    keep_freed_memory()   # as `pyfast bench` does: both libraries reuse warm pages
+    if not args.plain_malloc:
+        from pyfast._memory import keep_freed_memory
+        keep_freed_memory()   # as `pyfast bench` does: both libraries reuse warm pages
 
     machine = bench.machine_info()
     print(f"{machine['cpu']}, {machine['cores']} cores, {machine.get('isa')}; torch "
-          f"{machine['versions']['torch']}; {machine['date']}")
-    cases = [c for c in models.cases(bench.Options(), args.networks)
+          f"{machine['versions']['torch']}; {machine['date']}; malloc "
+          f"{'glibc defaults' if args.plain_malloc else 'freed memory kept'}")
+    print(bench.blas_header())
+    cases = [c for c in models.cases(bench.Options(compile=args.compile), args.networks)
              if isinstance(c, bench.Case)]
     rows = bench.run(cases, args.threads, budget_s=args.budget)
-    print(f"\n{'network':<24} {'batch':>5} {'threads':>7} {'pyfast img/s':>12} "
-          f"{'torch img/s':>11} {'pyfast/torch':>12} {'pyfast GFLOP/s':>14}")
+    competitors = [models.TORCH_IMPLS[m] for m in models.TORCH_MODES
+                   if m != "compile" or args.compile]
+    print(f"\nimages/s (median of the samples; min-time rate in brackets); ratio = pyfast's "
+          f"rate / the competitor's")
+    print(f"{'network':<12} {'batch':>5} {'thr':>3} {'pyfast':>14} " +
+          " ".join(f"{c:>26}" for c in competitors))
     table = []
     for threads in args.threads:
         for network in models.NETWORKS:
             mine = [r for r in rows if r.op.startswith(network.name + " ")
-                    and r.threads == threads and r.impl.startswith(bench.PYFAST_PREFIX)]
-            theirs = [r for r in rows if r.op.startswith(network.name + " ")
-                      and r.threads == threads and r.impl == "torch"]
-            if not mine:
+                    and r.threads == threads]
+            by_impl = {r.impl: r for r in mine}
+            ours = next((r for r in mine if r.impl.startswith(bench.PYFAST_PREFIX)), None)
+            if ours is None:
                 continue
-            r, t = mine[0], (theirs[0] if theirs else None)
-            if r.error or (t and t.error):
-                print(f"{network.name:<24} !! {r.error or t.error}")
+            failed = [r for r in mine if r.error]
+            if failed:
+                print(f"{network.name:<12} !! {failed[0].impl}: {failed[0].error}")
                 continue
-            ours = network.batch / r.median_s
-            torch_rate = network.batch / t.median_s if t else float("nan")
-            table.append({"network": network.name, "batch": network.batch, "threads": threads,
-                          "pyfast_images_per_s": ours, "torch_images_per_s": torch_rate,
-                          "ratio": ours / torch_rate, "pyfast_gflops": r.rate,
-                          "load_average": r.load_average})
-            print(f"{network.name:<24} {network.batch:>5} {threads:>7} {ours:>12.1f} "
-                  f"{torch_rate:>11.1f} {ours / torch_rate:>11.2f}x {r.rate:>14.1f}")
+            rate = network.batch / ours.median_s
+            entry = {"network": network.name, "batch": network.batch, "threads": threads,
+                     "pyfast_images_per_s": rate,
+                     "pyfast_best_images_per_s": network.batch / ours.min_s,
+                     "pyfast_gflops": ours.rate, "load_average": ours.load_average}
+            cells = []
+            for c in competitors:
+                r = by_impl.get(c)
+                if r is None:
+                    cells.append(f"{'-':>26}")
+                    continue
+                theirs = network.batch / r.median_s
+                entry[f"{c}_images_per_s"] = theirs
+                entry[f"{c}_best_images_per_s"] = network.batch / r.min_s
+                entry[f"ratio_{c}"] = rate / theirs
+                cells.append(f"{theirs:>7.1f} ({network.batch / r.min_s:>5.1f}) "
+                             f"{rate / theirs:>9.2f}x")
+            table.append(entry)
+            print(f"{network.name:<12} {network.batch:>5} {threads:>3} {rate:>6.1f} "
+                  f"({network.batch / ours.min_s:>5.1f}) " + " ".join(cells))
     profiles = {}
     if not args.no_profile:
         threads = max(args.threads)
@@ -109,8 +133,10 @@ def main(argv=None):
     for note in bench.notes(rows):
         print("\n" + note)
     if args.json:
-        bench.write_json_atomic(args.json, {"schema": "pyfast-bench-models/1",
+        bench.write_json_atomic(args.json, {"schema": "pyfast-bench-models/2",
                                             "machine": bench.machine_info(), "table": table,
+                                            "options": {"compile": args.compile,
+                                                        "plain_malloc": args.plain_malloc},
                                             "profiles": profiles,
                                             "rows": [vars(r) for r in rows]})
         print(f"\nwrote {args.json}")

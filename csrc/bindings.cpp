@@ -43,6 +43,16 @@ void bind_runtime(py::module_& m) {
         d["source"] = std::string(c.source);
         return d;
     }, "The data caches one core sees (bytes), as the kernels' blocking reads them.");
+    m.def("cpu_identity", [] {
+        const pyfast::CpuIdentity& id = pyfast::cpu_identity();
+        py::dict d, flags;
+        d["vendor"] = id.vendor, d["brand"] = id.brand;
+        d["family"] = id.family, d["model"] = id.model, d["stepping"] = id.stepping;
+        for (const auto& [name, on] : id.flags) flags[py::str(name)] = on;
+        d["flags"] = flags;
+        return d;
+    }, "cpuid's vendor, brand string, display family/model/stepping and the ISA extensions "
+       "pyfast's code paths use (each true only with OS support).");
 
     m.def("fma_peak_gflops", &pyfast::fma_peak_gflops, py::arg("threads"),
           py::call_guard<py::gil_scoped_release>(),

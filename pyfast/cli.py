@@ -103,6 +103,11 @@ def _parser():
                        help="print the measured FMA peak and copy bandwidth (the 100%% marks); "
                             "with no FAMILY, only that")
     bench.add_argument("--quick", action="store_true", help="a small subset of shapes")
+    bench.add_argument("--compile", action="store_true",
+                       help="models: also time torch.compile (compiles each network first)")
+    bench.add_argument("--plain-malloc", action="store_true",
+                       help="keep glibc's default allocator settings (as a library user "
+                            "has them) instead of keeping freed memory for reuse")
     bench.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, metavar="SECONDS",
                        help="timing budget per row (default: %(default)s)")
     bench.set_defaults(run=_bench)
@@ -140,7 +145,8 @@ def main(argv=None):
     try:
         args = _parser().parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)   # train --nproc relaunches
-        if args.command in ("demo", "train", "bench"):
+        if args.command in ("demo", "train", "bench") and not getattr(args, "plain_malloc",
+                                                                          False):
             from pyfast._memory import keep_freed_memory
             keep_freed_memory()   # same-sized arrays every step: reuse pages, no re-faulting
         return args.run(args)
@@ -192,7 +198,13 @@ def _info_report():
         "platform": platform.platform(),
         "cpu": bench.cpu_model(),
         "cores": bench.usable_cores(),
+        "cpu_identity": bench.cpu_identity(),
         "native": _native_report(),
+        "fma_peak_gflops": {str(n): p["fma_gflops"] for n, p in
+                            ((n, bench.measure_fma_peak(n))
+                             for n in sorted({1, bench.usable_cores()})) if p},
+        "code_paths": bench.code_paths(),
+        "blas": bench.blas_info(),
         "threads": pf.get_num_threads(),
         "gpu": _gpu_report(),
         "families": list(pf.backends.FAMILIES),
@@ -205,14 +217,31 @@ def _print_info(report):
     print(f"pyfast {report['pyfast']}  (Python {report['python']}, numpy {report['numpy']}, "
           f"{report['platform']})")
     print(f"CPU      {report['cpu']}, {report['cores']} usable cores")
+    ident = report["cpu_identity"]
+    if ident:
+        c = ident["caches"]
+        print(f"core     {ident['core']} ({ident['vendor']} family {ident['family']:#x} model "
+              f"{ident['model']:#x} stepping {ident['stepping']}; {ident['brand']})")
+        print("ISA      " + " ".join(f"{k}{'' if v else '(no)'}" for k, v in
+                                     ident["flags"].items()))
+        print(f"caches   L1d {c['l1d'] >> 10} KiB, L2 {c['l2'] >> 10} KiB per core, L3 "
+              f"{c['l3'] >> 20} MiB shared by {c['l3_sharing']} CPUs (from {c['source']})")
     if native["built"]:
         features = " ".join(k for k, v in native["cpu_features"].items() if v)
         print(f"features {features}")
         print(f"code     {native['isa']} (best {native['best_isa']}; supported: "
               f"{', '.join(native['supported_isas'])})")
+        if report["fma_peak_gflops"]:
+            print("FMA peak " + ", ".join(f"{v:.1f} GFLOP/s at {n} thread{'s' * (n != '1')}"
+                                          for n, v in report["fma_peak_gflops"].items())
+                  + " (float32, measured)")
     else:
         print(f"native   not built: {native['reason']}")
     print(f"threads  {report['threads']}")
+    from pyfast import bench
+    print(bench.blas_header(report["blas"]))
+    print("paths    " + "\n         ".join(f"{family:<12} {path}" for family, path
+                                             in report["code_paths"].items()))
     if not gpu["built"]:
         print(f"GPU      none: {gpu['reason']}")
     elif gpu["device_count"] == 0:
@@ -261,12 +290,15 @@ def _bench(args):
         raise UsageError(f"--budget must be a positive number of seconds, got {args.budget}")
     threads = list(dict.fromkeys(args.threads or sorted({1, bench.usable_cores()})))
     families = args.family or ([] if args.roofline else bench.families())
-    options = bench.Options(quick=args.quick,
+    options = bench.Options(quick=args.quick, compile=args.compile,
                             backends=(args.backend,) if args.backend else bench.Options.backends)
     machine = bench.machine_info()
     print(f"{machine['cpu']}, {machine['cores']} cores, code path {machine.get('isa')}; "
           f"numpy {machine['versions']['numpy']}, torch {machine['versions']['torch'] or '-'}; "
           f"{machine['date']}")
+    print(bench.blas_header())
+    print("malloc   " + ("glibc defaults (--plain-malloc)" if args.plain_malloc else
+                         "freed memory kept for reuse, for every library in this process"))
 
     cases, skips = bench.collect(families, options)
     if args.backend and families and not any(c.impl == bench.PYFAST_PREFIX + args.backend
@@ -295,7 +327,8 @@ def _bench(args):
         document = {"schema": "pyfast-bench/1",
                     "machine": bench.machine_info(),  # after the run: lists the BLAS torch loaded
                     "options": {"families": families, "threads": threads, "quick": args.quick,
-                                "backend": args.backend},
+                                "backend": args.backend, "compile": args.compile,
+                                "plain_malloc": args.plain_malloc},
                     "peaks": {str(n): p for n, p in peaks.items()},
                     "rows": [vars(r) for r in rows],
                     "skipped": [vars(s) for s in skips],

@@ -39,6 +39,19 @@ void bind_gemm(py::module_& m) {
           py::arg("relu"),
           "out = relu?(a @ b + bias). a (M, K) and b (K, N) with any strides; out (M, N) "
           "C-contiguous; bias (N,) or None.");
+    m.def("gemm_blocking", [](const std::string& dtype) {
+        PYFAST_CHECK(dtype == "float32" || dtype == "float64",
+                     "gemm_blocking: dtype must be 'float32' or 'float64', got '", dtype, "'");
+        const GemmBlocking b = dtype == "float32" ? gemm_blocking<float>() : gemm_blocking<double>();
+        py::dict d;
+        d["mr"] = b.mr, d["nr"] = b.nr, d["mc"] = b.mc, d["kc"] = b.kc, d["nc"] = b.nc;
+        return d;
+    }, py::arg("dtype") = "float32",
+          "The GEMM's register tile (mr x nr) and cache blocks (mc, kc, nc) on the active code "
+          "path, derived from the cache sizes at first use.");
+    m.def("set_gemm_blocks", &set_gemm_blocks, py::arg("mc") = 0, py::arg("kc") = 0,
+          py::arg("nc") = 0,
+          "Force the GEMM cache blocks (benchmarks, tests); all 0 returns to the derived ones.");
 }
 
 }  // namespace pyfast::binding

@@ -80,6 +80,66 @@ CpuCaches detect_caches() {
     return c;
 }
 
+std::uint64_t xcr0() {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return 0;  // no OSXSAVE
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (std::uint64_t(hi) << 32) | lo;
+}
+
+CpuIdentity detect_identity() {
+    CpuIdentity id{"unknown", "", 0, 0, 0, {}};
+    unsigned a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return id;
+    const unsigned max_leaf = a;
+    char vendor[13] = {};
+    std::memcpy(vendor, &b, 4), std::memcpy(vendor + 4, &d, 4), std::memcpy(vendor + 8, &c, 4);
+    id.vendor = vendor;
+    unsigned c1 = 0, d1 = 0;
+    if (__get_cpuid(1, &a, &b, &c1, &d1)) {
+        const int base_family = (a >> 8) & 0xf, base_model = (a >> 4) & 0xf;
+        id.family = base_family == 0xf ? base_family + int((a >> 20) & 0xff) : base_family;
+        const bool extended = base_family == 0x6 || base_family == 0xf;
+        id.model = extended ? (int((a >> 16) & 0xf) << 4) | base_model : base_model;
+        id.stepping = a & 0xf;
+    }
+    unsigned b7 = 0, c7 = 0, d7 = 0, a7_1 = 0;
+    if (max_leaf >= 7) {
+        __cpuid_count(7, 0, a, b7, c7, d7);
+        if (a >= 1) __cpuid_count(7, 1, a7_1, b, c, d);
+    }
+    if (__get_cpuid(0x80000000u, &a, &b, &c, &d) && a >= 0x80000004u) {
+        char brand[49] = {};
+        for (unsigned i = 0; i < 3; ++i) {
+            __cpuid(0x80000002u + i, a, b, c, d);
+            std::memcpy(brand + 16 * i, &a, 4), std::memcpy(brand + 16 * i + 4, &b, 4);
+            std::memcpy(brand + 16 * i + 8, &c, 4), std::memcpy(brand + 16 * i + 12, &d, 4);
+        }
+        id.brand = brand;
+        const auto first = id.brand.find_first_not_of(' ');
+        id.brand = first == std::string::npos ? "" : id.brand.substr(first);
+        id.brand.erase(id.brand.find_last_not_of(' ') + 1);
+    }
+    const std::uint64_t os = xcr0();
+    const bool ymm = (os & 0x6) == 0x6, zmm = ymm && (os & 0xe0) == 0xe0,
+               tiles = (os & 0x60000) == 0x60000;  // XTILECFG + XTILEDATA
+    auto bit = [](unsigned reg, int n) { return ((reg >> n) & 1u) != 0; };
+    id.flags = {{"avx2", ymm && bit(b7, 5)},
+                {"fma", ymm && bit(c1, 12)},
+                {"avx512f", zmm && bit(b7, 16)},
+                {"avx512dq", zmm && bit(b7, 17)},
+                {"avx512bw", zmm && bit(b7, 30)},
+                {"avx512vl", zmm && bit(b7, 31)},
+                {"avx512_vnni", zmm && bit(c7, 11)},
+                {"avx512_bf16", zmm && bit(a7_1, 5)},
+                {"avx512_fp16", zmm && bit(d7, 23)},
+                {"amx_tile", tiles && bit(d7, 24)},
+                {"amx_bf16", tiles && bit(d7, 22)},
+                {"amx_int8", tiles && bit(d7, 25)}};
+    return id;
+}
+
 std::atomic<int> g_isa{-1};
 std::atomic<int> g_threads{1};
 
@@ -124,6 +184,11 @@ void set_isa(const std::string& name) {
 const CpuCaches& cpu_caches() {
     static const CpuCaches caches = detect_caches();
     return caches;
+}
+
+const CpuIdentity& cpu_identity() {
+    static const CpuIdentity identity = detect_identity();
+    return identity;
 }
 
 int num_threads() { return g_threads.load(std::memory_order_relaxed); }

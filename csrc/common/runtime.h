@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace pyfast {
@@ -32,6 +33,16 @@ struct CpuCaches {
     const char* source;  // "cpuid", "sysconf" or "default"
 };
 const CpuCaches& cpu_caches();
+
+// Who the CPU is (cpuid leaves 0, 1, 7 and 0x80000002-4) and the instruction-set extensions
+// pyfast's code paths care about, each true only when the CPU has it and the OS saves its
+// register state (XCR0): what the family/model-specific tuning and `pyfast info` read.
+struct CpuIdentity {
+    std::string vendor, brand;
+    int family, model, stepping;  // display family and model (extended fields folded in)
+    std::vector<std::pair<std::string, bool>> flags;
+};
+const CpuIdentity& cpu_identity();
 
 // Threads for `work` elements of independent `units` (planes, channels): one below 16K
 // elements, where a parallel region costs more than it saves, else up to one per unit.

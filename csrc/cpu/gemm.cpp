@@ -19,8 +19,12 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
+#include "common/checks.h"
 #include "common/runtime.h"
 #include "common/thread_buffer.h"
 
@@ -30,25 +34,97 @@ namespace {
 using std::int64_t;
 using std::ptrdiff_t;
 
-// Register and cache blocking for one (type, ISA). NR = NV vectors of `lanes` elements.
-// KC * NR * sizeof(T) (one B sliver) fits L1; MC * KC * sizeof(T) (the A block) fits L2.
-template <typename T, int VecBytes, int MR_, int NV_, int MC_, int KC_, int NC_>
+// Register blocking for one (type, ISA): the MR x NR micro-tile, NR = NV vectors of `lanes`
+// elements. It is fixed by the register file; the cache blocking (MC, KC, NC) is not: it is
+// derived from the caches of the machine at first use (cache_blocks below).
+template <typename T, int VecBytes, int MR_, int NV_>
 struct Blocking {
     using type = T;
     static constexpr int lanes = VecBytes / static_cast<int>(sizeof(T));
     static constexpr int vec_bytes = VecBytes;
     static constexpr int MR = MR_, NV = NV_, NR = NV_ * lanes;
-    static constexpr int MC = MC_, KC = KC_, NC = NC_;
-    static_assert(MC % MR == 0, "MC must be a multiple of MR");
 };
 
-//                         type    vec  MR NV   MC   KC    NC
-using GenericF32 = Blocking<float,  16, 4, 2, 128, 256, 2048>;  // SSE2 baseline, 4x8
-using GenericF64 = Blocking<double, 16, 4, 2,  64, 256, 2048>;  // 4x4
-using Avx2F32    = Blocking<float,  32, 6, 2, 240, 384, 3072>;  // 6x16, 12 ymm accumulators
-using Avx2F64    = Blocking<double, 32, 6, 2,  96, 256, 2048>;  // 6x8
-using Avx512F32  = Blocking<float,  64, 12, 2, 144, 256, 3072>; // 12x32, 24 zmm accumulators
-using Avx512F64  = Blocking<double, 64, 12, 2,  96, 192, 2048>; // 12x16
+//                         type    vec  MR NV
+using GenericF32 = Blocking<float,  16, 4, 2>;   // SSE2 baseline, 4x8
+using GenericF64 = Blocking<double, 16, 4, 2>;   // 4x4
+using Avx2F32    = Blocking<float,  32, 6, 2>;   // 6x16, 12 ymm accumulators
+using Avx2F64    = Blocking<double, 32, 6, 2>;   // 6x8
+using Avx512F32  = Blocking<float,  64, 12, 2>;  // 12x32, 24 zmm accumulators
+using Avx512F64  = Blocking<double, 64, 12, 2>;  // 12x16
+
+// Cache blocking from the data caches one core sees (cpu_caches(): cpuid leaf 4 / 0x8000001D):
+//   KC: one micro-kernel call streams a KC x NR sliver of B (reused for every A sliver, so it
+//       must stay in L1) and an MR x KC sliver of A; together they about fill L1d:
+//       KC = L1d / ((MR + NR) * sizeof(T)), to the nearest multiple of 64, in [64, 1024].
+//   MC: the packed MC x KC block of A is re-read for every B sliver, so it stays in L2, in
+//       3/4 of it (the rest holds the B sliver and C tiles passing through); taller blocks
+//       also mean fewer pack-and-barrier rounds, which multi-threaded runs on a busy machine
+//       feel most: MC = 3/4 L2 / (KC * sizeof(T)), down to a multiple of MR, in [MR, 1020].
+//   NC: the packed KC x NC panel of B is re-read for every A block, from L3: half of one
+//       core's share of it (L3 / CPUs sharing it), down to a multiple of NR, in [4 NR, 4096]
+//       (without an L3, the L2 as a whole).
+// This gives the KC that measurement had chosen where the constants were tuned: 256 / 192
+// for the AVX-512 float / double paths on a Zen 5 (48K L1d) and 384 for the AVX2 float path
+// on 32K L1d; on a Zen 4 (32K L1d) the AVX-512 KC drops to 192 (the B sliver alone filled L1
+// at 256). On a Zen 3 (32K L1d, 512K L2) the AVX2 float path gets MC 252, KC 384, NC 4096
+// against the 240, 384, 3072 tuned before; a shorter block (MC 138, A in 3/8 of L2) measured
+// level at one thread and slower at two on a loaded machine (benchmarks/bench_gemm.py).
+// PYFAST_GEMM_BLOCKS="MC,KC,NC" (read at the first GEMM) or set_gemm_blocks() overrides all
+// three for every configuration (A/B timing, tests); each is still rounded to the micro-tile
+// and clamped as above.
+struct CacheBlocks {
+    int64_t mc, kc, nc;
+};
+
+int64_t round_down_clamp(int64_t v, int64_t quantum, int64_t lo, int64_t hi) {
+    return std::max(lo, std::min(hi, v / quantum * quantum));
+}
+
+template <class Cfg>
+CacheBlocks rounded(CacheBlocks b) {
+    constexpr int64_t MR = Cfg::MR, NR = Cfg::NR;
+    return {round_down_clamp(b.mc, MR, MR, 1020 / MR * MR), round_down_clamp(b.kc, 32, 64, 1024),
+            round_down_clamp(b.nc, NR, 4 * NR, 4096 / NR * NR)};
+}
+
+template <class Cfg>
+CacheBlocks derive_cache_blocks() {
+    using T = typename Cfg::type;
+    constexpr int64_t MR = Cfg::MR, NR = Cfg::NR, S = sizeof(T);
+    const CpuCaches& c = cpu_caches();
+    CacheBlocks b;
+    b.kc = round_down_clamp(c.l1d / ((MR + NR) * S) + 32, 64, 64, 1024);  // nearest 64
+    b.mc = c.l2 * 3 / 4 / (b.kc * S);
+    const int64_t l3_share = c.l3 > 0 ? c.l3 / std::max(1, c.l3_sharing) / 2 : c.l2;
+    b.nc = l3_share / (b.kc * S);
+    return rounded<Cfg>(b);
+}
+
+// The forced blocks (0: none), from the environment once, then from set_gemm_blocks.
+std::atomic<int64_t> g_forced[3] = {{0}, {0}, {0}};
+
+void read_forced_from_env() {
+    static const bool once = [] {
+        long long mc = 0, kc = 0, nc = 0;
+        const char* env = std::getenv("PYFAST_GEMM_BLOCKS");
+        if (env && *env && std::sscanf(env, "%lld,%lld,%lld", &mc, &kc, &nc) == 3 && mc > 0 &&
+            kc > 0 && nc > 0)
+            set_gemm_blocks(mc, kc, nc);
+        return true;
+    }();
+    (void)once;
+}
+
+template <class Cfg>
+CacheBlocks cache_blocks() {
+    static const CacheBlocks derived = derive_cache_blocks<Cfg>();
+    read_forced_from_env();
+    const int64_t kc = g_forced[1].load(std::memory_order_relaxed);
+    if (kc == 0) return derived;
+    return rounded<Cfg>({g_forced[0].load(std::memory_order_relaxed), kc,
+                         g_forced[2].load(std::memory_order_relaxed)});
+}
 
 // One (pc, ic) step of the loop nest, as seen by the micro-tiles.
 template <typename T>
@@ -225,7 +301,9 @@ void gemm_driver(int64_t m, int64_t n, int64_t k, MatRef<typename Cfg::type> a,
                  MatRef<typename Cfg::type> b, typename Cfg::type* c, ptrdiff_t ldc,
                  const Epilogue<typename Cfg::type>& ep, TilesFn<typename Cfg::type> tiles) {
     using T = typename Cfg::type;
-    constexpr int MR = Cfg::MR, NR = Cfg::NR, MC = Cfg::MC, KC = Cfg::KC, NC = Cfg::NC;
+    constexpr int MR = Cfg::MR, NR = Cfg::NR;
+    const CacheBlocks blocks = cache_blocks<Cfg>();
+    const int64_t MC = blocks.mc, KC = blocks.kc, NC = blocks.nc;
     // Equal blocks rather than full ones plus a sliver: a 16-row or 16-deep tail block would
     // cost a whole pack-and-barrier round (or a whole C reload) for a few percent of the work.
     const int64_t kc_max = balanced_block(k, KC, 1);
@@ -296,6 +374,25 @@ void gemm(int64_t m, int64_t n, int64_t k, MatRef<T> a, MatRef<T> b, T* c, ptrdi
         gemm_driver<decltype(cfg)>(m, n, k, a, b, c, ldc, ep, tiles);
     });
 }
+
+template <typename T>
+GemmBlocking gemm_blocking() {
+    return with_active_isa<Paths<T>>([](auto cfg, auto) {
+        using Cfg = decltype(cfg);
+        const CacheBlocks b = cache_blocks<Cfg>();
+        return GemmBlocking{Cfg::MR, Cfg::NR, b.mc, b.kc, b.nc};
+    });
+}
+
+void set_gemm_blocks(int64_t mc, int64_t kc, int64_t nc) {
+    PYFAST_CHECK((mc > 0 && kc > 0 && nc > 0) || (mc == 0 && kc == 0 && nc == 0),
+                 "set_gemm_blocks: mc, kc and nc must all be positive (or all 0 for the derived "
+                 "blocks), got ", mc, ", ", kc, ", ", nc);
+    g_forced[0].store(mc), g_forced[2].store(nc), g_forced[1].store(kc);
+}
+
+template GemmBlocking gemm_blocking<float>();
+template GemmBlocking gemm_blocking<double>();
 
 template void gemm<float>(int64_t, int64_t, int64_t, MatRef<float>, MatRef<float>, float*,
                           ptrdiff_t, const Epilogue<float>&);

@@ -31,4 +31,18 @@ template <typename T>
 void gemm(std::int64_t m, std::int64_t n, std::int64_t k, MatRef<T> a, MatRef<T> b, T* c,
           std::ptrdiff_t ldc, const Epilogue<T>& ep);
 
+// The register tile (MR x NR) and cache blocks (MC, KC, NC) gemm<T> uses on the active ISA:
+// MC/KC/NC come from the data cache sizes at first use (see gemm.cpp).
+struct GemmBlocking {
+    int mr, nr;
+    std::int64_t mc, kc, nc;
+};
+template <typename T>
+GemmBlocking gemm_blocking();
+
+// Force MC, KC, NC (rounded and clamped per configuration) for every later gemm call, or go
+// back to the derived blocks with all three 0: for benchmarks comparing blockings in one
+// process, and tests. Throws invalid_argument on a mix of zero and non-zero or negatives.
+void set_gemm_blocks(std::int64_t mc, std::int64_t kc, std::int64_t nc);
+
 }  // namespace pyfast

@@ -39,7 +39,8 @@ __all__ = ["Options", "Case", "Skip", "Row", "WrongResult", "families", "load_fa
            "torch_unavailable", "torch_impl", "on_each_device", "first_reports", "limit_threads",
            "measure", "blocking", "run", "measure_peaks", "machine_info", "notes",
            "check_close", "to_numpy", "cpu_model", "usable_cores", "Table", "format_peaks",
-           "write_json_atomic",
+           "write_json_atomic", "cpu_identity", "microarchitecture", "blas_info",
+           "blas_header", "code_paths", "measure_fma_peak",
            "PYFAST_PREFIX", "RATE_UNITS", "COPY_BYTES", "DEFAULT_BUDGET_S"]
 
 PYFAST_PREFIX = "pyfast-"            # impl names of pyfast's backends; the rest are competitors
@@ -56,6 +57,7 @@ class Options:
     """What a family's ``cases`` should produce."""
     quick: bool = False                          # a small subset of shapes
     backends: tuple = pf.backends.NAMES          # pyfast backends to include
+    compile: bool = False                        # models: also time torch.compile
 
 
 @dataclasses.dataclass
@@ -389,6 +391,15 @@ def measure_peaks(threads):
             "copy_gbs": _C.copy_bandwidth_gbs(threads, COPY_BYTES)}
 
 
+def measure_fma_peak(threads):
+    """The measured float32 FMA peak alone (GFLOP/s), as {"fma_gflops": ...}, or None."""
+    try:
+        from pyfast import _C
+    except ImportError:
+        return None
+    return {"fma_gflops": _C.fma_peak_gflops(threads)}
+
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
@@ -405,6 +416,107 @@ def usable_cores():
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+# Display family/model ranges of the cores this project meets (AMD's and Intel's published
+# numbers); an unknown pair prints as "family F model M".
+_AMD_CORES = ((0x17, 0x00, 0x2f, "Zen / Zen+"), (0x17, 0x30, 0xff, "Zen 2"),
+              (0x19, 0x00, 0x0f, "Zen 3"), (0x19, 0x10, 0x1f, "Zen 4"),
+              (0x19, 0x20, 0x5f, "Zen 3"), (0x19, 0x60, 0x7f, "Zen 4"),
+              (0x19, 0xa0, 0xaf, "Zen 4c"), (0x1a, 0x00, 0xff, "Zen 5"))
+_INTEL_CORES = {0x3f: "Haswell", 0x4f: "Broadwell", 0x55: "Skylake-SP / Cascade Lake",
+                0x6a: "Ice Lake-SP", 0x6c: "Ice Lake-SP", 0x8f: "Sapphire Rapids",
+                0xcf: "Emerald Rapids", 0xad: "Granite Rapids", 0xae: "Granite Rapids",
+                0x97: "Alder Lake", 0x9a: "Alder Lake", 0xb7: "Raptor Lake",
+                0xba: "Raptor Lake", 0xbf: "Raptor Lake"}
+
+
+def microarchitecture(vendor, family, model):
+    """The core's name from cpuid's vendor and display family/model, e.g. "Zen 4"."""
+    if vendor == "AuthenticAMD":
+        for fam, lo, hi, name in _AMD_CORES:
+            if family == fam and lo <= model <= hi:
+                return name
+    elif vendor == "GenuineIntel" and family == 6 and model in _INTEL_CORES:
+        return _INTEL_CORES[model]
+    return f"family {family:#x} model {model:#x}"
+
+
+def cpu_identity():
+    """cpuid's view of the CPU (vendor, brand, family, model, stepping, the ISA flags pyfast
+    uses, the core's name) and the data caches the kernels block for; None without _C."""
+    try:
+        from pyfast import _C
+    except ImportError:
+        return None
+    if not hasattr(_C, "cpu_identity"):   # an extension built before it existed
+        return None
+    ident = dict(_C.cpu_identity())
+    ident["flags"] = dict(ident["flags"])
+    ident["core"] = microarchitecture(ident["vendor"], ident["family"], ident["model"])
+    ident["caches"] = dict(_C.cpu_caches())
+    return ident
+
+
+def blas_info():
+    """The BLAS libraries loaded in this process (threadpoolctl), with OpenBLAS's core type
+    ("architecture"), and the OPENBLAS_CORETYPE override if one is set."""
+    libs = []
+    if installed("threadpoolctl"):
+        from threadpoolctl import threadpool_info
+        libs = [{k: lib.get(k) for k in ("internal_api", "version", "architecture",
+                                         "threading_layer", "prefix", "num_threads")}
+                for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    return {"libraries": libs, "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE")}
+
+
+def blas_header(info=None):
+    """One line naming the BLAS competitors' kernels, and a warning line when
+    OPENBLAS_CORETYPE forces OpenBLAS onto a core type other than the one it would detect."""
+    info = info or blas_info()
+    parts = [f"{lib['internal_api']} {lib['version']} ({lib['prefix']}): core type "
+             f"{lib.get('architecture') or '?'}, {lib.get('threading_layer')}"
+             for lib in info["libraries"]]
+    lines = ["BLAS     " + ("; ".join(parts) if parts else
+                            "unknown (threadpoolctl is not installed)" if not installed(
+                                "threadpoolctl") else "none loaded")]
+    if info["openblas_coretype"]:
+        lines.append(f"WARNING: OPENBLAS_CORETYPE={info['openblas_coretype']} is set: OpenBLAS "
+                     f"runs that core type's kernels instead of the ones it would pick for "
+                     f"this CPU, which may be slower and flatter pyfast's ratios; rerun with "
+                     f"`env -u OPENBLAS_CORETYPE`")
+    return "\n".join(lines)
+
+
+# The SIMD dispatch of each native CPU kernel family (csrc/cpu/<family>.cpp): families with a
+# path per ISA take the active one; the rest are plain C++ built for the x86-64 baseline.
+_PER_ISA = {"conv": "direct, weight-gradient and implicit-GEMM micro-kernels (im2col via "
+                    "gemm), the algorithm chosen per shape",
+            "softmax_xent": "vectorised exp/log (vec_math.h)",
+            "optim": "vector update loops (vec_math.h)",
+            "elementwise": "sigmoid, tanh and dropout (relu, leaky_relu, add: baseline SSE2)"}
+_BASELINE = ("norm", "pool", "resample")
+
+
+def code_paths():
+    """Per native kernel family, the code path it takes on this CPU now: {family: text}."""
+    try:
+        from pyfast import _C
+    except ImportError as exc:
+        return {"all": f"pyfast._C not built ({exc})"}
+    isa = _C.isa()
+    paths = {}
+    if hasattr(_C, "gemm_blocking"):
+        b = dict(_C.gemm_blocking("float32"))
+        paths["gemm"] = (f"{isa} {b['mr']}x{b['nr']} micro-kernel; float32 blocks MC {b['mc']} "
+                         f"KC {b['kc']} NC {b['nc']} (from the cache sizes)")
+    else:
+        paths["gemm"] = f"{isa} micro-kernel"
+    for family, what in _PER_ISA.items():
+        paths[family] = f"{isa}: {what}"
+    for family in _BASELINE:
+        paths[family] = "x86-64 baseline (SSE2), no per-ISA path"
+    return paths
 
 
 def _version(dist):
@@ -432,11 +544,12 @@ def machine_info():
         info.update(isa=_C.isa(), best_isa=_C.best_isa())
     except ImportError as exc:
         info["isa"] = f"pyfast._C not built ({exc})"
-    if installed("threadpoolctl"):
-        from threadpoolctl import threadpool_info
-        info["blas"] = [{k: lib.get(k) for k in ("internal_api", "version", "architecture",
-                                                 "threading_layer", "prefix")}
-                        for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    blas = blas_info()
+    info["blas"] = blas["libraries"]
+    info["openblas_coretype"] = blas["openblas_coretype"]
+    ident = cpu_identity()
+    if ident is not None:
+        info["cpu_identity"] = ident
     cupy = sys.modules.get("cupy")  # only if a GPU case ran
     if cupy is not None:
         props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
@@ -455,6 +568,10 @@ def notes(rows=()):
                    f"unreliable (the JSON has load_average per row)")
     if not installed("threadpoolctl"):
         out.append("threadpoolctl is not installed: numpy's BLAS keeps its own thread count")
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        out.append(f"OPENBLAS_CORETYPE={os.environ['OPENBLAS_CORETYPE']} was set: numpy's "
+                   f"OpenBLAS ran that core type's kernels, which may be slower than the ones "
+                   f"it picks for this CPU (see the header)")
     if not installed("pyfast._C"):
         out.append("pyfast._C is not built: no measured peaks, no %peak column")
     return out

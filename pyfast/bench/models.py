@@ -1,5 +1,9 @@
 """models cases: one training step (forward, loss, backward, SGD-momentum update) of a whole
-network, pyfast against the same network in torch CPU on the same threads.
+network, pyfast against the same network in torch CPU on the same threads, as a user of each
+library would write it: torch's default NCHW tensors ("torch"), torch with the model and
+batch in channels_last ("torch-channels_last", the layout oneDNN's convolutions prefer) and,
+with ``Options(compile=True)`` (``pyfast bench models --compile``), ``torch.compile`` of the
+NCHW model ("torch-compile"; its first step includes the compilation, outside the timing).
 
 - ResNet-18, 32x32 variant (small_input), 3x32x32 inputs, 10 classes, batch 64;
 - DenseNet-121, 32x32 variant, 3x32x32 inputs, 10 classes, batch 32;
@@ -186,17 +190,31 @@ def pyfast_step(problem, backend=None):
     return step
 
 
-def torch_step(problem):
+TORCH_MODES = ("nchw", "channels_last", "compile")
+TORCH_IMPLS = {"nchw": "torch", "channels_last": "torch-channels_last",
+               "compile": "torch-compile"}
+
+
+def torch_step(problem, mode="nchw"):
+    """One training step of a fresh torch twin: ``mode`` "nchw" (torch's default layout),
+    "channels_last" (model and batch converted once, as torch's tuning guide says) or
+    "compile" (``torch.compile`` of the NCHW model, default settings)."""
     import torch
+    if mode not in TORCH_MODES:
+        raise ValueError(f"mode must be one of {', '.join(TORCH_MODES)}, got {mode!r}")
     model = build_torch(problem.network)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in problem.state.items()})
     model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x, y = torch.from_numpy(problem.x), torch.from_numpy(problem.y)
+    if mode == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    forward = torch.compile(model) if mode == "compile" else model
     task = problem.network.task
 
     def step():
-        loss = _torch_loss(model(x), y, task)
+        loss = _torch_loss(forward(x), y, task)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -228,12 +246,14 @@ def cases(options, networks=None):
         except RuntimeError as exc:
             yield Skip(FAMILY, PYFAST_PREFIX + backend, "cpu", str(exc))
     names = [b for b in _backends(options) if _loads(b)]
+    modes = [m for m in TORCH_MODES if m != "compile" or options.compile]
     for network in chosen:
         problem = _LazyProblem(network)
         impls = [(PYFAST_PREFIX + b, functools.partial(_pyfast_prepare, problem, b))
                  for b in names]
         if torch_ok:
-            impls.append(("torch", functools.partial(_torch_prepare, problem)))
+            impls += [(TORCH_IMPLS[m], functools.partial(_torch_prepare, problem, m))
+                      for m in modes]
         for impl, prepare in impls:
             yield Case(FAMILY, f"{network.name} train step", network.label, impl, "cpu",
                        work=problem.flops, unit="flop", prepare=prepare,
@@ -271,8 +291,8 @@ def _pyfast_prepare(lazy, backend):
     return pyfast_step(lazy.problem, backend)
 
 
-def _torch_prepare(lazy):
-    return torch_step(lazy.problem)
+def _torch_prepare(lazy, mode):
+    return torch_step(lazy.problem, mode)
 
 
 # ---------------------------------------------------------------------------- profile
