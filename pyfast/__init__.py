@@ -32,3 +32,6 @@ __all__ += ["models"]
 
 from . import distributed  # noqa: E402  (mpi4py loads in distributed.init())
 __all__ += ["distributed"]
+
+from . import memory  # noqa: E402  (pf.memory.stats / empty_cache: the caching allocator)
+__all__ += ["memory"]
