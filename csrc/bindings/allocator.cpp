@@ -55,6 +55,7 @@ constexpr unsigned kFeatureHandlers = 0x0000000f;  // NPY_1_22_API_VERSION
 PyObject* (*set_handler)(PyObject*) = nullptr;
 PyObject* (*get_handler)() = nullptr;
 PyObject* capsule = nullptr;  // ours, alive for the process (arrays hold references too)
+bool scope_enabled = true;    // set_enabled(False): scopes install nothing (A/B benchmarks)
 
 bool load_numpy_api() {
     PyObject* mod = PyImport_ImportModule("numpy._core._multiarray_umath");
@@ -82,6 +83,7 @@ bool load_numpy_api() {
 // enter() -> token: installs the handler; the token is what was current (None when it
 // already was ours, so nested scopes cost one context-variable read).
 PyObject* enter_scope() {
+    if (!scope_enabled) Py_RETURN_NONE;
     PyObject* current = get_handler();
     if (!current) return nullptr;
     if (current == capsule) {
@@ -145,6 +147,15 @@ PyObject* py_class_capacity(PyObject*, PyObject* arg) {
         return nullptr;
     }
     return PyLong_FromSize_t(mem::class_capacity(static_cast<std::size_t>(n)));
+}
+
+PyObject* py_set_enabled(PyObject*, PyObject* flag) {
+    const int on = PyObject_IsTrue(flag);
+    if (on < 0) return nullptr;
+    PyObject* was = scope_enabled ? Py_True : Py_False;
+    scope_enabled = on != 0;
+    Py_INCREF(was);
+    return was;
 }
 
 PyObject* py_handler(PyObject*, PyObject*) {
@@ -268,6 +279,8 @@ PyMethodDef methods[] = {
      "Give the cached blocks back to the system; returns the bytes released."},
     {"class_capacity", py_class_capacity, METH_O,
      "The bytes of the block a request of nbytes gets."},
+    {"set_enabled", py_set_enabled, METH_O,
+     "Whether scopes entered from now on install the allocator; returns the previous setting."},
     {"handler", py_handler, METH_NOARGS, "The NumPy memory handler capsule ('mem_handler')."},
     {nullptr, nullptr, 0, nullptr},
 };
