@@ -1,16 +1,18 @@
 """Minor page faults and images/s of a steady-state training step with pyfast's caching
-allocator on and off, in plain library use (no glibc tuning, as a user's script runs it).
+allocator on and off (PYFAST_ALLOCATOR=1/0), in plain library use: no glibc tuning, as a
+user's script runs it. The variant "off+mallopt" adds pyfast._memory.keep_freed_memory(), the
+process-wide glibc tuning pyfast's own commands apply.
 
-One process per run; the allocator is switched step by step (pyfast._alloc.set_enabled),
-so "on" and "off" steps alternate and the shared machine's load falls on both alike. Each
-network (built as pyfast/bench/models.py builds it: SGD momentum, batch of random data) gets
---warmup steps per variant, then --rounds rounds of one step per variant, each measured by
-its ru_minflt delta (minor page faults) and wall time.
+The allocator's setting is read at import, so each (network, variant) runs in a process of
+its own, as a user's would; the variants alternate within a round (in reversed order every
+other round) so the shared machine's load falls on all of them alike. Each process builds
+the network as pyfast/bench/models.py does (SGD momentum, a batch of random data), runs
+--warmup steps, then --steps steps, each measured by its ru_minflt delta (minor page
+faults) and wall time.
 
-    python benchmarks/bench_memory.py [--networks resnet18 densenet121] [--rounds 6]
-                                      [--warmup 2] [--json PATH]
-
-PYFAST_ALLOCATOR=0 in the environment turns the allocator off for a whole process instead.
+    python benchmarks/bench_memory.py [--networks resnet18 densenet121] [--rounds 2]
+                                      [--steps 3] [--warmup 2] [--variants on off]
+                                      [--json PATH]
 """
 
 from __future__ import annotations
@@ -20,83 +22,106 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
-import pyfast as pf
-from pyfast import _memory
-from pyfast.bench import models
+VARIANTS = {"on": {"PYFAST_ALLOCATOR": "1"}, "off": {"PYFAST_ALLOCATOR": "0"},
+            "off+mallopt": {"PYFAST_ALLOCATOR": "0", "_BENCH_MEMORY_MALLOPT": "1"}}
+NETWORKS = ("resnet18", "densenet121", "unet")
 
 
 def _faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def run_network(name, rounds, warmup):
+def measure(name, steps, warmup):
+    """In this process: faults and seconds of each of `steps` steps after `warmup`."""
+    if os.environ.get("_BENCH_MEMORY_MALLOPT") == "1":
+        from pyfast._memory import keep_freed_memory
+        keep_freed_memory()
+    import pyfast as pf
+    from pyfast.bench import models
     network = next(n for n in models.NETWORKS if n.name == name)
     step = models.pyfast_step(models.Problem(network))
-    variants = {"on": True, "off": False}
-    for on in variants.values():
-        _memory.native.set_enabled(on)
-        for _ in range(warmup):
-            step()
-    faults = {v: [] for v in variants}
-    seconds = {v: [] for v in variants}
-    held = []
-    for r in range(rounds):
-        order = list(variants) if r % 2 == 0 else list(reversed(variants))
-        for v in order:
-            _memory.native.set_enabled(variants[v])
-            f0, t0 = _faults(), time.perf_counter()
-            step()
-            seconds[v].append(time.perf_counter() - t0)
-            faults[v].append(_faults() - f0)
+    for _ in range(warmup):
+        step()
+    faults, seconds, held = [], [], []
+    for _ in range(steps):
+        f0, t0 = _faults(), time.perf_counter()
+        step()
+        seconds.append(time.perf_counter() - t0)
+        faults.append(_faults() - f0)
         held.append(pf.memory.stats()["held"])
-    _memory.native.set_enabled(True)
-    rows = []
-    for v in variants:
-        rows.append({"network": name, "batch": network.batch, "variant": v,
-                     "faults_per_step_median": statistics.median(faults[v]),
-                     "faults_per_step_min": min(faults[v]),
-                     "images_per_s_median": network.batch / statistics.median(seconds[v]),
-                     "images_per_s_best": network.batch / min(seconds[v]),
-                     "faults": faults[v], "seconds": seconds[v]})
-    return rows, held
+    return {"network": name, "batch": network.batch, "threads": pf.get_num_threads(),
+            "allocator": pf.memory.enabled(), "faults": faults, "seconds": seconds,
+            "held": held}
+
+
+def _child(name, variant, steps, warmup):
+    env = dict(os.environ, **VARIANTS[variant])
+    env.pop("OPENBLAS_CORETYPE", None)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", name,
+                           "--steps", str(steps), "--warmup", str(warmup)],
+                          env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{name} {variant} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--networks", nargs="+", default=["resnet18", "densenet121"],
-                        choices=[n.name for n in models.NETWORKS])
-    parser.add_argument("--rounds", type=int, default=6)
+                        choices=NETWORKS)
+    parser.add_argument("--variants", nargs="+", default=["on", "off"], choices=list(VARIANTS))
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--child", metavar="NETWORK", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if _memory.native is None:
-        print("the caching allocator is off (PYFAST_ALLOCATOR=0) or not built", file=sys.stderr)
-        return 1
-    print(f"{pf.get_num_threads()} threads; steady-state step after {args.warmup} warm-up "
-          f"steps per variant, {args.rounds} rounds alternating on/off")
-    print(f"{'network':<12} {'batch':>5} {'allocator':>9} {'faults/step med':>15} {'min':>6} "
-          f"{'img/s med':>9} {'img/s best':>10}")
-    table, loads = [], []
+    if args.child:
+        print(json.dumps(measure(args.child, args.steps, args.warmup)))
+        return 0
+
+    runs = {(n, v): [] for n in args.networks for v in args.variants}
+    loads = []
+    for r in range(args.rounds):
+        for name in args.networks:
+            order = args.variants if r % 2 == 0 else args.variants[::-1]
+            for variant in order:
+                runs[name, variant].append(_child(name, variant, args.steps, args.warmup))
+                loads.append(os.getloadavg()[0])
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+    threads = runs[args.networks[0], args.variants[0]][0]["threads"]
+    print(f"{threads} threads; per process {args.warmup} warm-up steps, then {args.steps} "
+          f"measured; {args.rounds} processes per row, variants alternating")
+    print(f"{'network':<12} {'batch':>5} {'variant':<12} {'faults/step med':>15} {'min':>7} "
+          f"{'img/s med':>9} {'img/s best':>10} {'held MB':>8}")
+    table = []
     for name in args.networks:
-        rows, held = run_network(name, args.rounds, args.warmup)
-        loads.append(os.getloadavg()[0])
-        for row in rows:
-            print(f"{name:<12} {row['batch']:>5} {row['variant']:>9} "
-                  f"{row['faults_per_step_median']:>15.0f} {row['faults_per_step_min']:>6} "
-                  f"{row['images_per_s_median']:>9.2f} {row['images_per_s_best']:>10.2f}")
-        print(f"{'':<12} held by the allocator after each round (MB): "
-              f"{' '.join(f'{h / 1e6:.0f}' for h in held)}")
-        table += rows
-        pf.memory.empty_cache()
-    print(f"load average after each network: {' '.join(f'{x:.1f}' for x in loads)} "
-          f"(a shared machine: compare rows of one run only)")
+        for variant in args.variants:
+            done = runs[name, variant]
+            faults = [f for d in done for f in d["faults"]]
+            seconds = [s for d in done for s in d["seconds"]]
+            batch = done[0]["batch"]
+            row = {"network": name, "batch": batch, "variant": variant,
+                   "faults_per_step_median": statistics.median(faults),
+                   "faults_per_step_min": min(faults),
+                   "images_per_s_median": batch / statistics.median(seconds),
+                   "images_per_s_best": batch / min(seconds), "runs": done}
+            table.append(row)
+            print(f"{name:<12} {batch:>5} {variant:<12} {row['faults_per_step_median']:>15.0f} "
+                  f"{row['faults_per_step_min']:>7} {row['images_per_s_median']:>9.2f} "
+                  f"{row['images_per_s_best']:>10.2f} {done[-1]['held'][-1] / 1e6:>8.0f}")
+    print(f"load average {min(loads):.1f}-{max(loads):.1f} over the run (a shared machine: "
+          f"compare rows of one run only)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"schema": "pyfast-bench-memory/1", "threads": pf.get_num_threads(),
-                       "loads": loads, "table": table}, f, indent=1)
+            json.dump({"schema": "pyfast-bench-memory/1", "loads": loads, "table": table}, f,
+                      indent=1)
     return 0
 
 
