@@ -241,3 +241,12 @@ def test_disabled_by_environment():
                          check=True).stdout.split()
     assert out[0] == "False" and out[-1] != OURS
     pf.memory.empty_cache()   # a no-op here, as there
+
+
+def test_switch_off_in_process():
+    was = _memory.native.set_enabled(False)
+    try:
+        assert get_handler_name(pf.ops.relu(np.ones(10, np.float32))) != OURS
+    finally:
+        _memory.native.set_enabled(was)
+    assert get_handler_name(pf.ops.relu(np.ones(10, np.float32))) == OURS
