@@ -72,6 +72,19 @@ Pool& pool() {
     return *p;
 }
 
+// Touch every page of a new block now. A class serves requests up to a quarter apart, so
+// without this a block's tail pages would fault in step after step, whenever a larger
+// request of its class first lands on it (DenseNet: 3.8k, 2.3k, 1.0k, 0.5k faults in steps
+// 2-5). The pages hold zeros after, so a fresh mapped block still needs no memset.
+void prefault(char* raw, std::size_t total, bool mapped) {
+#ifdef MADV_POPULATE_WRITE
+    if (mapped && madvise(raw, total, MADV_POPULATE_WRITE) == 0) return;
+#endif
+    const std::size_t page = 4096;
+    for (std::size_t off = mapped ? 0 : kHeader; off < total; off += page) raw[off] = 0;
+    if (!mapped) raw[total - 1] = 0;
+}
+
 Header* from_system(std::size_t capacity, int cls) {
     const std::size_t total = capacity + kHeader;
     void* raw = nullptr;
@@ -86,6 +99,7 @@ Header* from_system(std::size_t capacity, int cls) {
         raw = std::aligned_alloc(kAlignment, total);  // total is a multiple of 64
         if (!raw) return nullptr;
     }
+    prefault(static_cast<char*>(raw), total, mapped);
     Header* h = static_cast<Header*>(raw);
     h->capacity = capacity;
     h->cls = cls;
