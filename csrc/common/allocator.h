@@ -7,8 +7,10 @@
 // Blocks are 64-byte aligned. Sizes up to 1 KiB round up to a multiple of 64; above, each
 // power of two is cut into four classes (2^k * 1.25, 1.5, 1.75, 2), so a block wastes at most
 // a quarter of the request. Small blocks come from malloc, blocks of 256 KiB and more
-// straight from mmap; neither goes back before empty_cache() (or a failed allocation, which
-// empties the cache and tries once more). Thread-safe: one mutex, held for a list push/pop.
+// straight from mmap, every page touched once when taken (so a larger request of the same
+// class landing on the block later faults nothing in); neither goes back before
+// empty_cache() (or a failed allocation, which empties the cache and tries once more).
+// Thread-safe: one mutex, held for a list push/pop.
 #pragma once
 
 #include <cstddef>
