@@ -3,6 +3,8 @@
 pyfast._C     C++17 + OpenMP CPU kernels. Portable by default: the SIMD code paths carry
               their own `target` attributes and are chosen at run time, so the baseline
               flags stay x86-64. PYFAST_NATIVE_ARCH=1 adds -march=native.
+pyfast._alloc the caching allocator, a NumPy memory handler (NEP 49) on the plain C API: tiny,
+              so the scope pf.ops enters costs no import of the kernels.
 pyfast._cuda  CUDA kernels, built whenever nvcc is found (PYFAST_CUDA=0/1 forces it off/on).
               The .cu files are compiled by nvcc for sm_80, sm_90 and PTX, then linked with
               the C++ bindings against the static cudart, so the module imports on a
@@ -59,16 +61,25 @@ cxx_flags = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-fvisibility=hidde
 if _flag("PYFAST_NATIVE_ARCH"):
     cxx_flags.append("-march=native")
 
+ALLOCATOR = ["csrc/common/allocator.cpp"]
 ext_modules = [
     Pybind11Extension(
         "pyfast._C",
-        sources=_rel("csrc/common/*.cpp") + _rel("csrc/cpu/*.cpp") + _rel("csrc/cpu/conv/*.cpp")
+        sources=[s for s in _rel("csrc/common/*.cpp") if s not in ALLOCATOR]
+        + _rel("csrc/cpu/*.cpp") + _rel("csrc/cpu/conv/*.cpp")
         + _rel("csrc/bindings/cpu_*.cpp") + ["csrc/bindings.cpp"],
         include_dirs=["csrc"],
         cxx_std=17,
         extra_compile_args=cxx_flags + ["-fopenmp"],
         extra_link_args=["-fopenmp"],
-    )
+    ),
+    Pybind11Extension(
+        "pyfast._alloc",
+        sources=ALLOCATOR + ["csrc/bindings/allocator.cpp"],
+        include_dirs=["csrc"],
+        cxx_std=17,
+        extra_compile_args=cxx_flags,
+    ),
 ]
 
 want_cuda = _flag("PYFAST_CUDA")

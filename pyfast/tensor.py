@@ -34,6 +34,7 @@ import weakref
 import numpy as np
 
 from . import ops
+from ._memory import allocates, scope_enter as _scope_enter, scope_exit as _scope_exit
 from ._arrays import array_module, as_array, describe, is_cupy
 
 __all__ = ["Tensor", "Function", "tensor", "from_dlpack", "cat", "stack", "no_grad",
@@ -362,6 +363,7 @@ class Tensor(_DeviceShortcuts):
         hooks.append(hook)
         return _HookHandle(hooks, hook)
 
+    @allocates   # every gradient of the pass comes from pyfast's caching allocator
     def backward(self, grad=None):
         """Accumulate d(self)/d(leaf) * grad into every leaf's ``.grad``. ``grad`` may be
         omitted for a one-element tensor (it is then 1)."""
@@ -595,7 +597,11 @@ class Function:
                 needs.append(False)
         record = record and _grad_enabled
         ctx.needs_input_grad = tuple(needs)
-        out = cls.forward(ctx, *arrays, **options)
+        token = _scope_enter()    # the output comes from pyfast's caching allocator
+        try:
+            out = cls.forward(ctx, *arrays, **options)
+        finally:
+            _scope_exit(token)
         if isinstance(out, np.generic):  # numpy turns 0-d results into scalars
             out = np.asarray(out)
         result = Tensor.__new__(Tensor)

@@ -17,6 +17,7 @@ import numbers
 import numpy as np
 
 from pyfast._arrays import is_cupy
+from pyfast._memory import scope_enter, scope_exit
 from pyfast.data.dataset import ArrayDataset
 
 DEVICES = (None, "cpu", "cuda")
@@ -170,13 +171,17 @@ class DataLoader:
         n = len(self.dataset) if order is None else len(order)
         for b in range(start, len(self)):
             lo, hi = b * bs, min(n, (b + 1) * bs)
-            x, y = self._fetch(order[lo:hi] if order is not None else slice(lo, hi))
-            if self.transform is not None:
-                x, y = self.transform(x, y, np.random.default_rng(entropy + [1, b]))
-            if self.device is not None:
-                same = y is x
-                x = _to_device(x, self.device)
-                y = x if same else _to_device(y, self.device)
+            token = scope_enter()   # batches come from pyfast's allocator (not across the yield)
+            try:
+                x, y = self._fetch(order[lo:hi] if order is not None else slice(lo, hi))
+                if self.transform is not None:
+                    x, y = self.transform(x, y, np.random.default_rng(entropy + [1, b]))
+                if self.device is not None:
+                    same = y is x
+                    x = _to_device(x, self.device)
+                    y = x if same else _to_device(y, self.device)
+            finally:
+                scope_exit(token)
             state[1] = b + 1
             yield x, y
         if self._pass is state:

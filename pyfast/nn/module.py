@@ -19,6 +19,7 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from pyfast._arrays import as_array, describe, is_cupy
+from pyfast._memory import allocates
 from pyfast.tensor import Tensor, _DeviceShortcuts, _normalise_device, _on_device, _to_device
 
 from .parameter import Parameter
@@ -301,6 +302,7 @@ class Module(_DeviceShortcuts):
         return self
 
     # ---------------------------------------------------------------- calling
+    @allocates   # a layer's own NumPy work (running statistics, masks) uses the cache too
     def __call__(self, *args, **kwargs):
         args = [_as_input(a) for a in args]
         out = self.forward(*args, **kwargs)

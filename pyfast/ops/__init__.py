@@ -30,3 +30,23 @@ from .resample import upsample2d, upsample2d_backward  # noqa: E402
 __all__ += ["batch_norm", "batch_norm_backward", "max_pool2d", "max_pool2d_backward",
             "avg_pool2d", "avg_pool2d_backward", "adaptive_avg_pool2d",
             "adaptive_avg_pool2d_backward", "upsample2d", "upsample2d_backward"]
+
+
+def _allocate_in_scope():
+    """Every front allocates its outputs from pyfast's caching allocator (pyfast/_memory.py),
+    here and in its own module (so calls between fronts and pickling by name see the same
+    function). Runs last, so fronts added above are covered too."""
+    import sys
+    from pyfast._memory import allocates
+    for name in __all__:
+        fn = globals()[name]
+        if not callable(fn):    # constants such as CONV_PATHS
+            continue
+        scoped = allocates(fn)
+        globals()[name] = scoped
+        home = sys.modules.get(getattr(fn, "__module__", ""), None)
+        if home is not None and getattr(home, name, None) is fn:
+            setattr(home, name, scoped)
+
+
+_allocate_in_scope()

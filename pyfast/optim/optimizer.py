@@ -29,6 +29,7 @@ from itertools import chain
 import numpy as np
 
 from pyfast._arrays import FLOAT_DTYPES, array_module, describe
+from pyfast._memory import allocates
 
 __all__ = ["Optimizer", "required"]
 
@@ -45,6 +46,7 @@ def _device_key(x):
     return "cpu" if isinstance(x, np.ndarray) else f"cuda:{x.device.id}"
 
 
+@allocates   # flat parameter, gradient and state buffers come from pyfast's allocator
 def _zeros(like, n, dtype):
     xp = array_module(like)
     if xp is np:
@@ -290,6 +292,7 @@ class Optimizer:
         for b in self._buckets:
             b.grad.fill(0)
 
+    @allocates
     def step(self, closure=None):
         """One update of every trainable parameter: one kernel call per bucket."""
         loss = closure() if closure is not None else None
