@@ -83,7 +83,7 @@ def _matmul_op(trans_a, trans_b, activation, has_bias):
         a, b, out = res
         if activation == "relu":
             g = jnp.where(out > 0, g, jnp.zeros_like(g))
-        plain = functools.partial(_plain_matmul)
+        plain = _plain_matmul
         # out = A @ B with A = a.T if trans_a else a, B likewise
         da = plain(g, b, False, not trans_b) if not trans_a else plain(b, g, trans_b, True)
         db = plain(a, g, not trans_a, False) if not trans_b else plain(g, a, True, trans_a)
