@@ -14,7 +14,9 @@ which the fused kernel (gradient of the plain sum) cannot take, so its backward 
 blocks with pf.ops.matmul and softmax_cross_entropy, still never holding the whole logits.
 
 The OpenMP kernels use pf.get_num_threads() threads; XLA's own CPU threads wait while a
-callback runs (see benchmarks/bench_linear_xent.py's sibling note in README).
+callback runs (benchmarks/bench_jax.py measures both inside jitted programs). Why host
+callbacks and not an XLA FFI custom call: the callbacks need no build against jaxlib's
+headers; their cost is a copy of every result into XLA's buffer and ~0.25 ms per call.
 """
 
 import functools
