@@ -18,7 +18,6 @@ is timed with pytest-benchmark, each variant checked against the float64 referen
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys

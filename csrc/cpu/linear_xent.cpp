@@ -10,8 +10,8 @@
 // Each block's logits are made once and consumed at once: the three GEMMs of the unfused
 // pair, no recomputation (a vocabulary-chunked two-pass scheme needs a fourth GEMM to
 // rebuild the logits after the log-sum-exp is known, a third more flops on a CPU where the
-// GEMMs are the whole cost). The price is dw's read-modify-write once per block; a block of
-// at most KC rows keeps that to one pass over dw per block.
+// GEMMs are the whole cost). The price is per block, whatever its size: w packed twice and
+// dw read and written once, which is why pf.ops makes blocks of at least 96 rows.
 
 #include "cpu/linear_xent.h"
 

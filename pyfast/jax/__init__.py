@@ -14,7 +14,9 @@ which the fused kernel (gradient of the plain sum) cannot take, so its backward 
 blocks with pf.ops.matmul and softmax_cross_entropy, still never holding the whole logits.
 
 The OpenMP kernels use pf.get_num_threads() threads; XLA's own CPU threads wait while a
-callback runs (see benchmarks/bench_linear_xent.py's sibling note in README).
+callback runs (benchmarks/bench_jax.py measures both inside jitted programs). Why host
+callbacks and not an XLA FFI custom call: the callbacks need no build against jaxlib's
+headers; their cost is a copy of every result into XLA's buffer and ~0.25 ms per call.
 """
 
 import functools
@@ -83,7 +85,7 @@ def _matmul_op(trans_a, trans_b, activation, has_bias):
         a, b, out = res
         if activation == "relu":
             g = jnp.where(out > 0, g, jnp.zeros_like(g))
-        plain = functools.partial(_plain_matmul)
+        plain = _plain_matmul
         # out = A @ B with A = a.T if trans_a else a, B likewise
         da = plain(g, b, False, not trans_b) if not trans_a else plain(b, g, trans_b, True)
         db = plain(a, g, not trans_a, False) if not trans_b else plain(g, a, True, trans_a)
