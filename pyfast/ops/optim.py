@@ -63,19 +63,22 @@ def check_no_aliasing(entries, what):
     least one of them is written: an in-place update through one would change the other
     mid-step. Read-only entries may share with each other. One sort by address, so a list
     of thousands of buffers costs no more than sorting it."""
-    spans = sorted((*_extent(a), name, written) for name, a, written in entries if a.size)
-    last_all = last_written = None  # (device, end, name) reaching furthest so far
-    for device, lo, hi, name, written in spans:
+    spans = sorted((*_extent(a), i, written) for i, (_, a, written) in enumerate(entries)
+                   if a.size)
+    last_all = last_written = None  # (device, end, entry) reaching furthest so far
+    for device, lo, hi, i, written in spans:
         for prior in ((last_all if written else None), last_written):
             if prior is not None and prior[0] == device and lo < prior[1]:
+                first, second = sorted((prior[2], i))  # named in argument order
                 raise ValueError(
-                    f"{what}: {prior[2]} and {name} share memory; every parameter, gradient "
-                    f"and state buffer must be a separate array (one is updated in place)")
+                    f"{what}: {entries[first][0]} and {entries[second][0]} share memory; "
+                    f"every parameter, gradient and state buffer must be a separate array "
+                    f"(one is updated in place)")
         if last_all is None or last_all[0] != device or hi > last_all[1]:
-            last_all = (device, hi, name)
+            last_all = (device, hi, i)
         if written and (last_written is None or last_written[0] != device
                         or hi > last_written[1]):
-            last_written = (device, hi, name)
+            last_written = (device, hi, i)
     return entries
 
 
