@@ -5,7 +5,7 @@ on a non-reference backend (native on a drawn SIMD path and thread count, numba)
 it against the reference backend fed float64 copies of the same inputs, within a bound on
 the rounding error of the dtype.
 
-Budget: PYFAST_FUZZ_EXAMPLES examples per test (default 12, so the fuzz tests stay well
+Budget: PYFAST_FUZZ_EXAMPLES examples per test (default 20, so the fuzz tests stay well
 inside 90 s of the default suite). The default run is derandomized (the same examples every
 time, as a test suite should be); setting PYFAST_FUZZ_EXAMPLES (the sanitizer run, manual
 runs) draws fresh examples, and hypothesis prints the seed of any failure to replay it.
@@ -23,7 +23,7 @@ import pyfast as pf
 from tests.conftest import backend_params
 
 _EXAMPLES = os.environ.get("PYFAST_FUZZ_EXAMPLES")
-EXAMPLES = int(_EXAMPLES) if _EXAMPLES else 12
+EXAMPLES = int(_EXAMPLES) if _EXAMPLES else 20
 
 fuzz_settings = settings(
     max_examples=EXAMPLES, deadline=None, derandomize=_EXAMPLES is None, database=None,
