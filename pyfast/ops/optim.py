@@ -58,13 +58,29 @@ def _extent(x):
     return device, lo, hi + x.itemsize
 
 
+def _owner_key(x):
+    """Equal for any two arrays that may share memory: the NumPy array at the end of the
+    base chain when it allocated its own data, else one key for all the rest (memory
+    imported through DLPack or a buffer, CuPy arrays), which are compared by address."""
+    while isinstance(x, np.ndarray) and x.base is not None:
+        x = x.base
+    return id(x) if isinstance(x, np.ndarray) and x.flags.owndata else None
+
+
 def check_no_aliasing(entries, what):
     """Raise ValueError if two of ``entries`` ((name, array, written)) share memory and at
     least one of them is written: an in-place update through one would change the other
-    mid-step. Read-only entries may share with each other. One sort by address, so a list
-    of thousands of buffers costs no more than sorting it."""
-    spans = sorted((*_extent(a), i, written) for i, (_, a, written) in enumerate(entries)
-                   if a.size)
+    mid-step. Read-only entries may share with each other.
+
+    Cheap for any length: arrays with different memory owners cannot overlap, so only
+    entries that share an owner (views of one buffer, the same array twice) have their
+    address ranges compared, by one sort."""
+    by_owner = {}
+    for i, (_, a, _) in enumerate(entries):
+        by_owner.setdefault(_owner_key(a), []).append(i)
+    shared = [i for group in by_owner.values() if len(group) > 1 for i in group]
+    spans = sorted((*_extent(entries[i][1]), i, entries[i][2]) for i in shared
+                   if entries[i][1].size)
     last_all = last_written = None  # (device, end, entry) reaching furthest so far
     for device, lo, hi, i, written in spans:
         for prior in ((last_all if written else None), last_written):

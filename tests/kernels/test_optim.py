@@ -220,6 +220,12 @@ class TestBadInputLeavesBuffersUntouched:
         # a gradient may be read for two parameters
         pf.ops.sgd_step([flat[:5], flat[5:]], [g[0], g[0][:3]], lr=0.5)
         np.testing.assert_array_equal(flat, -0.5)
+        # memory that arrives through DLPack has no NumPy owner: compared by address
+        t = torch.zeros(4)
+        with pytest.raises(ValueError, match="param and grad " + share):
+            pf.ops.sgd_step(t, t, lr=0.1)
+        with pytest.raises(ValueError, match="param and momentum_buf " + share):
+            pf.ops.sgd_step(t, torch.ones(4), t.numpy(), lr=0.1, momentum=0.9)
 
 
 def _reference_steps(kind, params, grads, states, options, steps=1):
