@@ -35,6 +35,17 @@ def rss_mb():
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def slope_per_100(steps, values):
     if len(steps) < 2:
         return float("nan")
@@ -106,7 +117,7 @@ def main(argv=None):
         rss_last_mb=records[-1]["rss_mb"], rss_slope_mb_per_100_steps=rss_slope,
         step_time_drift=drift, step_time_min_drift=drift_min,
         step_time_slope_ms_per_100_steps=time_slope * 1e3,
-        cpu=platform.processor() or platform.machine(), python=sys.version.split()[0],
+        cpu=cpu_name(), python=sys.version.split()[0],
         records=records)
     print(f"\nafter warm-up ({warmup} steps): RSS {after[0]['rss_mb']:.1f} -> "
           f"{records[-1]['rss_mb']:.1f} MB, slope {rss_slope:+.2f} MB per 100 steps; "
