@@ -46,12 +46,19 @@ def test_batch_norm(backend, data):
     want = pf.ops.batch_norm(*f64(x, weight, bias), rm64, rv64, backend="reference", **kw)
     terms = x.size // c
     what = f"batch_norm {x.shape} {kw}"
+    # y is computed as x * scale + shift with scale = weight * invstd and shift = bias -
+    # mean * scale (as torch does): its rounding scales with |x| * |scale|, not with |y|
+    per_channel = (1, c) + (1,) * len(spatial)
+    scale = np.abs(f64(weight) if weight is not None else 1.0) * want[2]
+    y_mag = (np.abs(f64(x)) + np.abs(want[1]).reshape(per_channel)) * \
+        np.reshape(scale, (-1,) + (1,) * len(spatial)) + \
+        (0 if bias is None else np.abs(f64(bias)).reshape(per_channel))
     for name, got_, want_ in (("y", y, want[0]), ("mean", mean, want[1]),
                               ("invstd", invstd, want[2]), ("running_mean", rm, rm64),
                               ("running_var", rv, rv64)):
         if got_ is not None:
-            assert_close(got_, want_, dtype, terms=terms, magnitude=scalar_magnitude(want_) + 1,
-                         what=f"{what} {name}")
+            mag = y_mag if name == "y" else scalar_magnitude(want_) + 1
+            assert_close(got_, want_, dtype, terms=terms, magnitude=mag, what=f"{what} {name}")
     needs = tuple(v for v in ("x", "w", "b") if draw(st.booleans())) or ("x",)
     gy = randn(rng, x.shape, dtype)
     mean_, invstd_ = (m.astype(dtype) for m in want[1:])
