@@ -7,7 +7,8 @@
 // with branch-free selects), the few clipped ones at the edges one by one.
 //
 // Window bounds follow torch's CPU kernels exactly: a max window starts at its first
-// in-bounds row/column (that position is the argmax if every value is -inf), a larger value
+// in-bounds row/column (that position is the argmax if every value is -inf; -1 if the
+// window lies wholly in the padding, which dilation allows), a larger value
 // or any NaN takes over (so ties keep the first maximum in scan order); an average window's
 // divisor counts the padding up to H + pad (not the ceil-mode overhang) unless
 // count_include_pad is false or divisor_override is given; adaptive windows are
@@ -85,7 +86,8 @@ PYFAST_INLINE void max_window(const T* src, const PoolGeometry& g, int64_t h0, i
                               int64_t w_start, T& best_out, int64_t& at_out) {
     const int64_t w0 = first_inside(w_start, g.dw);
     const int64_t w1 = std::min(w_start + (g.kw - 1) * g.dw + 1, g.w);
-    int64_t at = h0 * g.w + w0;
+    // a window wholly in the padding (possible with dilation) has no input position: -1
+    int64_t at = (h0 < h1 && w0 < w1) ? h0 * g.w + w0 : -1;
     T best = -INFINITY;
     for (int64_t ih = h0; ih < h1; ih += g.dh)
         for (int64_t iw = w0; iw < w1; iw += g.dw) {
@@ -134,6 +136,11 @@ void max_pool_row(const T* src, T* dst, int64_t* idx, const PoolGeometry& g, int
     const int64_t h_start = oh * g.sh - g.ph;
     const int64_t h0 = first_inside(h_start, g.dh);
     const int64_t h1 = std::min(h_start + (g.kh - 1) * g.dh + 1, g.h);
+    if (h0 >= h1) {  // every window of the row lies in the padding rows
+        std::fill(dst, dst + g.ow, T(-INFINITY));
+        std::fill(idx, idx + g.ow, int64_t(-1));
+        return;
+    }
     // interior columns: w_start >= 0 and w_start + (kw - 1) * dw < w
     const int64_t lo = std::min(g.ow, (g.pw + g.sw - 1) / g.sw);
     const int64_t span = (g.kw - 1) * g.dw;
@@ -180,6 +187,7 @@ int64_t max_pool2d_backward(const T* gy, const int64_t* indices, T* gx, const Po
         std::fill(dst, dst + in_plane, T(0));
         for (int64_t o = 0; o < out_plane; ++o) {
             const int64_t at = idx[o];
+            if (at == -1) continue;  // a window in the padding: no input received its max
             if (at < 0 || at >= in_plane) {
                 ++bad;
                 continue;

@@ -45,6 +45,59 @@ def _as_list(value, name):
     return [as_array(value, name)], False
 
 
+def _extent(x):
+    """(device, first byte, one past the last byte) of the memory ``x`` spans."""
+    if isinstance(x, np.ndarray):
+        device, ptr = "cpu", x.__array_interface__["data"][0]
+    else:  # cupy
+        device, ptr = f"cuda:{x.device.id}", x.data.ptr
+    lo = hi = ptr
+    for n, step in zip(x.shape, x.strides):
+        reach = (n - 1) * step
+        lo, hi = (lo + reach, hi) if reach < 0 else (lo, hi + reach)
+    return device, lo, hi + x.itemsize
+
+
+def _owner_key(x):
+    """Equal for any two arrays that may share memory: the NumPy array at the end of the
+    base chain when it allocated its own data, else one key for all the rest (memory
+    imported through DLPack or a buffer, CuPy arrays), which are compared by address."""
+    while isinstance(x, np.ndarray) and x.base is not None:
+        x = x.base
+    return id(x) if isinstance(x, np.ndarray) and x.flags.owndata else None
+
+
+def check_no_aliasing(entries, what):
+    """Raise ValueError if two of ``entries`` ((name, array, written)) share memory and at
+    least one of them is written: an in-place update through one would change the other
+    mid-step. Read-only entries may share with each other.
+
+    Cheap for any length: arrays with different memory owners cannot overlap, so only
+    entries that share an owner (views of one buffer, the same array twice) have their
+    address ranges compared, by one sort."""
+    by_owner = {}
+    for i, (_, a, _) in enumerate(entries):
+        by_owner.setdefault(_owner_key(a), []).append(i)
+    shared = [i for group in by_owner.values() if len(group) > 1 for i in group]
+    spans = sorted((*_extent(entries[i][1]), i, entries[i][2]) for i in shared
+                   if entries[i][1].size)
+    last_all = last_written = None  # (device, end, entry) reaching furthest so far
+    for device, lo, hi, i, written in spans:
+        for prior in ((last_all if written else None), last_written):
+            if prior is not None and prior[0] == device and lo < prior[1]:
+                first, second = sorted((prior[2], i))  # named in argument order
+                raise ValueError(
+                    f"{what}: {entries[first][0]} and {entries[second][0]} share memory; "
+                    f"every parameter, gradient and state buffer must be a separate array "
+                    f"(one is updated in place)")
+        if last_all is None or last_all[0] != device or hi > last_all[1]:
+            last_all = (device, hi, i)
+        if written and (last_written is None or last_written[0] != device
+                        or hi > last_written[1]):
+            last_written = (device, hi, i)
+    return entries
+
+
 class _Buffers:
     """The checked argument lists of one call: params first, then grads and state buffers
     with the params' shapes and dtypes."""
@@ -59,6 +112,8 @@ class _Buffers:
         # one dtype per call, as an optimizer packs one flat buffer per dtype
         float_dtype(**{self._name("param", i): p for i, p in enumerate(self.params)})
         self.grads = self.match(grad, "grad", in_place=False)
+        self._named = [(self._name("param", i), p, True) for i, p in enumerate(self.params)]
+        self._named += [(self._name("grad", i), g, False) for i, g in enumerate(self.grads)]
 
     def _name(self, name, i):
         return f"{name}[{i}]" if self.listed else name
@@ -93,11 +148,16 @@ class _Buffers:
                                  f"{tuple(p.shape)}")
             if in_place:
                 self._writable(v, label)
+                self._named.append((label, v, True))
             else:
                 same_device(**{plabel: p, label: v})
                 v = contiguous(v)
             out.append(v)
         return out
+
+    def check_aliasing(self, what):
+        """After every buffer is matched: none written may share memory with another."""
+        check_no_aliasing(self._named, what)
 
     def required(self, value, name, why):
         if value is None:
@@ -122,6 +182,7 @@ def sgd_step(param, grad, momentum_buf=None, *, lr, momentum=0.0, dampening=0.0,
     b = _Buffers(param, grad)
     bufs = b.required(momentum_buf, "momentum_buf", f"with momentum={momentum}") \
         if momentum else None
+    b.check_aliasing("sgd_step")
     _kernels(b.device, backend).sgd_step(b.params, b.grads, bufs, lr, momentum, dampening,
                                          bool(nesterov), weight_decay, step == 1)
 
@@ -136,6 +197,7 @@ def rmsprop_step(param, grad, square_avg, *, lr, alpha=0.99, eps=1e-8, weight_de
     bufs = b.required(momentum_buf, "momentum_buf", f"with momentum={momentum}") \
         if momentum else None
     gavg = b.required(grad_avg, "grad_avg", "with centered=True") if centered else None
+    b.check_aliasing("rmsprop_step")
     _kernels(b.device, backend).rmsprop_step(b.params, b.grads, sq, bufs, gavg, lr, alpha, eps,
                                              weight_decay, momentum, bool(centered))
 
@@ -154,5 +216,6 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, *, step, lr, beta1=0.9, beta2=0.
     m = b.required(exp_avg, "exp_avg", "")
     v = b.required(exp_avg_sq, "exp_avg_sq", "")
     vmax = b.required(max_exp_avg_sq, "max_exp_avg_sq", "with amsgrad=True") if amsgrad else None
+    b.check_aliasing("adam_step")
     _kernels(b.device, backend).adam_step(b.params, b.grads, m, v, vmax, step, lr, beta1, beta2,
                                           eps, weight_decay, bool(decoupled), bool(amsgrad))

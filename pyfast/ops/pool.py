@@ -72,7 +72,9 @@ def _float_input(x, name):
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, *,
                backend=None):
-    """Returns (y, indices); indices (int64, y's shape) are flat positions in each plane."""
+    """Returns (y, indices); indices (int64, y's shape) are flat positions in each plane,
+    -1 (with y = -inf) for a window that lies wholly in the padding (dilation allows it;
+    torch gives a position outside the plane there)."""
     x = _float_input(x, "x")
     x4 = _as_4d(x, "x")
     g, (oh, ow) = _geometry(x4, kernel_size, stride, padding, dilation, ceil_mode,
@@ -107,9 +109,10 @@ def max_pool2d_backward(gy, indices, input_shape, *, backend=None):
     gx4, gy4 = _as_4d(gx, "gx"), _as_4d(contiguous(gy), "gy")
     if gx.size == 0:
         return gx
-    if gy.size and (int(indices.min()) < 0 or int(indices.max()) >= gx4.shape[2] * gx4.shape[3]):
+    if gy.size and (int(indices.min()) < -1 or int(indices.max()) >= gx4.shape[2] * gx4.shape[3]):
         raise ValueError(f"indices must lie in [0, {gx4.shape[2] * gx4.shape[3]}) (positions "
-                         f"in a {gx4.shape[2]}x{gx4.shape[3]} plane)")
+                         f"in a {gx4.shape[2]}x{gx4.shape[3]} plane) or be -1 (a window in "
+                         f"the padding)")
     _, kernels = backends.select("pool", device, backend)
     kernels.max_pool2d_backward(gy4, _as_4d(contiguous(indices), "indices"), gx4)
     return gx

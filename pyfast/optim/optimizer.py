@@ -30,6 +30,7 @@ import numpy as np
 
 from pyfast._arrays import FLOAT_DTYPES, array_module, describe
 from pyfast._memory import allocates
+from pyfast.ops.optim import check_no_aliasing
 
 __all__ = ["Optimizer", "required"]
 
@@ -216,6 +217,10 @@ class Optimizer:
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         if seen.intersection(ids):
             raise ValueError("some parameters appear in more than one parameter group")
+        # distinct Tensors over one array (tied weights rebound by hand) would be packed as
+        # two copies and silently untied; torch refuses duplicates, and so do we
+        check_no_aliasing([(f"parameter {i}", p.data, True) for i, p in enumerate(
+            chain((p for g in self.param_groups for p in g["params"]), params))], "optimizer")
         if any(("param_names" in g) != ("param_names" in group) for g in self.param_groups):
             raise ValueError("all optimizer param groups should be with/without names.")
         self.param_groups.append(group)

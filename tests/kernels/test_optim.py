@@ -186,6 +186,47 @@ class TestBadInputLeavesBuffersUntouched:
             pf.ops.sgd_step(readonly, self.g[0], lr=0.1)
         self.untouched()
 
+    def test_aliased_buffers(self):
+        """A buffer updated in place may not share memory with another argument: a param
+        that is its own gradient or state, one array twice in a list, overlapping views."""
+        p, g, m, v = self.p, self.g, self.m, self.v
+        share = "share memory"
+        cases = [
+            (pf.ops.sgd_step, (p[0], p[0]), dict(lr=0.1), "param and grad " + share),
+            (pf.ops.sgd_step, (p[0], g[0], p[0]), dict(lr=0.1, momentum=0.9),
+             "param and momentum_buf " + share),
+            (pf.ops.sgd_step, (p, g, [m[0], g[1]]), dict(lr=0.1, momentum=0.9),
+             r"grad\[1\] and momentum_buf\[1\] " + share),
+            (pf.ops.sgd_step, ([p[0], p[0]], [g[0], g[0]]), dict(lr=0.1),
+             r"param\[0\] and param\[1\] " + share),
+            (pf.ops.adam_step, (p, g, m, m), dict(step=1, lr=0.1),
+             r"exp_avg\[[01]\] and exp_avg_sq\[[01]\] " + share),  # the first overlap met
+            (pf.ops.adam_step, (p, g, m, v), dict(step=1, lr=0.1, amsgrad=True,
+                                                  max_exp_avg_sq=[v[0].copy(), p[1]]),
+             r"param\[1\] and max_exp_avg_sq\[1\] " + share),
+            (pf.ops.rmsprop_step, (p[0], g[0], m[0]), dict(lr=0.1, centered=True,
+                                                           grad_avg=m[0]),
+             "square_avg and grad_avg " + share),
+        ]
+        for fn, args, kw, match in cases:
+            with pytest.raises(ValueError, match=match):
+                fn(*args, **kw)
+            self.untouched()
+        flat = np.zeros(8, np.float32)
+        with pytest.raises(ValueError, match=r"param\[0\] and param\[1\] " + share):
+            pf.ops.sgd_step([flat[:5], flat[4:]], [g[0], np.ones(4, np.float32)], lr=0.1)
+        assert not flat.any()
+        # views of one flat buffer that do not overlap are the optimizers' normal case, and
+        # a gradient may be read for two parameters
+        pf.ops.sgd_step([flat[:5], flat[5:]], [g[0], g[0][:3]], lr=0.5)
+        np.testing.assert_array_equal(flat, -0.5)
+        # memory that arrives through DLPack has no NumPy owner: compared by address
+        t = torch.zeros(4)
+        with pytest.raises(ValueError, match="param and grad " + share):
+            pf.ops.sgd_step(t, t, lr=0.1)
+        with pytest.raises(ValueError, match="param and momentum_buf " + share):
+            pf.ops.sgd_step(t, torch.ones(4), t.numpy(), lr=0.1, momentum=0.9)
+
 
 def _reference_steps(kind, params, grads, states, options, steps=1):
     """The reference backend's trajectory (float64 copies) for the given options."""

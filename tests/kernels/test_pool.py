@@ -115,6 +115,32 @@ def test_against_torch_with_ties_nan_and_infinities(backend):
                                    rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("backend", backend_params("pool", "cpu"))
+def test_max_pool_window_wholly_in_padding(backend):
+    """Found by the fuzz tests: with dilation a window can miss the plane entirely (1 row,
+    kernel 2 dilated by 2, padding 1 reads rows -1 and 1). Its output is -inf as in torch;
+    its index is -1 (torch gives a position outside the plane), and the backward routes
+    nothing for it instead of refusing its own forward's indices."""
+    x = data((2, 3, 1, 5), np.float32)
+    y, idx = pf.ops.max_pool2d(x, (2, 3), stride=(1, 2), padding=(1, 1), dilation=(2, 1),
+                               backend=backend)
+    assert y.shape == (2, 3, 1, 3)
+    assert np.all(np.isneginf(y)) and np.all(idx == -1)
+    gx = pf.ops.max_pool2d_backward(np.ones_like(y), idx, x.shape, backend=backend)
+    np.testing.assert_array_equal(gx, 0)
+    # torch gives the same -inf (its backward, fed its out-of-plane index, writes out of
+    # bounds here: torch 2.13 CPU crashes, so it is not called)
+    torch = pytest.importorskip("torch")
+    ty = torch.nn.functional.max_pool2d(torch.tensor(x), (2, 3), stride=(1, 2),
+                                        padding=(1, 1), dilation=(2, 1))
+    np.testing.assert_array_equal(y, ty.numpy())
+    # (such a window needs size < dilation along its axis, which leaves that axis one
+    # output: a plane's windows are all in the padding or none is)
+    with pytest.raises(ValueError, match="or be -1"):
+        pf.ops.max_pool2d_backward(np.ones_like(y), idx - 1, x.shape, backend=backend)
+
+
+
 @pytest.mark.parametrize("shape,k,s,p,d,ceil", [((1, 1, 5, 5), 2, 2, 0, 1, True),
                                                 ((1, 1, 6, 7), 3, 2, 1, 1, True),
                                                 ((1, 1, 5, 5), 2, 3, 1, 1, True),

@@ -190,6 +190,16 @@ def test_bad_params_raise():
         pf.optim.SGD([{"params": [p]}, {"params": [p], "lr": 0.2}], lr=0.1)
     with pytest.raises(ValueError, match="duplicate"):
         pf.optim.SGD([p, p], lr=0.1)
+    tied = pf.nn.Parameter(np.ones(3, np.float32))
+    tied.data = p.data   # a second Tensor over p's array would be packed as an untied copy
+    for params in ([p, tied], [{"params": [p]}, {"params": [tied]}]):
+        with pytest.raises(ValueError, match="parameter 0 and parameter 1 share memory"):
+            pf.optim.Adam(params, lr=0.1)
+    opt = pf.optim.SGD([p], lr=0.1)
+    half = pf.nn.Parameter(np.ones(2, np.float32))
+    half.data = p.data[1:]   # a view into the optimizer's packed buffer
+    with pytest.raises(ValueError, match="parameter 0 and parameter 1 share memory"):
+        opt.add_param_group({"params": [half]})
     with pytest.raises(ValueError, match="learning rate"):
         pf.optim.SGD([{"params": [p], "lr": -1.0}], lr=0.1)
     with pytest.raises(TypeError):

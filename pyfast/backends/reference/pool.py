@@ -40,8 +40,11 @@ def max_pool2d(x, y, indices, kh, kw, sh, sw, ph, pw, dh, dw):
             best = xp.where(better, val, best)
             flat = xp.asarray((rows + r0) * w + cols + c0)
             where = xp.where(better, flat, where)
+    # a window wholly in the padding (dilation allows it) has no input position: -1
+    empty = xp.asarray((_first_valid(np.arange(oh), sh, ph, dh) >= h)[:, None]
+                       | (_first_valid(np.arange(ow), sw, pw, dw) >= w)[None, :])
     y[...] = best
-    indices[...] = where
+    indices[...] = xp.where(empty, -1, where)
 
 
 def max_pool2d_backward(gy, indices, gx):
@@ -49,8 +52,10 @@ def max_pool2d_backward(gy, indices, gx):
     n, c, h, w = gx.shape
     gx[...] = 0
     planes = gx.reshape(n * c, h * w)
-    rows = xp.arange(n * c)[:, None]
-    xp.add.at(planes, (rows, indices.reshape(n * c, -1)), gy.reshape(n * c, -1))
+    rows = xp.broadcast_to(xp.arange(n * c)[:, None], (n * c, indices[0, 0].size))
+    at, g = indices.reshape(n * c, -1), gy.reshape(n * c, -1)
+    keep = at >= 0   # -1: a window in the padding, nothing to route back
+    xp.add.at(planes, (rows[keep], at[keep]), g[keep])
 
 
 def _avg_divisors(h, w, oh, ow, kh, kw, sh, sw, ph, pw, count_include_pad, divisor):
