@@ -147,35 +147,56 @@ def flatten(input, start_dim=0, end_dim=-1):
 # ---------------------------------------------------------------------------- batch norm
 
 class _BatchNorm(Function):
+    """Batch norm with the residual add and ReLU that follow it in ResNet / DenseNet / U-Net
+    blocks fused in: y = relu(bn(x) + residual), one kernel forward and one backward (the
+    plain layer when neither is given)."""
+
     fresh_grads = True
 
     @staticmethod
-    def forward(ctx, x, w, b, running_mean, running_var, training, momentum, eps):
+    def forward(ctx, x, w, b, residual, running_mean, running_var, training, momentum, eps,
+                activation):
         y, mean, invstd = ops.batch_norm(x, w, b, running_mean, running_var, training=training,
-                                         momentum=momentum, eps=eps)
+                                         momentum=momentum, eps=eps, activation=activation,
+                                         residual=residual)
         ctx.x, ctx.w, ctx.mean, ctx.invstd, ctx.training = x, w, mean, invstd, training
+        ctx.activation = activation
+        ctx.y = y if activation else None
         return y
 
     @staticmethod
     def backward(ctx, g):
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        need_x, need_w, need_b, need_r = ctx.needs_input_grad[:4]
         needs = tuple(n for n, want in zip(("x", "w", "b"), (need_x, need_w, need_b)) if want)
         return ops.batch_norm_backward(g, ctx.x, ctx.w, ctx.mean, ctx.invstd,
-                                       training=ctx.training, needs=needs)
+                                       training=ctx.training, needs=needs,
+                                       activation=ctx.activation, y=ctx.y, residual=need_r)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-05):
+               momentum=0.1, eps=1e-05, *, activation=None, residual=None):
     """Batch normalisation over every axis but 1 (torch.nn.functional.batch_norm).
 
     In training, the batch statistics normalise and the running statistics (when given)
-    move by ``momentum`` (unbiased variance); otherwise the running statistics normalise."""
+    move by ``momentum`` (unbiased variance); otherwise the running statistics normalise.
+
+    pyfast extensions: ``residual`` (input's shape) is added to the result and
+    ``activation="relu"`` applied after, in one fused kernel forward and backward:
+    ``relu(batch_norm(input) + residual)``."""
     if momentum is None:
         momentum = 0.0
+    if activation not in (None, "relu"):
+        raise ValueError(f"batch_norm: activation must be None or 'relu', got {activation!r}")
+    if residual is not None:
+        r, x = _data(residual, "residual"), _data(input, "input")
+        if r.shape != x.shape:
+            raise ValueError(f"batch_norm: residual of shape {_shape_str(r)} does not match "
+                             f"input of shape {_shape_str(x)}")
     rm = None if running_mean is None else _data(running_mean, "running_mean")
     rv = None if running_var is None else _data(running_var, "running_var")
-    return _BatchNorm.apply(input, weight, bias, training=bool(training), momentum=momentum,
-                            eps=eps, running_mean=rm, running_var=rv)
+    return _BatchNorm.apply(input, weight, bias, residual, training=bool(training),
+                            momentum=momentum, eps=eps, running_mean=rm, running_var=rv,
+                            activation=activation)
 
 
 # ---------------------------------------------------------------------------- pooling
