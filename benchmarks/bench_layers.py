@@ -502,6 +502,105 @@ def print_block_profile(name, r):
                              for k, v in r["parts_ms"].items() if v >= 0.005 * total))
 
 
+# ---------------------------------------------------------------------------- model steps A/B
+
+def model_worker(network, threads, steps, impls):
+    """In this process: seconds of ``steps`` training steps (after 2 warm-up steps) of
+    ``network`` for each of ``impls`` ("pyfast", "torch", "torch_cl" = channels_last), as
+    JSON on stdout. The first pyfast step's loss is checked against float64 torch."""
+    from pyfast.bench import limit_threads
+    from pyfast.bench import models as bm
+    net = next(n for n in bm.NETWORKS if n.name == network)
+    problem = bm.Problem(net)
+    out = {}
+    with limit_threads(threads):
+        for impl in impls:
+            if impl == "pyfast":
+                step = bm.pyfast_step(problem)
+                try:
+                    problem.check(step())
+                except Exception as exc:  # a wrong result voids the figure
+                    out["error"] = str(exc)
+            else:
+                import torch
+                torch.set_num_threads(threads)
+                step = torch_model_step(problem, channels_last=impl == "torch_cl")
+                step()
+            step()
+            times = []
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - t0)
+            out[impl] = times
+    print(json.dumps(out))
+
+
+def torch_model_step(problem, channels_last):
+    import torch
+    from pyfast.bench import models as bm
+    model = bm.build_torch(problem.network)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in problem.state.items()})
+    model.train()
+    x, y = torch.from_numpy(problem.x), torch.from_numpy(problem.y)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        loss = bm._torch_loss(model(x), y, problem.network.task)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def models_ab(base, networks, threads_list, rounds, steps):
+    """Training-step img/s of pf.models from the tree ``base`` (before) and from this tree
+    (after), one process per measurement, alternating before/after each round, with torch
+    NCHW and channels_last measured in the same rounds. Returns rows with every step time."""
+    import subprocess
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    from pyfast.bench import models as bm
+    batch = {n.name: n.batch for n in bm.NETWORKS}
+    samples = {}
+    for r in range(rounds):
+        for network in networks:
+            for threads in threads_list:
+                order = [("before", base, ["pyfast"]), ("after", here, ["pyfast"]),
+                         ("torch", here, ["torch", "torch_cl"])]
+                if r % 2:
+                    order = order[1::-1] + order[2:]
+                for label, tree, impls in order:
+                    cmd = [sys.executable, os.path.abspath(__file__), "--model-worker",
+                           network, str(threads), str(steps), *impls]
+                    res = subprocess.run(cmd, env=dict(env, PYTHONPATH=tree),
+                                         capture_output=True, text=True, timeout=1200)
+                    if res.returncode:
+                        raise RuntimeError(res.stderr[-2000:])
+                    got = json.loads(res.stdout.strip().splitlines()[-1])
+                    for impl, times in got.items():
+                        if impl == "error":
+                            print(f"!! {label} {network}: {times}")
+                            continue
+                        key = (network, threads, "pyfast " + label if impl == "pyfast"
+                               else impl)
+                        samples.setdefault(key, []).extend(times)
+                print(f"  round {r + 1}/{rounds} {network} {threads}t done "
+                      f"(load {os.getloadavg()[0]:.1f})", flush=True)
+    rows = []
+    for (network, threads, impl), times in samples.items():
+        b = batch[network]
+        rows.append(dict(network=network, threads=threads, impl=impl, batch=b,
+                         median_img_s=b / statistics.median(times), best_img_s=b / min(times),
+                         step_s=times))
+    return rows
+
+
 # ---------------------------------------------------------------------------- companions
 
 def companion_kernels(threads, batch=32, channels=64, size=32):
@@ -608,7 +707,31 @@ def main(argv=None):
     parser.add_argument("--json", help="write the figures to this file")
     parser.add_argument("--blocks-only", action="store_true",
                         help="only the per-block split of the model blocks' steps")
+    parser.add_argument("--models-ab", metavar="BASE_TREE",
+                        help="only the pf.models training steps of BASE_TREE (a pyfast "
+                             "checkout with its extension built) against this tree, and torch")
+    parser.add_argument("--networks", nargs="+", default=["resnet18", "densenet121", "unet"])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--model-worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.model_worker:
+        network, threads, steps, *impls = args.model_worker
+        model_worker(network, int(threads), int(steps), impls)
+        return 0
+    if args.models_ab:
+        print(f"pf.models training steps, before ({args.models_ab}) vs after (this tree), "
+              f"torch NCHW and channels_last; one process each, alternating")
+        rows = models_ab(args.models_ab, args.networks, args.threads, args.rounds, args.steps)
+        print(f"{'network':12s} {'thr':>3s} {'impl':16s} {'median img/s':>12s} {'best img/s':>10s}")
+        for r in sorted(rows, key=lambda r: (r["network"], r["threads"], r["impl"])):
+            print(f"{r['network']:12s} {r['threads']:3d} {r['impl']:16s} "
+                  f"{r['median_img_s']:12.1f} {r['best_img_s']:10.1f}")
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(dict(machine=platform.processor() or platform.machine(),
+                               load_average=os.getloadavg(), models=rows), fh, indent=2)
+        return 0
     shape = dict(BLOCK, batch=8) if args.quick else BLOCK
 
     print("Model blocks, one training step (forward + backward), float32: where it runs")
