@@ -9,10 +9,30 @@ namespace {
 
 // Whether the bytes of two C-contiguous arrays overlap (the fused forward reads x and the
 // residual after writing parts of y, so y may alias neither).
+// The bytes an (N, C, S) array spans (its batch stride may exceed C * S).
+py::ssize_t span_bytes(const py::array& a) {
+    if (a.size() == 0) return 0;
+    return (a.shape(0) - 1) * a.strides(0) + a.shape(1) * a.shape(2) * a.itemsize();
+}
+
 bool overlaps(const py::array& a, const py::array& b) {
     const auto* pa = static_cast<const char*>(a.data());
     const auto* pb = static_cast<const char*>(b.data());
-    return a.nbytes() > 0 && b.nbytes() > 0 && pa < pb + b.nbytes() && pb < pa + a.nbytes();
+    const py::ssize_t na = span_bytes(a), nb = span_bytes(b);
+    return na > 0 && nb > 0 && pa < pb + nb && pb < pa + na;
+}
+
+// x (N, C, S) as T with each sample contiguous and a batch stride of at least C * S elements
+// (a channel prefix of a larger buffer qualifies); returns the data, sets the stride.
+template <typename T>
+const T* batch_strided_input(const py::array& x, const char* name, std::int64_t& stride) {
+    const T* p = data_of<T>(x, name);
+    const py::ssize_t item = sizeof(T), c = x.shape(1), s = x.shape(2);
+    const bool inner = (x.strides(2) == item || s == 1) && (x.strides(1) == s * item || c == 1);
+    stride = x.shape(0) > 1 ? x.strides(0) / item : c * s;
+    PYFAST_CHECK(inner && stride >= c * s, name, " must be C-contiguous within each sample "
+                 "with a batch stride of at least C * S elements");
+    return p;
 }
 
 void batch_norm(const py::array& x, const std::optional<py::array>& weight,
@@ -31,7 +51,8 @@ void batch_norm(const py::array& x, const std::optional<py::array>& weight,
                  "eval mode needs running_mean and running_var");
     on_float_type(x, "x", [&](auto zero) {
         using T = decltype(zero);
-        const T* px = input<T>(x, "x");
+        std::int64_t xn;
+        const T* px = batch_strided_input<T>(x, "x", xn);
         T* py_ = output<T>(y, "y");
         const T* w = optional_input<T>(weight, "weight", c);
         const T* b = optional_input<T>(bias, "bias", c);
@@ -48,7 +69,7 @@ void batch_norm(const py::array& x, const std::optional<py::array>& weight,
                      "y may not overlap x or residual");
         py::gil_scoped_release release;
         pyfast::batch_norm_forward<T>(px, py_, n, c, s, w, b, rm, rv, pm, pi, training, momentum,
-                                      eps, pr, relu);
+                                      eps, pr, relu, xn);
     });
 }
 
@@ -65,7 +86,8 @@ void batch_norm_backward(const py::array& gy, const py::array& x,
     on_float_type(x, "x", [&](auto zero) {
         using T = decltype(zero);
         const T* pg = input<T>(gy, "gy");
-        const T* px = input<T>(x, "x");
+        std::int64_t xn;
+        const T* px = batch_strided_input<T>(x, "x", xn);
         const T* w = optional_input<T>(weight, "weight", c);
         const T* pm = input<T>(mean, "mean", {c});
         const T* pi = input<T>(invstd, "invstd", {c});
@@ -88,7 +110,7 @@ void batch_norm_backward(const py::array& gy, const py::array& x,
         }
         py::gil_scoped_release release;
         pyfast::batch_norm_backward<T>(pg, px, n, c, s, w, pm, pi, pgx, pgw, pgb, training, pyv,
-                                       pgr);
+                                       pgr, xn);
     });
 }
 

@@ -92,7 +92,7 @@ template <typename T>
 struct ForwardPlanes {
     const T *x, *residual, *weight, *bias;
     T *y, *running_mean, *running_var, *mean_out, *invstd_out;
-    int64_t n, c, s;
+    int64_t n, c, s, xn;  // xn: x's batch stride in elements (c * s when contiguous)
     bool training, relu;
     double momentum, eps;
 };
@@ -101,7 +101,7 @@ template <typename T>
 struct BackwardPlanes {
     const T *gy, *x, *y, *weight, *mean, *invstd;  // y: the ReLU output, or null (no ReLU)
     T *gx, *gweight, *gbias, *gresidual;
-    int64_t n, c, s;
+    int64_t n, c, s, xn;  // xn: x's batch stride in elements
     bool training;
 };
 
@@ -114,7 +114,7 @@ PYFAST_INLINE void forward_channel_body(const ForwardPlanes<T>& a, int64_t ch) {
         const double x0 = a.x[ch * s];
         double s1 = 0, s2 = 0;
         for (int64_t i = 0; i < n; ++i) {
-            const T* p = a.x + (i * c + ch) * s;
+            const T* p = a.x + i * a.xn + ch * s;
 #pragma omp simd reduction(+ : s1, s2)
             for (int64_t j = 0; j < s; ++j) {
                 const double d = static_cast<double>(p[j]) - x0;
@@ -136,7 +136,7 @@ PYFAST_INLINE void forward_channel_body(const ForwardPlanes<T>& a, int64_t ch) {
     with_epilogue(a.residual != nullptr, a.relu, [&](auto res, auto relu) {
         for (int64_t i = 0; i < n; ++i) {
             const int64_t off = (i * c + ch) * s;
-            const T* p = a.x + off;
+            const T* p = a.x + i * a.xn + ch * s;
             const T* r = a.residual + off;  // unused without a residual
             T* q = a.y + off;
 #pragma omp simd
@@ -160,7 +160,7 @@ PYFAST_INLINE void backward_channel_body(const BackwardPlanes<T>& a, int64_t ch)
         for (int64_t i = 0; i < n; ++i) {
             const int64_t off = (i * c + ch) * s;
             const T* g = a.gy + off;
-            const T* p = a.x + off;
+            const T* p = a.x + i * a.xn + ch * s;
             if (masked) {
                 const T* v = a.y + off;
                 T* gr = a.gresidual ? a.gresidual + off : nullptr;
@@ -202,7 +202,7 @@ PYFAST_INLINE void backward_channel_body(const BackwardPlanes<T>& a, int64_t ch)
     const T m = static_cast<T>(mu);
     for (int64_t i = 0; i < n; ++i) {
         const int64_t off = (i * c + ch) * s;
-        const T* p = a.x + off;
+        const T* p = a.x + i * a.xn + ch * s;
         T* out = a.gx + off;
         if (a.gresidual) {  // gz already written there
             const T* gz = a.gresidual + off;
@@ -251,9 +251,9 @@ PYFAST_TARGET_AVX512 void backward_channel_avx512(const BackwardPlanes<T>& a, in
 // ---------------------------------------------------------------------------- rows
 
 template <typename T>
-void forward_rows(const T* x, T* y, int64_t n, int64_t c, const T* weight, const T* bias,
-                  T* running_mean, T* running_var, T* mean_out, T* invstd_out, bool training,
-                  double momentum, double eps, const T* residual, bool relu) {
+void forward_rows(const T* x, int64_t xn, T* y, int64_t n, int64_t c, const T* weight,
+                  const T* bias, T* running_mean, T* running_var, T* mean_out, T* invstd_out,
+                  bool training, double momentum, double eps, const T* residual, bool relu) {
     std::vector<T> scale(c), shift(c);
     const int threads = team(n * c, n);
     if (training) {
@@ -265,7 +265,7 @@ void forward_rows(const T* x, T* y, int64_t n, int64_t c, const T* weight, const
             double* acc2 = acc + c;
 #pragma omp for schedule(static)
             for (int64_t i = 0; i < n; ++i) {
-                const T* row = x + i * c;
+                const T* row = x + i * xn;
 #pragma omp simd
                 for (int64_t j = 0; j < c; ++j) {
                     const double d = static_cast<double>(row[j]) - x[j];
@@ -295,7 +295,7 @@ void forward_rows(const T* x, T* y, int64_t n, int64_t c, const T* weight, const
     with_epilogue(residual != nullptr, relu, [&](auto res, auto rl) {
 #pragma omp parallel for schedule(static) num_threads(threads)
         for (int64_t i = 0; i < n; ++i) {
-            const T* row = x + i * c;
+            const T* row = x + i * xn;
             const T* r = residual + i * c;
             T* out = y + i * c;
 #pragma omp simd
@@ -307,7 +307,7 @@ void forward_rows(const T* x, T* y, int64_t n, int64_t c, const T* weight, const
 }
 
 template <typename T>
-void backward_rows(const T* gy, const T* x, int64_t n, int64_t c, const T* weight,
+void backward_rows(const T* gy, const T* x, int64_t xn, int64_t n, int64_t c, const T* weight,
                    const T* mean, const T* invstd, T* gx, T* gweight, T* gbias, bool training,
                    const T* y, T* gresidual) {
     const int threads = team(n * c, n);
@@ -339,7 +339,7 @@ void backward_rows(const T* gy, const T* x, int64_t n, int64_t c, const T* weigh
 #pragma omp for schedule(static)
             for (int64_t i = 0; i < n; ++i) {
                 const T* g = gy + i * c;
-                const T* row = x + i * c;
+                const T* row = x + i * xn;
 #pragma omp simd
                 for (int64_t j = 0; j < c; ++j) {
                     a[j] += g[j];
@@ -369,7 +369,7 @@ void backward_rows(const T* gy, const T* x, int64_t n, int64_t c, const T* weigh
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t i = 0; i < n; ++i) {
         const T* g = gy + i * c;
-        const T* row = x + i * c;
+        const T* row = x + i * xn;
         T* out = gx + i * c;
 #pragma omp simd
         for (int64_t j = 0; j < c; ++j)
@@ -383,12 +383,13 @@ template <typename T>
 void batch_norm_forward(const T* x, T* y, int64_t n, int64_t c, int64_t s, const T* weight,
                         const T* bias, T* running_mean, T* running_var, T* mean_out,
                         T* invstd_out, bool training, double momentum, double eps,
-                        const T* residual, bool relu) {
+                        const T* residual, bool relu, int64_t x_batch_stride) {
+    const int64_t xn = x_batch_stride < 0 ? c * s : x_batch_stride;
     if (s == 1)
-        return forward_rows(x, y, n, c, weight, bias, running_mean, running_var, mean_out,
+        return forward_rows(x, xn, y, n, c, weight, bias, running_mean, running_var, mean_out,
                             invstd_out, training, momentum, eps, residual, relu);
     const ForwardPlanes<T> a{x, residual, weight, bias, y, running_mean, running_var,
-                             mean_out, invstd_out, n, c, s, training, relu, momentum, eps};
+                             mean_out, invstd_out, n, c, s, xn, training, relu, momentum, eps};
     const auto channel = for_active_isa(&forward_channel_generic<T>, &forward_channel_avx2<T>,
                                         &forward_channel_avx512<T>);
 #pragma omp parallel for schedule(static) num_threads(team(n * c * s, c))
@@ -398,12 +399,14 @@ void batch_norm_forward(const T* x, T* y, int64_t n, int64_t c, int64_t s, const
 template <typename T>
 void batch_norm_backward(const T* gy, const T* x, int64_t n, int64_t c, int64_t s,
                          const T* weight, const T* mean, const T* invstd, T* gx, T* gweight,
-                         T* gbias, bool training, const T* y, T* gresidual) {
+                         T* gbias, bool training, const T* y, T* gresidual,
+                         int64_t x_batch_stride) {
+    const int64_t xn = x_batch_stride < 0 ? c * s : x_batch_stride;
     if (s == 1)
-        return backward_rows(gy, x, n, c, weight, mean, invstd, gx, gweight, gbias, training, y,
-                             gresidual);
+        return backward_rows(gy, x, xn, n, c, weight, mean, invstd, gx, gweight, gbias, training,
+                             y, gresidual);
     const BackwardPlanes<T> a{gy, x, y, weight, mean, invstd, gx, gweight, gbias, gresidual,
-                              n, c, s, training};
+                              n, c, s, xn, training};
     const auto channel = for_active_isa(&backward_channel_generic<T>,
                                         &backward_channel_avx2<T>, &backward_channel_avx512<T>);
 #pragma omp parallel for schedule(static) num_threads(team(n * c * s, c))
@@ -413,10 +416,10 @@ void batch_norm_backward(const T* gy, const T* x, int64_t n, int64_t c, int64_t 
 #define PYFAST_INSTANTIATE(T)                                                                 \
     template void batch_norm_forward<T>(const T*, T*, int64_t, int64_t, int64_t, const T*,    \
                                         const T*, T*, T*, T*, T*, bool, double, double,       \
-                                        const T*, bool);                                      \
+                                        const T*, bool, int64_t);                             \
     template void batch_norm_backward<T>(const T*, const T*, int64_t, int64_t, int64_t,       \
                                          const T*, const T*, const T*, T*, T*, T*, bool,      \
-                                         const T*, T*);
+                                         const T*, T*, int64_t);
 PYFAST_INSTANTIATE(float)
 PYFAST_INSTANTIATE(double)
 #undef PYFAST_INSTANTIATE

@@ -54,10 +54,13 @@ class _DenseBlock(nn.ModuleDict):
                                         bn_size, drop_rate))
 
     def forward(self, x):
-        features = [x]
-        for layer in self.values():
-            features.append(layer(features))
-        return pf.cat(features, 1)
+        # the concatenation of x and every layer's output lives in one buffer (each layer
+        # reads a view of it and its output is copied in once) instead of pf.cat per layer
+        layers = list(self.values())
+        stack = F.ChannelStack(x, x.shape[1] + sum(m.conv2.out_channels for m in layers))
+        for layer in layers:
+            stack.append(layer([stack.view()]))
+        return stack.view()
 
 
 class _Transition(nn.Sequential):

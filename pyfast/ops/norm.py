@@ -16,6 +16,8 @@ BatchNorm2d + add + relu would give.
 
 import math
 
+import numpy as np
+
 from pyfast import backends
 from pyfast._arrays import (array_module, as_array, check_shape, contiguous, float_dtype,
                             same_device)
@@ -26,6 +28,21 @@ ACTIVATIONS = (None, "relu")
 
 def _as_3d(x):
     return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def _samples_3d(x):
+    """``x`` (N, C, *) as (N, C, S) for the kernels, without a copy when each sample is
+    C-contiguous but the batch stride is larger (a channel prefix of a bigger buffer, as
+    DenseNet's feature stack hands its layers); else contiguous."""
+    if x.flags.c_contiguous or not isinstance(x, np.ndarray) or x.shape[0] < 2 \
+            or x.strides[0] <= 0 or not x[0].flags.c_contiguous:
+        return _as_3d(contiguous(x))
+    c = x.shape[1]
+    s = x[0].size // c
+    if x.strides[0] < c * s * x.itemsize:
+        return _as_3d(contiguous(x))
+    return np.lib.stride_tricks.as_strided(x, (x.shape[0], c, s),
+                                           (x.strides[0], s * x.itemsize, x.itemsize))
 
 
 def _check_writable_stat(a, name, channels):
@@ -97,7 +114,7 @@ def batch_norm(x, weight=None, bias=None, running_mean=None, running_var=None, *
     if x.size == 0:
         return y, mean, invstd
     _, kernels = backends.select("norm", device, backend)
-    kernels.batch_norm(_as_3d(contiguous(x)), contiguous(weight), contiguous(bias),
+    kernels.batch_norm(_samples_3d(x), contiguous(weight), contiguous(bias),
                        running_mean, running_var, _as_3d(y), mean, invstd, training, momentum,
                        eps, None if residual is None else _as_3d(contiguous(residual)), relu)
     return y, mean, invstd
@@ -148,7 +165,7 @@ def batch_norm_backward(gy, x, weight, mean, invstd, *, training=True, needs=NEE
                 a[...] = 0
         return result
     _, kernels = backends.select("norm", device, backend)
-    kernels.batch_norm_backward(_as_3d(contiguous(gy)), _as_3d(contiguous(x)),
+    kernels.batch_norm_backward(_as_3d(contiguous(gy)), _samples_3d(x),
                                 contiguous(weight), contiguous(mean), contiguous(invstd),
                                 None if gx is None else _as_3d(gx), gw, gb, bool(training),
                                 None if y is None else _as_3d(contiguous(y)),
