@@ -11,6 +11,21 @@ Two measurements, each side by side with a competitor in the same process:
    around the pf.ops functions the layers call), so the share spent outside kernels is
    total - kernels. The same block in torch CPU on the same thread count for reference.
 
+3. Per block of the three networks (ResNet-18 BasicBlock at layer1 and layer3 sizes,
+   DenseNet-121 denseblock1 + transition1, U-Net's last double conv), one training step
+   split by where it runs (``StepClock``): every autograd Function's forward/backward and
+   every backend kernel call is wrapped with a timer, so a step's time divides into
+   conv/GEMM kernel time (the micro-kernels, with the packing that runs inside them),
+   norm / elementwise / pool kernel time, Function glue (checks, layout copies, NumPy
+   concatenate and slicing, allocations) and the tape (module calls, the backward walk,
+   gradient accumulation). "Outside micro-kernels" = 1 - conv/GEMM kernel time / step.
+   Run one tree against another with ``PYTHONPATH=<tree> python benchmarks/bench_layers.py
+   --blocks-only`` (the blocks are built from that tree's pf.models).
+4. ``--models-ab BASE_TREE``: pf.models training steps (ResNet-18, DenseNet-121, U-Net at
+   the sizes of ``pyfast bench models``) of another checkout against this one, one process
+   per measurement, alternating which goes first each round, with torch NCHW and
+   channels_last in the same rounds.
+
 Run as a script for the table (``python benchmarks/bench_layers.py [--json PATH]
 [--threads N ...] [--quick]``) or under pytest-benchmark with the other benchmarks. Timings
 are medians of repeated runs; the machine may be shared, so compare figures of one run.
