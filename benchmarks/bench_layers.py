@@ -11,6 +11,21 @@ Two measurements, each side by side with a competitor in the same process:
    around the pf.ops functions the layers call), so the share spent outside kernels is
    total - kernels. The same block in torch CPU on the same thread count for reference.
 
+3. Per block of the three networks (ResNet-18 BasicBlock at layer1 and layer3 sizes,
+   DenseNet-121 denseblock1 + transition1, U-Net's last double conv), one training step
+   split by where it runs (``StepClock``): every autograd Function's forward/backward and
+   every backend kernel call is wrapped with a timer, so a step's time divides into
+   conv/GEMM kernel time (the micro-kernels, with the packing that runs inside them),
+   norm / elementwise / pool kernel time, Function glue (checks, layout copies, NumPy
+   concatenate and slicing, allocations) and the tape (module calls, the backward walk,
+   gradient accumulation). "Outside micro-kernels" = 1 - conv/GEMM kernel time / step.
+   Run one tree against another with ``PYTHONPATH=<tree> python benchmarks/bench_layers.py
+   --blocks-only`` (the blocks are built from that tree's pf.models).
+4. ``--models-ab BASE_TREE``: pf.models training steps (ResNet-18, DenseNet-121, U-Net at
+   the sizes of ``pyfast bench models``) of another checkout against this one, one process
+   per measurement, alternating which goes first each round, with torch NCHW and
+   channels_last in the same rounds.
+
 Run as a script for the table (``python benchmarks/bench_layers.py [--json PATH]
 [--threads N ...] [--quick]``) or under pytest-benchmark with the other benchmarks. Timings
 are medians of repeated runs; the machine may be shared, so compare figures of one run.
@@ -309,6 +324,298 @@ def block_breakdown(threads, batch, channels, size, repeat=5):
     return row
 
 
+# ---------------------------------------------------------------------------- model blocks
+
+# Blocks of the three networks at the sizes they run in pf.models' benchmark steps
+# (ResNet-18 and DenseNet-121 32x32 variants at batch 64 / 32, U-Net 64x64 at batch 16).
+MODEL_BLOCKS = {
+    "resnet18 BasicBlock 64ch 32x32 b64": ("resnet_basic", dict(channels=64, size=32, batch=64)),
+    "resnet18 BasicBlock 256ch 8x8 b64": ("resnet_basic", dict(channels=256, size=8, batch=64)),
+    "densenet121 denseblock1+transition1 32x32 b32": ("dense_block", dict(size=32, batch=32)),
+    "unet DoubleConv 128->64 64x64 b16": ("unet_double", dict(cin=128, cout=64, size=64,
+                                                               batch=16)),
+}
+QUICK_BLOCKS = {  # --quick: the same blocks at a quarter of the batch
+    k: (kind, dict(opts, batch=max(1, opts["batch"] // 4))) for k, (kind, opts) in
+    MODEL_BLOCKS.items()}
+
+
+def build_block(kind, opts):
+    """(module, input shape) of one of the pf.models blocks."""
+    from pyfast.models import densenet, resnet, unet
+    b, s = opts["batch"], opts["size"]
+    if kind == "resnet_basic":
+        c = opts["channels"]
+        return resnet.BasicBlock(c, c), (b, c, s, s)
+    if kind == "dense_block":
+        block = nn.Sequential(densenet._DenseBlock(6, 64, 4, 32, 0.0),
+                              densenet._Transition(256, 128))
+        return block, (b, 64, s, s)
+    if kind == "unet_double":
+        return unet._DoubleConv(opts["cin"], opts["cout"]), (b, opts["cin"], s, s)
+    raise ValueError(kind)
+
+
+# What counts as GEMM/conv micro-kernel time: the native conv and gemm kernels (their
+# packing, im2col and epilogues run inside them and cannot be split off from Python).
+MICRO_FAMILIES = ("conv", "gemm")
+
+
+class StepClock:
+    """Splits one training step's time by where it runs.
+
+    Every ``Function`` subclass's forward and backward is wrapped (the tape calls them as
+    ``cls.forward`` / ``type(node).backward``), and so is every backend kernel namespace that
+    ``backends.select`` hands out. Time is charged to
+
+    * ``kernel:<family>`` - inside a backend kernel (conv/gemm are the micro-kernels);
+    * ``<Function> glue`` - inside a Function's forward/backward but outside kernels: argument
+      checks, layout conversion (contiguous copies), NumPy work such as concatenate/slicing,
+      output allocation;
+    * ``tape`` - everything else: Module.__call__, Tensor creation, the tape's topological
+      walk and gradient accumulation (its ops.add kernels are charged to kernel:elementwise).
+
+    The wrappers cost a few microseconds per call, so the instrumented step is slightly
+    longer than the plain one; both totals are reported."""
+
+    def __init__(self):
+        self.spent = {}
+        self._label = None
+        self._kernel_t = 0.0   # kernel time inside the current Function call
+
+    def _add(self, key, dt):
+        self.spent[key] = self.spent.get(key, 0.0) + dt
+
+    @staticmethod
+    def _functions():
+        from pyfast.tensor import Function
+        seen, todo = [], [Function]
+        while todo:
+            cls = todo.pop()
+            for sub in cls.__subclasses__():
+                if sub not in seen:
+                    seen.append(sub)
+                    todo.append(sub)
+        return seen
+
+    @contextlib.contextmanager
+    def installed(self):
+        clock = self
+        backends = pf.backends
+        real_select = backends.select
+
+        class Timed:
+            def __init__(self, family, ns):
+                self._family, self._ns = family, ns
+
+            def __getattr__(self, name):
+                fn = getattr(self._ns, name)
+                if not callable(fn):
+                    return fn
+                family = self._family
+
+                def timed(*args, **kwargs):
+                    t0 = time.perf_counter()
+                    try:
+                        return fn(*args, **kwargs)
+                    finally:
+                        dt = time.perf_counter() - t0
+                        clock._add("kernel:" + family, dt)
+                        clock._kernel_t += dt
+                return timed
+
+        def select(family, device, backend=None):
+            name, ns = real_select(family, device, backend)
+            return name, Timed(family, ns)
+
+        def wrap(cls, attr, fn):
+            label = cls.__name__.lstrip("_") + " glue"
+
+            def timed(*args, **kwargs):
+                outer, outer_k = clock._label, clock._kernel_t
+                clock._label, clock._kernel_t = label, 0.0
+                t0 = time.perf_counter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    dt = time.perf_counter() - t0
+                    clock._add(label, dt - clock._kernel_t)
+                    clock._label, clock._kernel_t = outer, outer_k + dt if outer else outer_k
+            return staticmethod(timed)
+
+        patched = []
+        for cls in self._functions():
+            for attr in ("forward", "backward"):
+                if attr in cls.__dict__:
+                    fn = cls.__dict__[attr]
+                    fn = fn.__func__ if isinstance(fn, staticmethod) else fn
+                    patched.append((cls, attr, cls.__dict__[attr]))
+                    setattr(cls, attr, wrap(cls, attr, fn))
+        backends.select = select
+        try:
+            yield self
+        finally:
+            backends.select = real_select
+            for cls, attr, original in patched:
+                setattr(cls, attr, original)
+
+
+def block_step(kind, opts, seed=0):
+    """One training step (forward + backward with a random output gradient) of a block."""
+    pf.manual_seed(seed)
+    block, shape = build_block(kind, opts)
+    block.train()
+    rng = np.random.default_rng(seed)
+    x = pf.tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True)
+    with pf.no_grad():
+        out_shape = block(x).shape
+    g = rng.standard_normal(out_shape).astype(np.float32)
+    params = list(block.parameters())
+
+    def step():
+        for p in params:
+            p.grad = None
+        x.grad = None
+        block(x).backward(g)
+
+    return step
+
+
+def block_profile(kind, opts, threads, repeat=5):
+    """Seconds per step by StepClock category (medians over ``repeat`` instrumented steps),
+    plus the plain step's median and the share outside the conv/GEMM micro-kernels."""
+    from pyfast.bench import limit_threads
+    step = block_step(kind, opts)
+    with limit_threads(threads):
+        step()
+        runs, totals = [], []
+        for _ in range(repeat):
+            clock = StepClock()
+            with clock.installed():
+                t0 = time.perf_counter()
+                step()
+                totals.append(time.perf_counter() - t0)
+            runs.append(clock.spent)
+        plain = [median_time(step, repeat=1, min_time=0.0) for _ in range(repeat)]
+    keys = sorted({k for r in runs for k in r})
+    parts = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in keys}
+    total = statistics.median(totals)
+    parts["tape"] = max(total - sum(parts.values()), 0.0)
+    micro = sum(parts.get("kernel:" + f, 0.0) for f in MICRO_FAMILIES)
+    return dict(threads=threads, plain_ms=statistics.median(plain) * 1e3,
+                plain_min_ms=min(plain) * 1e3, instrumented_ms=total * 1e3,
+                parts_ms={k: v * 1e3 for k, v in sorted(parts.items(), key=lambda kv: -kv[1])},
+                outside_micro_pct=100 * (1 - micro / total))
+
+
+def print_block_profile(name, r):
+    print(f"{name}, {r['threads']}t: step {r['plain_ms']:.1f} ms (min {r['plain_min_ms']:.1f}),"
+          f" instrumented {r['instrumented_ms']:.1f} ms; outside conv/GEMM micro-kernels "
+          f"{r['outside_micro_pct']:.1f}%")
+    total = r["instrumented_ms"]
+    print("    " + ", ".join(f"{k} {v:.1f} ({100 * v / total:.0f}%)"
+                             for k, v in r["parts_ms"].items() if v >= 0.005 * total))
+
+
+# ---------------------------------------------------------------------------- model steps A/B
+
+def model_worker(network, threads, steps, impls):
+    """In this process: seconds of ``steps`` training steps (after 2 warm-up steps) of
+    ``network`` for each of ``impls`` ("pyfast", "torch", "torch_cl" = channels_last), as
+    JSON on stdout. The first pyfast step's loss is checked against float64 torch."""
+    from pyfast.bench import limit_threads
+    from pyfast.bench import models as bm
+    net = next(n for n in bm.NETWORKS if n.name == network)
+    problem = bm.Problem(net)
+    out = {}
+    with limit_threads(threads):
+        for impl in impls:
+            if impl == "pyfast":
+                step = bm.pyfast_step(problem)
+                try:
+                    problem.check(step())
+                except Exception as exc:  # a wrong result voids the figure
+                    out["error"] = str(exc)
+            else:
+                import torch
+                torch.set_num_threads(threads)
+                step = torch_model_step(problem, channels_last=impl == "torch_cl")
+                step()
+            step()
+            times = []
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - t0)
+            out[impl] = times
+    print(json.dumps(out))
+
+
+def torch_model_step(problem, channels_last):
+    import torch
+    from pyfast.bench import models as bm
+    model = bm.build_torch(problem.network)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in problem.state.items()})
+    model.train()
+    x, y = torch.from_numpy(problem.x), torch.from_numpy(problem.y)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        loss = bm._torch_loss(model(x), y, problem.network.task)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def models_ab(base, networks, threads_list, rounds, steps):
+    """Training-step img/s of pf.models from the tree ``base`` (before) and from this tree
+    (after), one process per measurement, alternating before/after each round, with torch
+    NCHW and channels_last measured in the same rounds. Returns rows with every step time."""
+    import subprocess
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    from pyfast.bench import models as bm
+    batch = {n.name: n.batch for n in bm.NETWORKS}
+    samples = {}
+    for r in range(rounds):
+        for network in networks:
+            for threads in threads_list:
+                order = [("before", base, ["pyfast"]), ("after", here, ["pyfast"]),
+                         ("torch", here, ["torch", "torch_cl"])]
+                if r % 2:
+                    order = order[1::-1] + order[2:]
+                for label, tree, impls in order:
+                    cmd = [sys.executable, os.path.abspath(__file__), "--model-worker",
+                           network, str(threads), str(steps), *impls]
+                    res = subprocess.run(cmd, env=dict(env, PYTHONPATH=tree),
+                                         capture_output=True, text=True, timeout=1200)
+                    if res.returncode:
+                        raise RuntimeError(res.stderr[-2000:])
+                    got = json.loads(res.stdout.strip().splitlines()[-1])
+                    for impl, times in got.items():
+                        if impl == "error":
+                            print(f"!! {label} {network}: {times}")
+                            continue
+                        key = (network, threads, "pyfast " + label if impl == "pyfast"
+                               else impl)
+                        samples.setdefault(key, []).extend(times)
+                print(f"  round {r + 1}/{rounds} {network} {threads}t done "
+                      f"(load {os.getloadavg()[0]:.1f})", flush=True)
+    rows = []
+    for (network, threads, impl), times in samples.items():
+        b = batch[network]
+        rows.append(dict(network=network, threads=threads, impl=impl, batch=b,
+                         median_img_s=b / statistics.median(times), best_img_s=b / min(times),
+                         step_s=times))
+    return rows
+
+
 # ---------------------------------------------------------------------------- companions
 
 def companion_kernels(threads, batch=32, channels=64, size=32):
@@ -413,8 +720,49 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, nargs="*", default=sorted({1, pf.get_num_threads()}))
     parser.add_argument("--quick", action="store_true", help="batch 8 instead of 32")
     parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument("--blocks-only", action="store_true",
+                        help="only the per-block split of the model blocks' steps")
+    parser.add_argument("--models-ab", metavar="BASE_TREE",
+                        help="only the pf.models training steps of BASE_TREE (a pyfast "
+                             "checkout with its extension built) against this tree, and torch")
+    parser.add_argument("--networks", nargs="+", default=["resnet18", "densenet121", "unet"])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--model-worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.model_worker:
+        network, threads, steps, *impls = args.model_worker
+        model_worker(network, int(threads), int(steps), impls)
+        return 0
+    if args.models_ab:
+        print(f"pf.models training steps, before ({args.models_ab}) vs after (this tree), "
+              f"torch NCHW and channels_last; one process each, alternating")
+        rows = models_ab(args.models_ab, args.networks, args.threads, args.rounds, args.steps)
+        print(f"{'network':12s} {'thr':>3s} {'impl':16s} {'median img/s':>12s} {'best img/s':>10s}")
+        for r in sorted(rows, key=lambda r: (r["network"], r["threads"], r["impl"])):
+            print(f"{r['network']:12s} {r['threads']:3d} {r['impl']:16s} "
+                  f"{r['median_img_s']:12.1f} {r['best_img_s']:10.1f}")
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(dict(machine=platform.processor() or platform.machine(),
+                               load_average=os.getloadavg(), models=rows), fh, indent=2)
+        return 0
     shape = dict(BLOCK, batch=8) if args.quick else BLOCK
+
+    print("Model blocks, one training step (forward + backward), float32: where it runs")
+    profiles = []
+    for n in args.threads:
+        for name, (kind, opts) in (QUICK_BLOCKS if args.quick else MODEL_BLOCKS).items():
+            r = block_profile(kind, opts, n)
+            r["block"] = name
+            profiles.append(r)
+            print_block_profile(name, r)
+    if args.blocks_only:
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(dict(machine=platform.processor() or platform.machine(),
+                               load_average=os.getloadavg(), blocks=profiles), fh, indent=2)
+        return 0
 
     print("Python overhead per layer call (median, microseconds)")
     rows = layer_overhead()
@@ -451,7 +799,7 @@ def main(argv=None):
                       f"  torch/pyfast {r['torch_over_pyfast']:5.2f}")
     if args.json:
         report = dict(machine=platform.processor() or platform.machine(), python=sys.version,
-                      load_average=os.getloadavg(), overhead=rows, block=blocks,
+                      load_average=os.getloadavg(), overhead=rows, block=blocks, blocks=profiles,
                       companions=companions)
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=2)

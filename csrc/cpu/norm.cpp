@@ -1,15 +1,21 @@
-// Batch normalisation, forward (training and eval) and backward, float32 and float64.
+// Batch normalisation, forward (training and eval) and backward, float32 and float64, with
+// the layers that follow it in ResNet / DenseNet / U-Net blocks fused in: an optional
+// residual added to the normalised values and an optional ReLU, forward and backward.
 //
 // Two layouts of (N, C, S):
 //  * planes (S > 1, BatchNorm2d): threads take whole channels. A channel's N planes are
-//    read once for the statistics: each plane (in chunks of at most kChunk elements, so a
-//    chunk sits in L1/L2) gets its mean by one pass and its squared deviations by a second
-//    pass over the cached chunk, and chunks merge with Chan's parallel formula; double
-//    accumulators throughout. The channel is normalised (one fused multiply-add with
-//    scale = weight * invstd, shift = bias - mean * scale) right after its statistics,
-//    while its N * S elements are still in L2 at ResNet/U-Net sizes, so x comes from memory
-//    about once. The backward does the same: one pass for sum(gy) and sum(gy * (x - mean)),
-//    then the fused gradient formula over the cached channel.
+//    read once for the statistics: shifted sums (x - x0, x0 the channel's first element) and
+//    their squares in double accumulators, so one pass gives mean and variance without the
+//    cancellation of raw sums. The channel is then normalised with one fused multiply-add
+//    (scale = weight * invstd, shift = bias - mean * scale), the residual added and the ReLU
+//    applied in the same loop, right after its statistics, while its N * S elements are
+//    still in L2 at ResNet/U-Net sizes: x comes from memory about once. The backward does
+//    the same: one pass for sum(gz) and sum(gz * (x - mean)), where gz is gy masked by the
+//    ReLU output (and written out as the residual's gradient when asked), then the fused
+//    gradient formula over the cached channel.
+//    The per-channel work is compiled for AVX-512, AVX2 and the baseline and picked at run
+//    time: at the baseline ISA the double accumulators make these loops compute-bound
+//    (about 4 GB/s against 20 GB/s of copy bandwidth).
 //  * rows (S == 1, BatchNorm1d on (N, C)): channels are contiguous within a row, so threads
 //    take blocks of rows and accumulate per-channel sums (shifted by the first row, in
 //    double) that are reduced after the parallel loop; the elementwise pass then vectorises
@@ -21,63 +27,51 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "common/runtime.h"
+#include "cpu/select.h"
 
 namespace pyfast {
 namespace {
 
 using std::int64_t;
 
-constexpr int64_t kChunk = 8192;
-// Mean and sum of squared deviations of one channel (planes layout).
-template <typename T>
-void channel_moments(const T* x, int64_t n, int64_t c, int64_t s, int64_t ch, double& mean,
-                     double& m2) {
-    double count = 0, mu = 0, sq = 0;
-    for (int64_t i = 0; i < n; ++i) {
-        const T* plane = x + (i * c + ch) * s;
-        for (int64_t b = 0; b < s; b += kChunk) {
-            const int64_t len = std::min(kChunk, s - b);
-            const T* p = plane + b;
-            double sum = 0;
-#pragma omp simd reduction(+ : sum)
-            for (int64_t j = 0; j < len; ++j) sum += p[j];
-            const double m = sum / static_cast<double>(len);
-            double dev = 0;
-#pragma omp simd reduction(+ : dev)
-            for (int64_t j = 0; j < len; ++j) {
-                const double d = static_cast<double>(p[j]) - m;
-                dev += d * d;
-            }
-            const double total = count + static_cast<double>(len);
-            const double delta = m - mu;
-            mu += delta * static_cast<double>(len) / total;
-            sq += dev + delta * delta * count * static_cast<double>(len) / total;
-            count = total;
-        }
-    }
-    mean = mu;
-    m2 = sq;
+// The epilogue after the affine map: z = x * scale + shift (+ residual); y = relu(z) or z.
+template <typename T, bool Res, bool Relu>
+PYFAST_INLINE T epilogue(T v, const T* r, int64_t j) {
+    if constexpr (Res) v += r[j];
+    if constexpr (Relu) v = v < T(0) ? T(0) : v;  // NaN stays NaN, as torch
+    return v;
 }
 
+// gy where the ReLU output y > 0, else 0 (torch's threshold_backward), through integer masks:
+// GCC does not if-convert the float select inside these reductions, and the branch it
+// leaves mispredicts on half of real data (20x slower).
 template <typename T>
-void affine_planes(const T* x, T* y, int64_t n, int64_t c, int64_t s, int64_t ch, T scale,
-                   T shift) {
-    for (int64_t i = 0; i < n; ++i) {
-        const T* p = x + (i * c + ch) * s;
-        T* q = y + (i * c + ch) * s;
-#pragma omp simd
-        for (int64_t j = 0; j < s; ++j) q[j] = p[j] * scale + shift;
+PYFAST_INLINE T relu_grad(T g, T y) {
+    return blend(__builtin_isgreater(y, T(0)), g, T(0));
+}
+
+// Calls f(std::bool_constant<res>, std::bool_constant<relu>) so loops are branch-free.
+template <class F>
+PYFAST_INLINE void with_epilogue(bool res, bool relu, F&& f) {
+    if (res) {
+        if (relu) f(std::true_type{}, std::true_type{});
+        else f(std::true_type{}, std::false_type{});
+    } else {
+        if (relu) f(std::false_type{}, std::true_type{});
+        else f(std::false_type{}, std::false_type{});
     }
 }
 
 // Statistics of channel `ch` -> mean_out/invstd_out (and running statistics in training).
 template <typename T>
-void finish_stats(int64_t ch, double mean, double var_biased, int64_t count, const T* weight,
-                  const T* bias, T* running_mean, T* running_var, T* mean_out, T* invstd_out,
-                  double momentum, double eps, T& scale, T& shift) {
+PYFAST_INLINE void finish_stats(int64_t ch, double mean, double var_biased, int64_t count,
+                                const T* weight, const T* bias, T* running_mean, T* running_var,
+                                T* mean_out, T* invstd_out, double momentum, double eps,
+                                T& scale, T& shift) {
     const double invstd = 1.0 / std::sqrt(var_biased + eps);
     mean_out[ch] = static_cast<T>(mean);
     invstd_out[ch] = static_cast<T>(invstd);
@@ -92,10 +86,174 @@ void finish_stats(int64_t ch, double mean, double var_biased, int64_t count, con
     shift = static_cast<T>((bias ? bias[ch] : 0.0) - mean * sc);
 }
 
+// ---------------------------------------------------------------------------- planes
+
 template <typename T>
-void forward_rows(const T* x, T* y, int64_t n, int64_t c, const T* weight, const T* bias,
-                  T* running_mean, T* running_var, T* mean_out, T* invstd_out, bool training,
-                  double momentum, double eps) {
+struct ForwardPlanes {
+    const T *x, *residual, *weight, *bias;
+    T *y, *running_mean, *running_var, *mean_out, *invstd_out;
+    int64_t n, c, s, xn;  // xn: x's batch stride in elements (c * s when contiguous)
+    bool training, relu;
+    double momentum, eps;
+};
+
+template <typename T>
+struct BackwardPlanes {
+    const T *gy, *x, *y, *weight, *mean, *invstd;  // y: the ReLU output, or null (no ReLU)
+    T *gx, *gweight, *gbias, *gresidual;
+    int64_t n, c, s, xn;  // xn: x's batch stride in elements
+    bool training;
+};
+
+// One channel of the forward: statistics in one pass, then the affine map and epilogue.
+template <typename T>
+PYFAST_INLINE void forward_channel_body(const ForwardPlanes<T>& a, int64_t ch) {
+    const int64_t n = a.n, c = a.c, s = a.s, count = n * s;
+    double mean, var;
+    if (a.training) {
+        const double x0 = a.x[ch * s];
+        double s1 = 0, s2 = 0;
+        for (int64_t i = 0; i < n; ++i) {
+            const T* p = a.x + i * a.xn + ch * s;
+#pragma omp simd reduction(+ : s1, s2)
+            for (int64_t j = 0; j < s; ++j) {
+                const double d = static_cast<double>(p[j]) - x0;
+                s1 += d;
+                s2 += d * d;
+            }
+        }
+        const double m = s1 / static_cast<double>(count);
+        mean = x0 + m;
+        var = std::max(s2 / static_cast<double>(count) - m * m, 0.0);
+    } else {
+        mean = a.running_mean[ch];
+        var = a.running_var[ch];
+    }
+    T scale, shift;
+    finish_stats<T>(ch, mean, var, count, a.weight, a.bias,
+                    a.training ? a.running_mean : nullptr, a.training ? a.running_var : nullptr,
+                    a.mean_out, a.invstd_out, a.momentum, a.eps, scale, shift);
+    with_epilogue(a.residual != nullptr, a.relu, [&](auto res, auto relu) {
+        for (int64_t i = 0; i < n; ++i) {
+            const int64_t off = (i * c + ch) * s;
+            const T* p = a.x + i * a.xn + ch * s;
+            const T* r = a.residual + off;  // unused without a residual
+            T* q = a.y + off;
+#pragma omp simd
+            for (int64_t j = 0; j < s; ++j)
+                q[j] = epilogue<T, decltype(res)::value, decltype(relu)::value>(
+                    p[j] * scale + shift, r, j);
+        }
+    });
+}
+
+// One channel of the backward: gz = gy masked by the ReLU output; reduce, then gx.
+template <typename T>
+PYFAST_INLINE void backward_channel_body(const BackwardPlanes<T>& a, int64_t ch) {
+    const int64_t n = a.n, c = a.c, s = a.s;
+    const double count = static_cast<double>(n * s);
+    const double mu = a.mean[ch], is = a.invstd[ch];
+    const bool reduce = a.training || a.gweight || a.gbias;
+    double sum_gz = 0, sum_gzx = 0;
+    const bool masked = a.y != nullptr;
+    if (reduce || a.gresidual) {
+        for (int64_t i = 0; i < n; ++i) {
+            const int64_t off = (i * c + ch) * s;
+            const T* g = a.gy + off;
+            const T* p = a.x + i * a.xn + ch * s;
+            if (masked) {
+                const T* v = a.y + off;
+                T* gr = a.gresidual ? a.gresidual + off : nullptr;
+                if (gr) {
+#pragma omp simd reduction(+ : sum_gz, sum_gzx)
+                    for (int64_t j = 0; j < s; ++j) {
+                        const T gz = relu_grad(g[j], v[j]);
+                        gr[j] = gz;
+                        sum_gz += gz;
+                        sum_gzx += static_cast<double>(gz) * (static_cast<double>(p[j]) - mu);
+                    }
+                } else {
+#pragma omp simd reduction(+ : sum_gz, sum_gzx)
+                    for (int64_t j = 0; j < s; ++j) {
+                        const T gz = relu_grad(g[j], v[j]);
+                        sum_gz += gz;
+                        sum_gzx += static_cast<double>(gz) * (static_cast<double>(p[j]) - mu);
+                    }
+                }
+            } else {
+                if (a.gresidual) std::copy(g, g + s, a.gresidual + off);
+#pragma omp simd reduction(+ : sum_gz, sum_gzx)
+                for (int64_t j = 0; j < s; ++j) {
+                    sum_gz += g[j];
+                    sum_gzx += static_cast<double>(g[j]) * (static_cast<double>(p[j]) - mu);
+                }
+            }
+        }
+    }
+    if (a.gbias) a.gbias[ch] = static_cast<T>(sum_gz);
+    if (a.gweight) a.gweight[ch] = static_cast<T>(sum_gzx * is);
+    if (!a.gx) return;
+    // gx = k * gz - ka - (x - mean) * kb: k = weight * invstd, ka = k * mean(gz),
+    // kb = k * invstd^2 * mean(gz * (x - mean)) (the last two only in training)
+    const double kd = is * (a.weight ? a.weight[ch] : 1.0);
+    const T k = static_cast<T>(kd);
+    const T ka = a.training ? static_cast<T>(kd * sum_gz / count) : T(0);
+    const T kb = a.training ? static_cast<T>(kd * sum_gzx * is * is / count) : T(0);
+    const T m = static_cast<T>(mu);
+    for (int64_t i = 0; i < n; ++i) {
+        const int64_t off = (i * c + ch) * s;
+        const T* p = a.x + i * a.xn + ch * s;
+        T* out = a.gx + off;
+        if (a.gresidual) {  // gz already written there
+            const T* gz = a.gresidual + off;
+#pragma omp simd
+            for (int64_t j = 0; j < s; ++j) out[j] = k * gz[j] - ka - (p[j] - m) * kb;
+        } else if (masked) {
+            const T* g = a.gy + off;
+            const T* v = a.y + off;
+#pragma omp simd
+            for (int64_t j = 0; j < s; ++j) {
+                const T gz = relu_grad(g[j], v[j]);
+                out[j] = k * gz - ka - (p[j] - m) * kb;
+            }
+        } else {
+            const T* g = a.gy + off;
+#pragma omp simd
+            for (int64_t j = 0; j < s; ++j) out[j] = k * g[j] - ka - (p[j] - m) * kb;
+        }
+    }
+}
+
+// The channel functions compiled per ISA (the bodies inline into each and vectorise for it).
+template <typename T>
+void forward_channel_generic(const ForwardPlanes<T>& a, int64_t ch) { forward_channel_body(a, ch); }
+template <typename T>
+PYFAST_TARGET_AVX2 void forward_channel_avx2(const ForwardPlanes<T>& a, int64_t ch) {
+    forward_channel_body(a, ch);
+}
+template <typename T>
+PYFAST_TARGET_AVX512 void forward_channel_avx512(const ForwardPlanes<T>& a, int64_t ch) {
+    forward_channel_body(a, ch);
+}
+template <typename T>
+void backward_channel_generic(const BackwardPlanes<T>& a, int64_t ch) {
+    backward_channel_body(a, ch);
+}
+template <typename T>
+PYFAST_TARGET_AVX2 void backward_channel_avx2(const BackwardPlanes<T>& a, int64_t ch) {
+    backward_channel_body(a, ch);
+}
+template <typename T>
+PYFAST_TARGET_AVX512 void backward_channel_avx512(const BackwardPlanes<T>& a, int64_t ch) {
+    backward_channel_body(a, ch);
+}
+
+// ---------------------------------------------------------------------------- rows
+
+template <typename T>
+void forward_rows(const T* x, int64_t xn, T* y, int64_t n, int64_t c, const T* weight,
+                  const T* bias, T* running_mean, T* running_var, T* mean_out, T* invstd_out,
+                  bool training, double momentum, double eps, const T* residual, bool relu) {
     std::vector<T> scale(c), shift(c);
     const int threads = team(n * c, n);
     if (training) {
@@ -107,7 +265,7 @@ void forward_rows(const T* x, T* y, int64_t n, int64_t c, const T* weight, const
             double* acc2 = acc + c;
 #pragma omp for schedule(static)
             for (int64_t i = 0; i < n; ++i) {
-                const T* row = x + i * c;
+                const T* row = x + i * xn;
 #pragma omp simd
                 for (int64_t j = 0; j < c; ++j) {
                     const double d = static_cast<double>(row[j]) - x[j];
@@ -134,19 +292,42 @@ void forward_rows(const T* x, T* y, int64_t n, int64_t c, const T* weight, const
     }
     const T* sc = scale.data();
     const T* sh = shift.data();
+    with_epilogue(residual != nullptr, relu, [&](auto res, auto rl) {
 #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t i = 0; i < n; ++i) {
-        const T* row = x + i * c;
-        T* out = y + i * c;
+        for (int64_t i = 0; i < n; ++i) {
+            const T* row = x + i * xn;
+            const T* r = residual + i * c;
+            T* out = y + i * c;
 #pragma omp simd
-        for (int64_t j = 0; j < c; ++j) out[j] = row[j] * sc[j] + sh[j];
-    }
+            for (int64_t j = 0; j < c; ++j)
+                out[j] = epilogue<T, decltype(res)::value, decltype(rl)::value>(
+                    row[j] * sc[j] + sh[j], r, j);
+        }
+    });
 }
 
 template <typename T>
-void backward_rows(const T* gy, const T* x, int64_t n, int64_t c, const T* weight,
-                   const T* mean, const T* invstd, T* gx, T* gweight, T* gbias, bool training) {
+void backward_rows(const T* gy, const T* x, int64_t xn, int64_t n, int64_t c, const T* weight,
+                   const T* mean, const T* invstd, T* gx, T* gweight, T* gbias, bool training,
+                   const T* y, T* gresidual) {
     const int threads = team(n * c, n);
+    // With a ReLU the masked gradient is needed twice: materialise it (in gresidual when
+    // that is wanted, else in a scratch array) and continue as without.
+    std::vector<T> scratch;
+    if (y) {
+        T* gz = gresidual;
+        if (!gz) {
+            scratch.resize(static_cast<size_t>(n * c));
+            gz = scratch.data();
+        }
+        const int64_t total = n * c;
+#pragma omp parallel for simd schedule(static) num_threads(threads)
+        for (int64_t i = 0; i < total; ++i)
+            gz[i] = relu_grad(gy[i], y[i]);
+        gy = gz;
+    } else if (gresidual) {
+        std::copy(gy, gy + n * c, gresidual);
+    }
     const bool reduce = training || gweight || gbias;
     std::vector<double> sum_gy(c, 0.0), sum_gyx(c, 0.0);
     if (reduce) {
@@ -158,7 +339,7 @@ void backward_rows(const T* gy, const T* x, int64_t n, int64_t c, const T* weigh
 #pragma omp for schedule(static)
             for (int64_t i = 0; i < n; ++i) {
                 const T* g = gy + i * c;
-                const T* row = x + i * c;
+                const T* row = x + i * xn;
 #pragma omp simd
                 for (int64_t j = 0; j < c; ++j) {
                     a[j] += g[j];
@@ -188,7 +369,7 @@ void backward_rows(const T* gy, const T* x, int64_t n, int64_t c, const T* weigh
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t i = 0; i < n; ++i) {
         const T* g = gy + i * c;
-        const T* row = x + i * c;
+        const T* row = x + i * xn;
         T* out = gx + i * c;
 #pragma omp simd
         for (int64_t j = 0; j < c; ++j)
@@ -201,75 +382,44 @@ void backward_rows(const T* gy, const T* x, int64_t n, int64_t c, const T* weigh
 template <typename T>
 void batch_norm_forward(const T* x, T* y, int64_t n, int64_t c, int64_t s, const T* weight,
                         const T* bias, T* running_mean, T* running_var, T* mean_out,
-                        T* invstd_out, bool training, double momentum, double eps) {
+                        T* invstd_out, bool training, double momentum, double eps,
+                        const T* residual, bool relu, int64_t x_batch_stride) {
+    const int64_t xn = x_batch_stride < 0 ? c * s : x_batch_stride;
     if (s == 1)
-        return forward_rows(x, y, n, c, weight, bias, running_mean, running_var, mean_out,
-                            invstd_out, training, momentum, eps);
-    const int64_t count = n * s;
+        return forward_rows(x, xn, y, n, c, weight, bias, running_mean, running_var, mean_out,
+                            invstd_out, training, momentum, eps, residual, relu);
+    const ForwardPlanes<T> a{x, residual, weight, bias, y, running_mean, running_var,
+                             mean_out, invstd_out, n, c, s, xn, training, relu, momentum, eps};
+    const auto channel = for_active_isa(&forward_channel_generic<T>, &forward_channel_avx2<T>,
+                                        &forward_channel_avx512<T>);
 #pragma omp parallel for schedule(static) num_threads(team(n * c * s, c))
-    for (int64_t ch = 0; ch < c; ++ch) {
-        double mean, var;
-        if (training) {
-            double m2;
-            channel_moments(x, n, c, s, ch, mean, m2);
-            var = m2 / static_cast<double>(count);
-        } else {
-            mean = running_mean[ch];
-            var = running_var[ch];
-        }
-        T scale, shift;
-        finish_stats<T>(ch, mean, var, count, weight, bias, training ? running_mean : nullptr,
-                        training ? running_var : nullptr, mean_out, invstd_out, momentum, eps,
-                        scale, shift);
-        affine_planes(x, y, n, c, s, ch, scale, shift);
-    }
+    for (int64_t ch = 0; ch < c; ++ch) channel(a, ch);
 }
 
 template <typename T>
 void batch_norm_backward(const T* gy, const T* x, int64_t n, int64_t c, int64_t s,
                          const T* weight, const T* mean, const T* invstd, T* gx, T* gweight,
-                         T* gbias, bool training) {
+                         T* gbias, bool training, const T* y, T* gresidual,
+                         int64_t x_batch_stride) {
+    const int64_t xn = x_batch_stride < 0 ? c * s : x_batch_stride;
     if (s == 1)
-        return backward_rows(gy, x, n, c, weight, mean, invstd, gx, gweight, gbias, training);
-    const double count = static_cast<double>(n * s);
-    const bool reduce = training || gweight || gbias;
+        return backward_rows(gy, x, xn, n, c, weight, mean, invstd, gx, gweight, gbias, training,
+                             y, gresidual);
+    const BackwardPlanes<T> a{gy, x, y, weight, mean, invstd, gx, gweight, gbias, gresidual,
+                              n, c, s, xn, training};
+    const auto channel = for_active_isa(&backward_channel_generic<T>,
+                                        &backward_channel_avx2<T>, &backward_channel_avx512<T>);
 #pragma omp parallel for schedule(static) num_threads(team(n * c * s, c))
-    for (int64_t ch = 0; ch < c; ++ch) {
-        const double mu = mean[ch], is = invstd[ch];
-        double sum_gy = 0, sum_gyx = 0;
-        if (reduce) {
-            for (int64_t i = 0; i < n; ++i) {
-                const T* g = gy + (i * c + ch) * s;
-                const T* p = x + (i * c + ch) * s;
-#pragma omp simd reduction(+ : sum_gy, sum_gyx)
-                for (int64_t j = 0; j < s; ++j) {
-                    sum_gy += g[j];
-                    sum_gyx += static_cast<double>(g[j]) * (static_cast<double>(p[j]) - mu);
-                }
-            }
-        }
-        if (gbias) gbias[ch] = static_cast<T>(sum_gy);
-        if (gweight) gweight[ch] = static_cast<T>(sum_gyx * is);
-        if (!gx) continue;
-        const T k = static_cast<T>(is * (weight ? weight[ch] : 1.0));
-        const T a = training ? static_cast<T>(sum_gy / count) : T(0);
-        const T b = training ? static_cast<T>(sum_gyx * is * is / count) : T(0);
-        const T m = static_cast<T>(mu);
-        for (int64_t i = 0; i < n; ++i) {
-            const T* g = gy + (i * c + ch) * s;
-            const T* p = x + (i * c + ch) * s;
-            T* out = gx + (i * c + ch) * s;
-#pragma omp simd
-            for (int64_t j = 0; j < s; ++j) out[j] = k * (g[j] - a - (p[j] - m) * b);
-        }
-    }
+    for (int64_t ch = 0; ch < c; ++ch) channel(a, ch);
 }
 
 #define PYFAST_INSTANTIATE(T)                                                                 \
     template void batch_norm_forward<T>(const T*, T*, int64_t, int64_t, int64_t, const T*,    \
-                                        const T*, T*, T*, T*, T*, bool, double, double);      \
+                                        const T*, T*, T*, T*, T*, bool, double, double,       \
+                                        const T*, bool, int64_t);                             \
     template void batch_norm_backward<T>(const T*, const T*, int64_t, int64_t, int64_t,       \
-                                         const T*, const T*, const T*, T*, T*, T*, bool);
+                                         const T*, const T*, const T*, T*, T*, T*, bool,      \
+                                         const T*, T*, int64_t);
 PYFAST_INSTANTIATE(float)
 PYFAST_INSTANTIATE(double)
 #undef PYFAST_INSTANTIATE

@@ -39,10 +39,10 @@ class _SyncForward:
     def __init__(self, bn, group):
         self.bn, self.group = bn, group
 
-    def __call__(self, input):
+    def __call__(self, input, *, activation=None, residual=None):
         bn = self.bn
         if not bn.training:
-            return type(bn).forward(bn, input)
+            return type(bn).forward(bn, input, activation=activation, residual=residual)
         bn._check_input(input)
         factor = 0.0 if bn.momentum is None else bn.momentum
         if bn.track_running_stats:
@@ -51,9 +51,13 @@ class _SyncForward:
                 factor = 1.0 / float(bn.num_batches_tracked.data)
         rm = None if bn.running_mean is None else bn.running_mean.data
         rv = None if bn.running_var is None else bn.running_var.data
-        return _SyncBatchNorm.apply(input, bn.weight, bn.bias, running_mean=rm,
-                                    running_var=rv, momentum=factor, eps=bn.eps,
-                                    group=self.group)
+        out = _SyncBatchNorm.apply(input, bn.weight, bn.bias, running_mean=rm,
+                                   running_var=rv, momentum=factor, eps=bn.eps,
+                                   group=self.group)
+        # the fused options of BatchNorm.forward, unfused here (the models pass them)
+        if residual is not None:
+            out = out + residual
+        return out.relu() if activation == "relu" else out
 
 
 def _channel_sums(a3, b3=None):

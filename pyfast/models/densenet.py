@@ -6,6 +6,8 @@ them (BN-ReLU-1x1 conv halving the channels, 2x2 average pool), then norm5; ``cl
 is the Linear head. Names, order, shapes and initialisation are torchvision's, so converted
 torchvision weights load with ``strict=True``. ``small_input=True`` makes conv0 a 3x3
 stride-1 convolution and drops pool0 (it has no parameters, so the keys do not change).
+Each BN-ReLU pair runs as one fused kernel (``norm(x, activation="relu")``); the ReLU
+modules stay registered, as torchvision has them.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ class _DenseLayer(nn.Module):
 
     def forward(self, features):
         x = features[0] if len(features) == 1 else pf.cat(features, 1)
-        out = self.conv1(self.relu1(self.norm1(x)))
-        out = self.conv2(self.relu2(self.norm2(out)))
+        out = self.conv1(self.norm1(x, activation="relu"))
+        out = self.conv2(self.norm2(out, activation="relu"))
         if self.drop_rate > 0:
             out = F.dropout(out, self.drop_rate, self.training)
         return out
@@ -52,10 +54,13 @@ class _DenseBlock(nn.ModuleDict):
                                         bn_size, drop_rate))
 
     def forward(self, x):
-        features = [x]
-        for layer in self.values():
-            features.append(layer(features))
-        return pf.cat(features, 1)
+        # the concatenation of x and every layer's output lives in one buffer (each layer
+        # reads a view of it and its output is copied in once) instead of pf.cat per layer
+        layers = list(self.values())
+        stack = F.ChannelStack(x, x.shape[1] + sum(m.conv2.out_channels for m in layers))
+        for layer in layers:
+            stack.append(layer([stack.view()]))
+        return stack.view()
 
 
 class _Transition(nn.Sequential):
@@ -66,6 +71,9 @@ class _Transition(nn.Sequential):
         self.add_module("conv", nn.Conv2d(num_input_features, num_output_features, 1,
                                           bias=False))
         self.add_module("pool", nn.AvgPool2d(2, stride=2))
+
+    def forward(self, x):
+        return self.pool(self.conv(self.norm(x, activation="relu")))
 
 
 class DenseNet(nn.Module):

@@ -7,6 +7,10 @@ weights load with ``strict=True`` and give the same logits. ``small_input=True``
 CIFAR-style variant for 32x32 (or smaller) images: the stem is a 3x3 stride-1 convolution
 and the max-pool is an Identity; the keys stay the same (only conv1's shape changes).
 ``in_channels`` changes conv1's input channels (1 for grey-scale scans).
+
+Each batch norm runs with the ReLU (and the residual add) after it fused into one kernel
+(``BatchNorm2d.forward(x, activation="relu", residual=identity)``); the ``relu`` modules stay
+registered, as torchvision has them, but the forward passes do not call them.
 """
 
 from __future__ import annotations
@@ -43,9 +47,8 @@ class BasicBlock(nn.Module):
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        out = self.bn1(self.conv1(x), activation="relu")
+        return self.bn2(self.conv2(out), activation="relu", residual=identity)
 
 
 class Bottleneck(nn.Module):
@@ -67,10 +70,9 @@ class Bottleneck(nn.Module):
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        out = self.bn1(self.conv1(x), activation="relu")
+        out = self.bn2(self.conv2(out), activation="relu")
+        return self.bn3(self.conv3(out), activation="relu", residual=identity)
 
 
 class ResNet(nn.Module):
@@ -122,7 +124,7 @@ class ResNet(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.bn1(self.conv1(x), activation="relu"))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(self.avgpool(x).flatten(1))
 

@@ -30,8 +30,9 @@ class _DoubleConv(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x):
-        x = self.relu(self.bn1(self.conv1(x)))
-        return self.relu(self.bn2(self.conv2(x)))
+        # BN-ReLU fused into one kernel (self.relu stays registered, as before)
+        x = self.bn1(self.conv1(x), activation="relu")
+        return self.bn2(self.conv2(x), activation="relu")
 
 
 class _Down(nn.Module):

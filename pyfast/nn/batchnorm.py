@@ -1,6 +1,7 @@
 """BatchNorm1d and BatchNorm2d, as torch.nn: weight ones, bias zeros, buffers running_mean
 (zeros), running_var (ones) and num_batches_tracked (int64 0); momentum=None keeps a
-cumulative average (momentum 1/num_batches_tracked)."""
+cumulative average (momentum 1/num_batches_tracked). ``forward`` takes the fused options
+``activation="relu"`` and ``residual=`` (see pf.nn.functional.batch_norm)."""
 
 import numpy as np
 
@@ -66,7 +67,10 @@ class _BatchNorm(Module):
             raise ValueError(f"{type(self).__name__}: input of shape {tuple(x.shape)} has "
                              f"{x.shape[1]} channels, expected num_features={self.num_features}")
 
-    def forward(self, input):
+    def forward(self, input, *, activation=None, residual=None):
+        """``activation="relu"`` and ``residual=`` (pyfast extensions) fuse the ReLU and the
+        residual add that follow the layer in ResNet / DenseNet / U-Net blocks:
+        relu(self(input) + residual) in one kernel forward and one backward."""
         self._check_input(input)
         factor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
@@ -77,7 +81,8 @@ class _BatchNorm(Module):
         tracked = not self.training or self.track_running_stats
         return F.batch_norm(input, self.running_mean if tracked else None,
                             self.running_var if tracked else None, self.weight, self.bias,
-                            use_batch, factor, self.eps)
+                            use_batch, factor, self.eps, activation=activation,
+                            residual=residual)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "

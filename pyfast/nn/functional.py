@@ -147,35 +147,138 @@ def flatten(input, start_dim=0, end_dim=-1):
 # ---------------------------------------------------------------------------- batch norm
 
 class _BatchNorm(Function):
+    """Batch norm with the residual add and ReLU that follow it in ResNet / DenseNet / U-Net
+    blocks fused in: y = relu(bn(x) + residual), one kernel forward and one backward (the
+    plain layer when neither is given)."""
+
     fresh_grads = True
 
     @staticmethod
-    def forward(ctx, x, w, b, running_mean, running_var, training, momentum, eps):
+    def forward(ctx, x, w, b, residual, running_mean, running_var, training, momentum, eps,
+                activation):
         y, mean, invstd = ops.batch_norm(x, w, b, running_mean, running_var, training=training,
-                                         momentum=momentum, eps=eps)
+                                         momentum=momentum, eps=eps, activation=activation,
+                                         residual=residual)
         ctx.x, ctx.w, ctx.mean, ctx.invstd, ctx.training = x, w, mean, invstd, training
+        ctx.activation = activation
+        ctx.y = y if activation else None
         return y
 
     @staticmethod
     def backward(ctx, g):
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        need_x, need_w, need_b, need_r = ctx.needs_input_grad[:4]
         needs = tuple(n for n, want in zip(("x", "w", "b"), (need_x, need_w, need_b)) if want)
         return ops.batch_norm_backward(g, ctx.x, ctx.w, ctx.mean, ctx.invstd,
-                                       training=ctx.training, needs=needs)
+                                       training=ctx.training, needs=needs,
+                                       activation=ctx.activation, y=ctx.y, residual=need_r)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-05):
+               momentum=0.1, eps=1e-05, *, activation=None, residual=None):
     """Batch normalisation over every axis but 1 (torch.nn.functional.batch_norm).
 
     In training, the batch statistics normalise and the running statistics (when given)
-    move by ``momentum`` (unbiased variance); otherwise the running statistics normalise."""
+    move by ``momentum`` (unbiased variance); otherwise the running statistics normalise.
+
+    pyfast extensions: ``residual`` (input's shape) is added to the result and
+    ``activation="relu"`` applied after, in one fused kernel forward and backward:
+    ``relu(batch_norm(input) + residual)``."""
     if momentum is None:
         momentum = 0.0
+    if activation not in (None, "relu"):
+        raise ValueError(f"batch_norm: activation must be None or 'relu', got {activation!r}")
+    if residual is not None:
+        r, x = _data(residual, "residual"), _data(input, "input")
+        if r.shape != x.shape:
+            raise ValueError(f"batch_norm: residual of shape {_shape_str(r)} does not match "
+                             f"input of shape {_shape_str(x)}")
     rm = None if running_mean is None else _data(running_mean, "running_mean")
     rv = None if running_var is None else _data(running_var, "running_var")
-    return _BatchNorm.apply(input, weight, bias, training=bool(training), momentum=momentum,
-                            eps=eps, running_mean=rm, running_var=rv)
+    return _BatchNorm.apply(input, weight, bias, residual, training=bool(training),
+                            momentum=momentum, eps=eps, running_mean=rm, running_var=rv,
+                            activation=activation)
+
+
+# ---------------------------------------------------------------------------- channel stack
+
+class ChannelStack:
+    """A concatenation along the channel axis that grows (DenseNet's feature stack), held in
+    one preallocated (N, total_channels, H, W) buffer: each part is copied in once, when it
+    is appended, and ``view()`` is ``pf.cat(parts so far, 1)`` as a view of the buffer, not
+    a copy. (A pyfast extension; a layer per part with ``pf.cat`` would copy the whole
+    stack again for every layer, and sum the parts' gradients slice by slice.)
+
+    In the backward pass the views' gradients are added into one gradient buffer, and a
+    part's gradient is handed on, as a slice of it, by the first view that contained the
+    part; all later views consume it too and, as each later part is computed from an
+    earlier view, their backward passes have run by then. A graph that breaks that order
+    (a view whose gradient arrives after an earlier view's) raises instead of losing a
+    contribution."""
+
+    def __init__(self, first, total_channels):
+        first = first if isinstance(first, Tensor) else Tensor(_as_data(first))
+        x = first.data
+        if x.ndim != 4:
+            raise ValueError(f"ChannelStack: expected a 4-D (N, C, H, W) input, got shape "
+                             f"{_shape_str(x)}")
+        if isinstance(total_channels, bool) or not isinstance(total_channels, numbers.Integral) \
+                or total_channels < x.shape[1]:
+            raise ValueError(f"ChannelStack: total_channels must be an int >= the first part's "
+                             f"{x.shape[1]} channels, got {total_channels!r}")
+        self._buffer = array_module(x).empty((x.shape[0], int(total_channels)) + x.shape[2:],
+                                             x.dtype)
+        self._buffer[:, :x.shape[1]] = x
+        self._parts, self._bounds = [first], [0, x.shape[1]]
+        self._viewed = 0               # parts already inside a view
+        self._grad = None
+        self._delivered_from = None    # lowest part whose gradient has been handed on
+
+    @property
+    def channels(self):
+        return self._bounds[-1]
+
+    def append(self, part):
+        part = part if isinstance(part, Tensor) else Tensor(_as_data(part))
+        p, buf = part.data, self._buffer
+        start = self._bounds[-1]
+        if p.ndim != 4 or p.shape[0] != buf.shape[0] or p.shape[2:] != buf.shape[2:] \
+                or start + p.shape[1] > buf.shape[1] or p.dtype != buf.dtype:
+            raise ValueError(f"ChannelStack.append: part of shape {_shape_str(p)} ({p.dtype}) "
+                             f"does not fit a stack of shape {_shape_str(buf)} ({buf.dtype}) "
+                             f"with {start} channels used")
+        buf[:, start:start + p.shape[1]] = p
+        self._parts.append(part)
+        self._bounds.append(start + p.shape[1])
+
+    def view(self):
+        """The concatenation of every part appended so far (a Tensor viewing the buffer)."""
+        first, self._viewed = self._viewed, len(self._parts)
+        return _StackView.apply(*self._parts, stack=self, first=first, count=len(self._parts))
+
+
+class _StackView(Function):
+    # the gradients handed on are views of the stack's gradient buffer: not fresh
+    @staticmethod
+    def forward(ctx, *parts, stack, first, count):
+        ctx.stack, ctx.first, ctx.count = stack, first, count
+        return stack._buffer[:, :stack._bounds[count]]
+
+    @staticmethod
+    def backward(ctx, g):
+        st, first, count = ctx.stack, ctx.first, ctx.count
+        if st._delivered_from is not None and count > st._delivered_from:
+            raise RuntimeError("ChannelStack: a view's gradient arrived after the gradient of "
+                               "a part it contains was handed on; every later part must be "
+                               "computed from an earlier view")
+        if st._grad is None:
+            st._grad = array_module(g).zeros_like(st._buffer)
+        st._grad[:, :st._bounds[count]] += g
+        out = [None] * count
+        for i in range(first, count):
+            out[i] = st._grad[:, st._bounds[i]:st._bounds[i + 1]]
+        if first < count:
+            st._delivered_from = first
+        return tuple(out)
 
 
 # ---------------------------------------------------------------------------- pooling
