@@ -440,11 +440,16 @@ IMPLICIT_PATHS["1x1/2-shortcut"]["forward"] = "im2col"
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", IMPLICIT, ids=[c[0] for c in IMPLICIT])
-def test_native_implicit_path_on_every_isa(dtype, case):
+def test_native_implicit_path_on_every_isa(dtype, case, monkeypatch):
     """The native kernels of these shapes on every code path the CPU runs (AVX-512, AVX2,
-    generic), at 1 and 3 threads."""
+    generic), at 1 and 3 threads, and that the planner sent them down the implicit path
+    (pf.ops.last_conv_path(), asserted on every ISA and thread count)."""
+    monkeypatch.delenv("PYFAST_CONV_ALGO", raising=False)  # the planner's choice, not a forced one
     on_every_isa((1, 3), lambda: check_forward_backward("native", case, dtype, 30,
                                                         expect=IMPLICIT_PATHS[case[0]]))
+    # The query reports what ran, not a constant: forced to im2col, the same shape says so.
+    check_forward_backward("native", case, dtype, 30, algo="im2col",
+                           expect={"forward": "im2col", "input_grad": "im2col"})
 
 
 # Shapes of the native stride-1 weight gradient over blocks of whole small images (a tile

@@ -188,13 +188,51 @@ def test_dcgan_initialisation_and_layout():
         gan.generator(np.zeros((2, 7), np.float32))
 
 
+def _square_images(n, seed):
+    """8x8 images of a bright square on a dark ground, with a little noise: data whose
+    per-pixel mean a generator has to learn (it starts near 0 everywhere)."""
+    x = np.full((n, 1, 8, 8), -0.8, np.float32)
+    x[:, :, 2:6, 2:6] = 0.8
+    noise = 0.1 * np.random.default_rng(seed).standard_normal(x.shape).astype(np.float32)
+    return np.clip(x + noise, -1, 1)
+
+
+def _discriminator_logits(gan, x):
+    gan.discriminator.eval()
+    try:
+        with pf.no_grad():
+            return gan.discriminator(x).numpy()
+    finally:
+        gan.discriminator.train()
+
+
 def test_dcgan_trains_with_fit_gan():
+    """fit_gan trains both players: the discriminator scores real images above generated
+    ones (it did not before), and the generator's samples move toward the data. Passed for
+    seeds 0, 1 and 2 (gap 0.80 -> 0.49-0.54, logit margin 0.83-0.90); about 0.1 s."""
     pf.manual_seed(0)
     gan = pf.models.DCGAN(latent_dim=8, image_channels=1, image_size=8, features=4)
-    data = pf.data.ArrayDataset(_images(32, 1, 8) * 2 - 1)
-    history = pf.train.fit_gan(gan, pf.data.DataLoader(data, 16, shuffle=True, seed=0),
-                               epochs=2, progress=False)
-    assert len(history["d_loss"]) == 2 and np.isfinite(history["g_loss"]).all()
+    real = _square_images(64, 0)
+
+    def gap(samples):  # mean over pixels of |per-pixel mean of samples - that of the data|
+        return float(np.abs(samples.mean(0) - real.mean(0)).mean())
+
+    def margin(fake):  # how much higher D scores unseen real images than generated ones
+        held_out = _square_images(64, 1)
+        return float(_discriminator_logits(gan, held_out).mean()
+                     - _discriminator_logits(gan, fake).mean())
+
+    before = gan.sample(64, seed=100)
+    gap0, margin0 = gap(before), margin(before)
+    history = pf.train.fit_gan(gan, pf.data.DataLoader(pf.data.ArrayDataset(real), 16,
+                                                       shuffle=True, seed=0),
+                               epochs=20, lr=2e-3, progress=False)
+    assert len(history["d_loss"]) == 20 and np.isfinite(history["g_loss"]).all()
+    after = gan.sample(64, seed=100)
+    assert abs(margin0) < 0.1, margin0                 # untrained D cannot tell them apart
+    assert margin(after) > 0.4, margin(after)          # trained D can
+    assert history["d_real"][-1] > history["d_fake"][-1] + 0.1, history
+    assert gap(after) < 0.75 * gap0, (gap0, gap(after))  # samples moved toward the data
 
 
 # ---------------------------------------------------------------------------- conversion
