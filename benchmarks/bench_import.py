@@ -1,4 +1,4 @@
-"""What `import pyfast` costs over `import numpy` (PERFORMANCE.md target: <= +15 ms), with
+"""What `import pyfast` costs over `import numpy` (docs/benchmarking.md target: <= +15 ms), with
 bytecode and without it, as fresh interpreters see it.
 
 Each statement runs in a new `python -c` process, the statements interleaved round by

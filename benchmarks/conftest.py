@@ -14,7 +14,7 @@ import pytest
 import pyfast as pf
 from pyfast import bench
 
-THREADS = sorted({1, pf.get_num_threads()})  # PERFORMANCE.md: 1 thread and all cores
+THREADS = sorted({1, pf.get_num_threads()})  # docs/benchmarking.md: 1 thread and all cores
 
 
 def pytest_collect_file(file_path, parent):

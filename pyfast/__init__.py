@@ -59,7 +59,7 @@ def __dir__():
 
 
 class _Package(_types.ModuleType):
-    """The package's module type. ``pf.tensor`` is the tensor constructor (API.md section 3),
+    """The package's module type. ``pf.tensor`` is the tensor constructor (docs/api.md section 3),
     yet ``pyfast.tensor`` is also the submodule defining it, and the import system sets the
     submodule as a package attribute whenever it first loads (``from pyfast.tensor import
     Tensor`` in pf.nn does). That assignment is turned into the constructor here."""

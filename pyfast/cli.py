@@ -1,4 +1,4 @@
-"""The ``pyfast`` command (API.md section 8).
+"""The ``pyfast`` command (docs/api.md section 8).
 
     pyfast info [--json]
     pyfast bench [FAMILY ...] [--backend B] [--threads N ...] [--json PATH] [--roofline] [--quick]

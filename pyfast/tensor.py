@@ -1,4 +1,4 @@
-"""Tensors and the reverse-mode tape (ARCHITECTURE rule 11).
+"""Tensors and the reverse-mode tape (docs/architecture.md rule 11).
 
 A ``Tensor`` wraps one numpy or cupy array (``.data``) and, when it was computed from
 tensors that require gradients, the ``Function`` node that made it. A node keeps its input

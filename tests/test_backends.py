@@ -1,4 +1,4 @@
-"""Backend choice, fall-through and errors (API.md section 1)."""
+"""Backend choice, fall-through and errors (docs/api.md section 1)."""
 
 import types
 

@@ -1,4 +1,4 @@
-"""`import pyfast` is near-free (API/ARCHITECTURE rule 6): no heavy dependency, and no
+"""`import pyfast` is near-free (docs/architecture.md rule 6): no heavy dependency, and no
 submodule until it is used (PEP 562), while every public name stays reachable."""
 
 import json
@@ -11,7 +11,7 @@ LAZY = ("pyfast.ops", "pyfast.backends", "pyfast.tensor", "pyfast.nn", "pyfast.o
         "pyfast.bench", "pyfast._C", "pyfast._cuda")
 HEAVY = ("numba", "cupy", "torch", "jax", "mpi4py", "sklearn", "safetensors")
 
-# API.md section 1 and the names that were importable from the package before it was lazy.
+# docs/api.md section 1 and the names that were importable from the package before it was lazy.
 PUBLIC = ("__version__", "backends", "ops", "use_backend", "set_num_threads", "get_num_threads",
           "manual_seed", "Tensor", "tensor", "from_dlpack", "cat", "stack", "no_grad",
           "enable_grad", "set_grad_enabled", "nn", "optim", "train", "save", "load", "data",

@@ -1,5 +1,5 @@
 // Roofline peaks of the machine the kernels run on, measured rather than taken from a data
-// sheet: the 100% marks of `pyfast bench` (PERFORMANCE.md).
+// sheet: the 100% marks of `pyfast bench` (docs/benchmarking.md).
 #pragma once
 
 #include <cstdint>

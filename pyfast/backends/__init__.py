@@ -6,7 +6,7 @@ returns that namespace or raises ``Unavailable`` with the reason. A namespace li
 kernel families it implements in ``FAMILIES`` and holds one function per kernel, named as
 the ``pf.ops`` function and taking already-validated arrays with the output preallocated.
 
-Choosing (API.md section 1): ``backend=`` argument > ``use_backend`` context >
+Choosing (docs/api.md section 1): ``backend=`` argument > ``use_backend`` context >
 ``PYFAST_BACKEND`` > default order. A backend named explicitly that cannot load raises
 ``RuntimeError``; one that loads but lacks the family falls through to the next in the
 default order.

@@ -1,5 +1,5 @@
 """pyfast.bench: pyfast's kernels timed against the libraries a user would otherwise call
-and against the machine's measured peaks, side by side in one run (PERFORMANCE.md).
+and against the machine's measured peaks, side by side in one run (docs/benchmarking.md).
 
 A kernel family plugs in with one module, ``pyfast.bench.<family>``, whose
 ``cases(options)`` yields a ``Case`` for each (op, shape, implementation) that can run here

@@ -4,7 +4,7 @@ Every pyfast backend that runs conv on the device, against torch (CPU, same thre
 torch's cuDNN). "fwd" is y = conv2d(x, w) + bias; "fwd+bwd" is that plus the three gradients
 (x, w, bias) of a given gy: pyfast's conv2d then conv2d_backward, torch's conv2d then
 torch.autograd.grad (fresh gradients, nothing accumulated). The transposed row is
-conv_transpose2d the same way. Work (PERFORMANCE.md): 2*N*K*C/groups*kh*kw*OH*OW flops per
+conv_transpose2d the same way. Work (docs/benchmarking.md): 2*N*K*C/groups*kh*kw*OH*OW flops per
 pass (for a transposed convolution, of the convolution it is the input gradient of); fwd+bwd
 counts three passes (forward, input gradient, weight gradient), the bias not counted.
 """

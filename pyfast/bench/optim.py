@@ -5,7 +5,7 @@ Competitors: torch.optim with fused=True (no fused RMSprop exists: reported as s
 foreach=True (multi-tensor ops) and foreach=False (the per-parameter loop), each fed the
 same gradients and stepping its own copies of the parameters; cupy has no optimizers.
 Work: bytes moved per step, 28 per parameter for Adam/AdamW (read p, g, m, v; write p, m,
-v) and 20 for SGD-momentum and RMSprop (PERFORMANCE.md), so GB/s compares with the
+v) and 20 for SGD-momentum and RMSprop (docs/benchmarking.md), so GB/s compares with the
 measured copy bandwidth.
 
 The first step of each implementation, from zero state, is checked against a float64

@@ -1,4 +1,4 @@
-"""pf.distributed: data-parallel training on MPI (CPU) and NCCL (GPU), API.md section 12.
+"""pf.distributed: data-parallel training on MPI (CPU) and NCCL (GPU), docs/api.md section 12.
 
     pf.distributed.init()                       # under mpiexec -n N (or pyfast train --nproc N)
     model = pf.distributed.DataParallel(model)  # same weights everywhere, averaged gradients

@@ -271,7 +271,7 @@ def abort(code=1):
 # ---------------------------------------------------------------------------- the API
 
 def init(backend=None, *, timeout=None):
-    """Join the job's ranks (API.md section 12). ``backend``: "mpi" (host arrays; CuPy arrays
+    """Join the job's ranks (docs/api.md section 12). ``backend``: "mpi" (host arrays; CuPy arrays
     are staged through the host), "nccl" (CuPy arrays through NCCL, each rank on GPU
     ``local_rank % device count``), or None: "nccl" when CuPy sees a GPU, else "mpi".
     Reads the launcher's environment through MPI (a process started without ``mpiexec`` is

@@ -8,7 +8,7 @@ module's own; ``.module`` is the module.
 
 Gradient reduction overlaps backward (the PyTorch DDP scheme, on pyfast's flat buffers):
 - buckets are contiguous slices of the flat gradient buffers the optimizers keep
-  (ARCHITECTURE rule 10), found from the parameters' gradient views when backward starts;
+  (docs/architecture.md rule 10), found from the parameters' gradient views when backward starts;
   a parameter whose gradient is not in such a buffer gets one from DataParallel. A bucket
   holds about ``bucket_mb`` MiB of neighbouring parameters, taken from the end of the buffer,
   since backward produces the last layers' gradients first;
@@ -46,7 +46,7 @@ _SHARED = ("_parameters", "_buffers", "_non_persistent_buffers", "_modules")
 
 
 class DataParallel(Module):
-    """``DataParallel(module, bucket_mb=25, sync_batchnorm=False)`` (API.md section 12);
+    """``DataParallel(module, bucket_mb=25, sync_batchnorm=False)`` (docs/api.md section 12);
     needs ``pf.distributed.init()`` first."""
 
     def __init__(self, module, bucket_mb=25, sync_batchnorm=False):

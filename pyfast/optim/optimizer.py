@@ -2,7 +2,7 @@
 
 At construction (and whenever the parameter set changes) the parameters of each group are
 packed by dtype and device into one flat data buffer and one flat gradient buffer; every
-Parameter's ``.data`` and ``.grad.data`` become views into them (ARCHITECTURE.md rule 10).
+Parameter's ``.data`` and ``.grad.data`` become views into them (docs/architecture.md rule 10).
 The optimizer state (momentum, moments) lives in flat buffers of the same layout. So
 ``step()`` is one ``pf.ops`` call per bucket (one per group when the group shares a dtype and
 device, which is the usual case), ``zero_grad()`` one fill, and a future all-reduce one

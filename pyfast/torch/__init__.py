@@ -1,5 +1,5 @@
 """pyfast as a PyTorch backend: custom operators, autograd-aware functions, drop-in
-layers and optimizers (API.md section 10). Importing this module imports torch;
+layers and optimizers (docs/api.md section 10). Importing this module imports torch;
 ``import pyfast`` alone never does.
 
     import pyfast.torch as pft
