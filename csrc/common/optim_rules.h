@@ -1,11 +1,21 @@
-// The hyperparameters of the fused optimizer steps (torch.optim's SGD, RMSprop, Adam/AdamW)
-// and the per-step scalars the CPU and CUDA kernels read, derived from them in one place so
-// that both backends round the same numbers the same way. Plain C++: nvcc and g++ both read
-// it, and the scalar structs are passed by value to the CUDA kernels.
+// The fused optimizer steps (torch.optim's SGD, RMSprop, Adam/AdamW) in one place: their
+// hyperparameters, the per-step scalars derived from them (so that both backends round the
+// same numbers the same way) and the per-element update rules, which the CPU loop
+// (cpu/optim.cpp, on SIMD vectors) and the CUDA kernel (cuda/optim.cu, on scalars) both
+// call. Plain C++ that g++ and nvcc both read; the scalar structs are passed by value to
+// the CUDA kernels.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+
+// A function both host and device code call, always inlined: the CPU rules must inline into
+// the ISA-targeted loops of cpu/optim.cpp to take their vector ISA.
+#ifdef __CUDACC__
+#define PYFAST_HD __host__ __device__ __forceinline__
+#else
+#define PYFAST_HD inline __attribute__((always_inline))
+#endif
 
 namespace pyfast {
 
@@ -102,5 +112,83 @@ AdamK<T> step_scalars(const AdamHyper& h) {
     k.lerp_from_start = 1 - h.beta1 < 0.5;
     return k;
 }
+
+// ---- the per-element rules ------------------------------------------------------------
+// Each Rule::update<M>(p, g, s0, s1, s2, k) updates one parameter p (gradient g) and its
+// three state slots in place, in torch's order of operations. V is the value: a scalar T on
+// the GPU, a SIMD vector of T on the CPU (the arithmetic is the same; T * V broadcasts);
+// M supplies sqrt and max for V (cpu/vec_math.h's Simd, or ScalarMath). A state the options
+// leave off is neither read nor meant to be stored.
+
+// sqrt and max of scalars, on the host and on the device.
+struct ScalarMath {
+    static PYFAST_HD float sqrt(float x) { return sqrtf(x); }
+    static PYFAST_HD double sqrt(double x) { return ::sqrt(x); }
+    template <typename T>
+    static PYFAST_HD T max(T a, T b) { return a > b ? a : b; }
+};
+
+// torch.lerp(start, end, w): start + w (end - start) for w < 0.5, else end - (end - start)(1 - w)
+template <class V, typename T>
+PYFAST_HD V torch_lerp(V start, V end, T w, bool from_start) {
+    return from_start ? start + w * (end - start) : end - (end - start) * (T(1) - w);
+}
+
+// States {momentum_buf}.
+struct SgdRule {
+    template <class M, class V, typename T>
+    static PYFAST_HD void update(V& p, V g, V& buf, V&, V&, const SgdK<T>& k) {
+        if (k.decay) g = g + k.weight_decay * p;
+        if (k.has_momentum) {
+            buf = k.first ? g : buf * k.momentum + k.one_minus_dampening * g;
+            g = k.nesterov ? g + k.momentum * buf : buf;
+        }
+        p = p - k.lr * g;
+    }
+};
+
+// States {square_avg, momentum_buf, grad_avg}.
+struct RmspropRule {
+    template <class M, class V, typename T>
+    static PYFAST_HD void update(V& p, V g, V& sq, V& buf, V& gavg, const RmspropK<T>& k) {
+        if (k.decay) g = g + k.weight_decay * p;
+        sq = sq * k.alpha + k.one_minus_alpha * g * g;
+        V avg;
+        if (k.centered) {
+            gavg = torch_lerp(gavg, g, k.one_minus_alpha, k.lerp_from_start);
+            avg = M::sqrt(sq - gavg * gavg) + k.eps;
+        } else {
+            avg = M::sqrt(sq) + k.eps;
+        }
+        if (k.has_momentum) {
+            buf = buf * k.momentum + g / avg;
+            p = p - k.lr * buf;
+        } else {
+            p = p - k.lr * (g / avg);
+        }
+    }
+};
+
+// States {exp_avg, exp_avg_sq, max_exp_avg_sq}; AdamW when k.decoupled.
+struct AdamRule {
+    template <class M, class V, typename T>
+    static PYFAST_HD void update(V& p, V g, V& m, V& v, V& vmax, const AdamK<T>& k) {
+        if (k.decay) {
+            if (k.decoupled)
+                p = p * k.decay_factor;
+            else
+                g = g + k.weight_decay * p;
+        }
+        m = torch_lerp(m, g, k.one_minus_beta1, k.lerp_from_start);
+        v = v * k.beta2 + k.one_minus_beta2 * g * g;
+        V second = v;
+        if (k.amsgrad) {
+            vmax = M::max(vmax, v);
+            second = vmax;
+        }
+        const V denom = M::sqrt(second) / k.bias_correction2_sqrt + k.eps;
+        p = p - k.step_size * (m / denom);
+    }
+};
 
 }  // namespace pyfast

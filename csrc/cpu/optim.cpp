@@ -10,8 +10,9 @@
 // as one large one. Vector code per ISA (vec_math.h's dispatch); the last partial vector of
 // a range goes through the same vector code on a padded copy, so an element's result never
 // depends on where a thread range or a tensor ended (a list call equals per-tensor calls
-// bit for bit, on any thread count). Plain stores: every line written was just read, so
-// non-temporal stores would save nothing.
+// bit for bit, on any thread count). The rules are common/optim_rules.h's, shared with the
+// CUDA kernel and instantiated here on the vectors. Plain stores: every line written was
+// just read, so non-temporal stores would save nothing.
 
 #include "cpu/optim.h"
 
@@ -32,66 +33,6 @@ using std::int64_t;
 constexpr int64_t kParallelMin = 1 << 16;
 // Thread ranges start on multiples of this many elements (a 64-byte line of float32).
 constexpr int64_t kSplitQuantum = 16;
-
-// torch.lerp(start, end, w): start + w (end - start) for w < 0.5, else end - (end - start)(1 - w)
-template <class V, typename T>
-PYFAST_INLINE V lerp(V start, V end, T w, bool from_start) {
-    return from_start ? start + w * (end - start) : end - (end - start) * (T(1) - w);
-}
-
-struct SgdRule {
-    template <class S, typename T, class V = typename S::V>
-    static PYFAST_INLINE void update(V& p, V g, V& buf, V&, V&, const SgdK<T>& k) {
-        if (k.decay) g = g + k.weight_decay * p;
-        if (k.has_momentum) {
-            buf = k.first ? g : buf * k.momentum + k.one_minus_dampening * g;
-            g = k.nesterov ? g + k.momentum * buf : buf;
-        }
-        p = p - k.lr * g;
-    }
-};
-
-struct RmspropRule {
-    template <class S, typename T, class V = typename S::V>
-    static PYFAST_INLINE void update(V& p, V g, V& sq, V& buf, V& gavg, const RmspropK<T>& k) {
-        if (k.decay) g = g + k.weight_decay * p;
-        sq = sq * k.alpha + k.one_minus_alpha * g * g;
-        V avg;
-        if (k.centered) {
-            gavg = lerp(gavg, g, k.one_minus_alpha, k.lerp_from_start);
-            avg = S::sqrt(sq - gavg * gavg) + k.eps;
-        } else {
-            avg = S::sqrt(sq) + k.eps;
-        }
-        if (k.has_momentum) {
-            buf = buf * k.momentum + g / avg;
-            p = p - k.lr * buf;
-        } else {
-            p = p - k.lr * (g / avg);
-        }
-    }
-};
-
-struct AdamRule {
-    template <class S, typename T, class V = typename S::V>
-    static PYFAST_INLINE void update(V& p, V g, V& m, V& v, V& vmax, const AdamK<T>& k) {
-        if (k.decay) {
-            if (k.decoupled)
-                p = p * k.decay_factor;
-            else
-                g = g + k.weight_decay * p;
-        }
-        m = lerp(m, g, k.one_minus_beta1, k.lerp_from_start);
-        v = v * k.beta2 + k.one_minus_beta2 * g * g;
-        V second = v;
-        if (k.amsgrad) {
-            vmax = S::max(vmax, v);
-            second = vmax;
-        }
-        const V denom = S::sqrt(second) / k.bias_correction2_sqrt + k.eps;
-        p = p - k.step_size * (m / denom);
-    }
-};
 
 // Elements [i0, i1) of one tensor. States that are nullptr are neither read nor written.
 template <class S, class Rule, typename T, class K>

@@ -9,7 +9,8 @@
 // tensor table goes to the device with one asynchronous copy on the stream (a single
 // tensor, the flat-buffer case, travels in the kernel arguments instead). Within a chunk
 // threads take 4 consecutive elements at a time through 16-byte loads and stores when every
-// buffer of the tensor is 16-byte aligned there, else one element.
+// buffer of the tensor is 16-byte aligned there, else one element. The per-element rules are
+// common/optim_rules.h's, shared with the CPU loop.
 
 #include <cmath>
 #include <stdexcept>
@@ -46,71 +47,9 @@ struct TensorTable {
     int64_t chunks;
 };
 
-// torch.lerp(start, end, w): start + w (end - start) for w < 0.5, else end - (end - start)(1 - w)
-template <typename T>
-__device__ __forceinline__ T lerp(T start, T end, T w, bool from_start) {
-    return from_start ? start + w * (end - start) : end - (end - start) * (T(1) - w);
-}
-
 __device__ __forceinline__ bool aligned16(const void* p) {
     return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
-
-__device__ __forceinline__ float sqrt_(float x) { return sqrtf(x); }
-__device__ __forceinline__ double sqrt_(double x) { return sqrt(x); }
-
-struct SgdRule {
-    template <typename T>
-    __device__ static void apply(T& p, T g, T& buf, T&, T&, const SgdK<T>& k) {
-        if (k.decay) g = g + k.weight_decay * p;
-        if (k.has_momentum) {
-            buf = k.first ? g : buf * k.momentum + k.one_minus_dampening * g;
-            g = k.nesterov ? g + k.momentum * buf : buf;
-        }
-        p = p - k.lr * g;
-    }
-};
-
-struct RmspropRule {
-    template <typename T>
-    __device__ static void apply(T& p, T g, T& sq, T& buf, T& gavg, const RmspropK<T>& k) {
-        if (k.decay) g = g + k.weight_decay * p;
-        sq = sq * k.alpha + k.one_minus_alpha * g * g;
-        T avg;
-        if (k.centered) {
-            gavg = lerp(gavg, g, k.one_minus_alpha, k.lerp_from_start);
-            avg = sqrt_(sq - gavg * gavg) + k.eps;
-        } else {
-            avg = sqrt_(sq) + k.eps;
-        }
-        if (k.has_momentum) {
-            buf = buf * k.momentum + g / avg;
-            p = p - k.lr * buf;
-        } else {
-            p = p - k.lr * (g / avg);
-        }
-    }
-};
-
-struct AdamRule {
-    template <typename T>
-    __device__ static void apply(T& p, T g, T& m, T& v, T& vmax, const AdamK<T>& k) {
-        if (k.decay) {
-            if (k.decoupled)
-                p = p * k.decay_factor;
-            else
-                g = g + k.weight_decay * p;
-        }
-        m = lerp(m, g, k.one_minus_beta1, k.lerp_from_start);
-        v = v * k.beta2 + k.one_minus_beta2 * g * g;
-        T second = v;
-        if (k.amsgrad) {
-            vmax = vmax > v ? vmax : v;
-            second = vmax;
-        }
-        p = p - k.step_size * (m / (sqrt_(second) / k.bias_correction2_sqrt + k.eps));
-    }
-};
 
 template <typename T>
 __device__ Chunked<T> tensor_of_chunk(const TensorTable<T>& table, int64_t chunk) {
@@ -145,7 +84,8 @@ __global__ void __launch_bounds__(kThreads) multi_tensor_kernel(TensorTable<T> t
                 for (int j = 0; j < 3; ++j)
                     if (t.s[j]) load4(t.s[j] + i, s[j]);
 #pragma unroll
-                for (int l = 0; l < 4; ++l) Rule::apply(p[l], g[l], s[0][l], s[1][l], s[2][l], k);
+                for (int l = 0; l < 4; ++l)
+                    Rule::template update<ScalarMath>(p[l], g[l], s[0][l], s[1][l], s[2][l], k);
                 store4(t.p + i, p);
                 for (int j = 0; j < 3; ++j)
                     if (t.s[j]) store4(t.s[j] + i, s[j]);
@@ -156,7 +96,7 @@ __global__ void __launch_bounds__(kThreads) multi_tensor_kernel(TensorTable<T> t
             T p = t.p[i], s[3] = {};
             for (int j = 0; j < 3; ++j)
                 if (t.s[j]) s[j] = t.s[j][i];
-            Rule::apply(p, t.g[i], s[0], s[1], s[2], k);
+            Rule::template update<ScalarMath>(p, t.g[i], s[0], s[1], s[2], k);
             t.p[i] = p;
             for (int j = 0; j < 3; ++j)
                 if (t.s[j]) t.s[j][i] = s[j];
