@@ -65,6 +65,41 @@ def test_softmax_cross_entropy(backend, data):
                  magnitude=np.abs(want_d) + wmax * scale / (1 if reduction != "mean" else rows))
 
 
+@pytest.mark.parametrize("backend", backends_under_test("linear_xent"))
+@fuzz_settings
+@given(data=st.data())
+def test_linear_cross_entropy(backend, data):
+    draw = data.draw
+    dtype, rng = draw(DTYPES), rng_for(draw)
+    n, d, v = draw(st.integers(1, 70)), draw(st.integers(1, 40)), draw(st.integers(1, 90))
+    h = randn(rng, (n, d), dtype, scale=draw(st.sampled_from([0.1, 1.0, 5.0])))
+    w = randn(rng, (v, d), dtype, scale=draw(st.sampled_from([0.1, 1.0])))
+    bias = randn(rng, (v,), dtype) if draw(st.booleans()) else None
+    ignore_index = draw(st.sampled_from([-100, 0, v - 1]))
+    labels = rng.integers(0, v, n)
+    labels = np.where(rng.random(n) < draw(st.sampled_from([0.0, 0.3, 1.0])), ignore_index,
+                      labels).astype(draw(st.sampled_from(LABEL_DTYPES[:2])))
+    kw = dict(ignore_index=ignore_index, label_smoothing=draw(st.sampled_from([0.0, 0.1, 1.0])),
+              reduction=draw(st.sampled_from(["mean", "sum", "none"])))
+    with running_on(draw(machine(backend))):
+        got = pf.ops.linear_cross_entropy(h, w, labels, bias, backend=backend, **kw)
+    want = reference(pf.ops.linear_cross_entropy, h, w, labels, bias, **kw)
+    # a logit sums d products: its error is ~d eps times s, the largest sum of |h||w| (+|b|);
+    # every gradient is a sum over the vocabulary or the rows of (p - target) times h or w
+    s = float(np.max(np.abs(f64(h)) @ np.abs(f64(w)).T)) + 1.0 + \
+        (0.0 if bias is None else float(np.max(np.abs(bias))))
+    terms = d + v + n
+    what = f"linear_cross_entropy n={n} d={d} v={v} bias={bias is not None} {kw}"
+    names = ("loss", "dh", "dw", "db")
+    scales = (s * n, s * float(np.max(np.abs(w))), s * float(np.sum(np.abs(h), 0).max()), s * n)
+    for name, g, want_, scale in zip(names, got, want, scales):
+        if want_ is None:
+            assert g is None, what + f" {name}"
+            continue
+        assert_close(g, want_, dtype, terms=terms, what=f"{what} {name}",
+                     magnitude=np.abs(want_) + scale)
+
+
 @pytest.mark.parametrize("backend", backends_under_test("softmax_xent"))
 @fuzz_settings
 @given(data=st.data())
