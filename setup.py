@@ -123,7 +123,9 @@ class BuildExt(build_ext):
     def _nvcc(self, src):
         obj = os.path.join(self.build_temp, os.path.splitext(src)[0] + ".o")
         os.makedirs(os.path.dirname(obj), exist_ok=True)
-        deps = [src] + glob.glob(os.path.join(HERE, "csrc", "cuda", "*.cuh"))
+        # every header a .cu file can include: its own folder's and the CPU/CUDA shared ones
+        deps = [src] + [h for folder in ("cuda", "common") for pattern in ("*.h", "*.cuh")
+                        for h in glob.glob(os.path.join(HERE, "csrc", folder, pattern))]
         if not self.force and os.path.exists(obj) and all(
             os.path.getmtime(obj) >= os.path.getmtime(d) for d in deps
         ):
