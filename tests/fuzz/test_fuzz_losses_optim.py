@@ -133,14 +133,14 @@ def as64(value):
     return value.astype(np.float64)
 
 
-def check_buffers(got, want, dtype, steps, lr, what, cancellation):
+def check_buffers(got, want, dtype, steps, lr, what, kappa):
     got = got if isinstance(got, list) else [got]
     want = want if isinstance(want, list) else [want]
     for i, (g, w) in enumerate(zip(got, want)):
         # each step rounds a handful of products; updates are O(lr) per step; every state is
         # built from the rounded g + wd * p, so it inherits that sum's cancellation
         assert_close(g, w, dtype, terms=12 * steps,
-                     magnitude=(np.abs(w) + lr * steps + 1e-3) * cancellation[i],
+                     magnitude=(np.abs(w) + lr * steps + 1e-3) * kappa[i],
                      what=f"{what}[{i}]")
 
 
@@ -148,7 +148,7 @@ def cancellation(kappa, params, grads, weight_decay):
     """Grow each element's condition number of the coupled weight-decay gradient g + wd * p:
     the kernel rounds that sum in its own precision, so where it cancels (|g + wd p| much
     below |g| + wd |p|) its relative error, and that of every state built from it, grows by
-    (|g| + wd |p|) / |g + wd p| (capped: past 1/eps the element carries no information)."""
+    (|g| + wd |p|) / |g + wd p| (capped at 1e7, about 1/eps of float32: past it the element carries no information)."""
     for k, p, g in zip(kappa, params, grads):
         p, g = p.astype(np.float64), g.astype(np.float64)
         size = np.abs(g) + weight_decay * np.abs(p)
