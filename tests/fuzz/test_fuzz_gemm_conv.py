@@ -40,6 +40,42 @@ def test_matmul(backend, data):
     assert_close(got, want, dtype, terms=k, magnitude=mag, what="matmul")
 
 
+@pytest.mark.parametrize("backend", [p for p in backends_under_test("conv")
+                                     if p.values[0] == "native"])
+@fuzz_settings
+@given(data=st.data())
+def test_winograd_every_pass(backend, data):
+    """The Winograd path forced on random 3x3 stride-1 layers (ragged tiles, padding 0-2,
+    channel counts that fill no vector, blocks of tiles that end mid-vector), every pass,
+    within its per-layer bound (tests/kernels/test_winograd.py)."""
+    from tests.kernels.test_winograd import KAPPA
+    draw = data.draw
+    dtype, rng = draw(DTYPES), rng_for(draw)
+    n, c, k = draw(st.integers(1, 3)), draw(st.integers(1, 40)), draw(st.integers(1, 40))
+    p = draw(st.integers(0, 2))
+    h, w_ = (draw(st.integers(max(1, 3 - 2 * p), 40)) for _ in range(2))
+    x = randn(rng, (n, c, h, w_), dtype)
+    w = randn(rng, (k, c, 3, 3), dtype)
+    b = randn(rng, k, dtype) if draw(st.booleans()) else None
+    gy = randn(rng, (n, k, h + 2 * p - 2, w_ + 2 * p - 2), dtype)
+    with running_on(draw(machine(backend))):
+        y = pf.ops.conv2d(x, w, b, padding=p, algo="winograd", backend=backend)
+        grads = pf.ops.conv2d_backward(gy, x, w, padding=p, needs=("x", "w"), algo="winograd",
+                                       backend=backend)
+    eps = np.finfo(dtype).eps
+    checks = [(y, reference(pf.ops.conv2d, x, w, b, padding=p),
+               reference(pf.ops.conv2d, np.abs(x), np.abs(w), None if b is None else np.abs(b),
+                         padding=p), "forward")]
+    want = reference(pf.ops.conv2d_backward, gy, x, w, padding=p, needs=("x", "w"))
+    mag = reference(pf.ops.conv2d_backward, np.abs(gy), np.abs(x), np.abs(w), padding=p,
+                    needs=("x", "w"))
+    checks += [(grads[i], want[i], mag[i], what) for i, what in enumerate(("gx", "gw"))]
+    for got, want_, mag_, what in checks:
+        err = np.abs(got.astype(np.float64) - want_).max()
+        bound = KAPPA * eps * mag_.max() + np.finfo(dtype).tiny
+        assert err <= bound, f"winograd {what} {(n, c, k, h, w_, p)}: {err:.3g} > {bound:.3g}"
+
+
 @st.composite
 def conv_geometry(draw, max_channels=4):
     groups = draw(st.integers(1, 3))

@@ -78,6 +78,16 @@ def rounding_bound(dtype, terms, magnitude):
     return (terms + 2) * np.finfo(dtype).eps * magnitude + np.finfo(dtype).tiny
 
 
+def path_bound(path, dtype, terms, magnitude):
+    """rounding_bound, or on the Winograd path its bound per layer: KAPPA eps times the layer's
+    largest magnitude (its transforms mix a whole tile; see test_winograd.py)."""
+    bound = rounding_bound(dtype, terms, magnitude)
+    if path != "winograd":
+        return bound
+    from tests.kernels.test_winograd import KAPPA
+    return np.maximum(bound, KAPPA * np.finfo(dtype).eps * magnitude.max())
+
+
 def reference(fn, *args, **kw):
     return fn(*args, backend="reference", **kw)
 
@@ -480,7 +490,7 @@ backend = sys.argv[1]
 pf.set_num_threads(1)  # the bound is per thread; one keeps the time steady on a busy machine
 x = np.random.default_rng(0).standard_normal((1, 64, 512, 512), dtype=np.float32)
 w = np.random.default_rng(1).standard_normal((64, 64, 3, 3), dtype=np.float32) * 0.05
-for stride in (1, 2):  # Winograd and the direct weight gradient, then im2col
+for stride in (1, 2):  # Winograd, then im2col
     y = pf.ops.conv2d(x, w, stride=stride, padding=1, backend=backend)
     paths = pf.ops.last_conv_path()
     grads = pf.ops.conv2d_backward(np.ones_like(y), x, w, stride=stride, padding=1, backend=backend)
@@ -505,9 +515,8 @@ def test_unet_sized_input_keeps_memory_bounded(backend):
     run = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, backend], capture_output=True,
                          text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    if backend == "native":  # every pass of each stride on the path meant: Winograd (forward,
-        # input gradient) with the direct weight gradient, then im2col
-        assert run.stdout.split("\n")[:2] == ["['direct', 'winograd']", "['im2col']"], run.stdout
+    if backend == "native":  # every pass of each stride on the path meant: Winograd, then im2col
+        assert run.stdout.split("\n")[:2] == ["['winograd']", "['im2col']"], run.stdout
     peak_mb = int(run.stdout.split()[-1])
     # x, y, gy, gx: 64 MB each; numpy, pyfast (and numba) themselves: < 200 MB
     assert peak_mb < 4 * 64 + 250, f"peak RSS {peak_mb} MB"
@@ -537,8 +546,8 @@ def forced_passes(case, dtype, seed, path):
     else:
         assert pf.ops.last_conv_path() == {"forward": path}
         assert_within(got, reference(pf.ops.conv2d, x64, w64, b64, activation="relu", **kw),
-                      rounding_bound(dtype, w[0].size + 1,
-                                     reference(pf.ops.conv2d, *map(np.abs, (x64, w64, b64)), **kw)),
+                      path_bound(path, dtype, w[0].size + 1,
+                                 reference(pf.ops.conv2d, *map(np.abs, (x64, w64, b64)), **kw)),
                       f"forward on {path}")
         took.append("forward")
     terms = {"x": w.shape[0] // kw["groups"] * w.shape[2] * w.shape[3], "w": n * oh * ow}
@@ -550,7 +559,8 @@ def forced_passes(case, dtype, seed, path):
             assert CANNOT in str(e) and path in str(e), e
             continue
         assert pf.ops.last_conv_path() == {pass_: path}
-        assert_within(g, want[i], rounding_bound(dtype, terms[need], mag[i]), f"{pass_} on {path}")
+        assert_within(g, want[i], path_bound(path, dtype, terms[need], mag[i]),
+                      f"{pass_} on {path}")
         took.append(pass_)
     return took
 
@@ -586,7 +596,7 @@ def test_every_path_is_covered(native):
         for path in pf.ops.CONV_PATHS:
             covered.update((path, p) for p in forced_passes(case, np.float64, 52, path))
     want = {(p, q) for p in pf.ops.CONV_PATHS for q in ALL_PASSES} - {
-        ("implicit_gemm", "weight_grad"), ("winograd", "weight_grad")}
+        ("implicit_gemm", "weight_grad")}
     assert covered == want
 
 

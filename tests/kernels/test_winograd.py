@@ -1,15 +1,22 @@
-"""The native Winograd F(4x4, 3x3) path of conv2d (csrc/cpu/conv/winograd.cpp): forward and
-input gradient against the float64 reference, forced with algo="winograd" on shapes with
-ragged tiles, padding 0/1/2, batch 1 and channel counts that fill no whole vector, on every
-ISA the CPU runs; and where the planner sends it.
+"""The native Winograd F(4x4, 3x3) path of conv2d (csrc/cpu/conv/winograd.cpp): forward, input
+gradient and weight gradient against the float64 reference, forced with algo="winograd" on
+shapes with ragged tiles, padding 0/1/2, batch 1 and channel counts that fill no whole
+vector, on every ISA the CPU runs; and where the planner sends it.
 
 Error bound. The transforms mix the 6x6 input patch with weights up to 5 and the inverse sums
 the 36 products with weights up to 8, so the rounding error does not follow the elementwise
 bound of a direct sum; it stays within a small multiple of eps times the largest
 sum |x| |w| of the layer (the reference convolution of |x| and |w|, which grows with C*9 and
-the magnitudes of x and w). Measured in float32 (1 to 1024 channels, standard normal data):
-3.5-13 eps times that, against 0.5-1.7 for the direct path. The bound below is 32 eps times
-it, per layer: a lost term, a wrong tap or a misplaced tile is off by O(1) of it.
+the magnitudes of x and w). Measured in float32 (standard normal data): 3.5-15 eps times
+that from 17 to 1024 channels, against 0.5-1.7 for the direct path; fewer channels sum fewer
+products against the same transform error, up to 37 eps with one (found by the fuzzer,
+tests/fuzz/test_fuzz_gemm_conv.py; the planner sends no layer under 32 channels here). The
+weight gradient's sum runs over images and positions instead (the magnitude is the weight
+gradient of |gy| and |x|), through the transforms of gy's tiles (weights up to 8) and of x's
+patches, and G^T (weights down to 1/24): measured 1.2-14 eps times that (1 to 1024 channels,
+4x4 to 40x40 images, 1 to 64 images), against 0.1-2.2 for the direct path. The bound is 64 eps
+times the magnitude, per layer: a lost term, a wrong tap or a misplaced tile is off by O(1)
+of it, some 10^5 eps.
 """
 
 import numpy as np
@@ -19,7 +26,7 @@ import pyfast as pf
 
 _C = pytest.importorskip("pyfast._C")
 
-KAPPA = 32
+KAPPA = 64
 
 # (name, N, C, H, W, K, padding)
 CASES = [
@@ -44,6 +51,11 @@ def data(case, dtype, seed):
     b = rng.standard_normal(k).astype(dtype)
     gy = rng.standard_normal((n, k, h + 2 * p - 2, w + 2 * p - 2)).astype(dtype)
     return x, wt, b, gy, p
+
+
+def to_nhwc(a):
+    """The same values in channels-last memory (strides of an NHWC array)."""
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
 
 
 def ref(fn, *arrays, **kw):
@@ -74,6 +86,12 @@ def input_grad(gy, x, w, p, algo="winograd"):
     return gx, paths[0]
 
 
+def weight_grad(gy, x, w, p, algo="winograd"):
+    gw = np.full_like(w, np.nan)
+    paths = _C.conv2d_backward(gy, x, w, None, gw, None, (1, 1), (p, p), (1, 1), 1, algo=algo)
+    return gw, paths[1]
+
+
 def check_case(case, dtype, seed):
     x, w, b, gy, p = data(case, dtype, seed)
     for bias, relu in [(None, False), (b, True)]:
@@ -89,6 +107,12 @@ def check_case(case, dtype, seed):
     mag = ref(pf.ops.conv2d_backward, np.abs(gy), np.abs(x), np.abs(w), padding=p,
               needs=("x",))[0]
     assert_layer_bound(gx, want, mag, dtype, "input gradient")
+    gw, path = weight_grad(gy, x, w, p)
+    assert path == "winograd"
+    want = ref(pf.ops.conv2d_backward, gy, x, w, padding=p, needs=("w",))[1]
+    mag = ref(pf.ops.conv2d_backward, np.abs(gy), np.abs(x), np.abs(w), padding=p,
+              needs=("w",))[1]
+    assert_layer_bound(gw, want, mag, dtype, "weight gradient")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -133,23 +157,27 @@ def test_on_every_isa_and_thread_count():
 
 
 def test_threads_agree_exactly():
-    """Each tile's sums run in the same order whatever the thread count."""
+    """Each tile's sums run in the same order whatever the thread count, and so do the weight
+    gradient's sums over the blocks of tiles."""
     x, w, b, gy, p = data(CASES[8], np.float32, 9)
     threads = _C.get_num_threads()
     try:
         _C.set_num_threads(1)
         one, _ = forward(x, w, b, p)
+        gw_one, _ = weight_grad(gy, x, w, p)
         _C.set_num_threads(3)
         three, _ = forward(x, w, b, p)
+        gw_three, _ = weight_grad(gy, x, w, p)
     finally:
         _C.set_num_threads(threads)
     np.testing.assert_array_equal(one, three)
+    np.testing.assert_array_equal(gw_one, gw_three)
 
 
 def test_planner_takes_winograd_where_it_pays():
-    """float32 3x3 stride-1 layers with 32+ channels and enough tiles go to Winograd, forward
-    and input gradient (the path each call returns says so); float64, few channels, few
-    tiles and other kernels do not."""
+    """float32 3x3 stride-1 layers with 32+ channels and enough tiles go to Winograd, all
+    three passes (the path each call returns says so); float64, few channels, few tiles and
+    other kernels do not."""
     threads = _C.get_num_threads()
     try:
         _C.set_num_threads(1)
@@ -160,6 +188,15 @@ def test_planner_takes_winograd_where_it_pays():
         assert path == "winograd"
         gx, gpath = input_grad(y, x, w, 1, algo=None)
         assert gpath == "winograd"
+        # the weight gradient wants 2^17 tile x channel x output-channel triples, 16+ tiles
+        assert weight_grad(y, x, w, 1, algo=None)[1] != "winograd"  # 2^16
+        wide = rng.standard_normal((4, 64, 16, 16)).astype(np.float32)
+        ww = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+        assert weight_grad(wide, wide, ww, 1, algo=None)[1] == "winograd"
+        assert weight_grad(wide.astype(np.float64), wide.astype(np.float64),
+                           ww.astype(np.float64), 1, algo=None)[1] != "winograd"
+        tiny = np.ascontiguousarray(wide[:, :, :4, :4])  # 4 tiles
+        assert weight_grad(tiny, tiny, ww, 1, algo=None)[1] != "winograd"
         assert forward(x.astype(np.float64), w.astype(np.float64), None, 1, algo=None)[1] != \
             "winograd"
         few = np.ascontiguousarray
@@ -173,11 +210,6 @@ def test_planner_takes_winograd_where_it_pays():
 
 def test_shapes_it_cannot_take_are_refused():
     x = np.zeros((1, 4, 8, 8), np.float32)
-    gy = np.zeros((1, 4, 8, 8), np.float32)
-    with pytest.raises(ValueError, match="winograd.*weight gradient"):
-        _C.conv2d_backward(gy, x, np.zeros((4, 4, 3, 3), np.float32), None,
-                           np.zeros((4, 4, 3, 3), np.float32), None, (1, 1), (1, 1), (1, 1), 1,
-                           algo="winograd")
     for w_shape, stride, dilation, groups, out in [
             ((4, 4, 5, 5), 1, 1, 1, (1, 4, 6, 6)), ((4, 4, 3, 3), 2, 1, 1, (1, 4, 4, 4)),
             ((4, 4, 3, 3), 1, 2, 1, (1, 4, 6, 6)), ((4, 2, 3, 3), 1, 1, 2, (1, 4, 8, 8))]:
@@ -185,6 +217,19 @@ def test_shapes_it_cannot_take_are_refused():
             _C.conv2d(x, np.zeros(w_shape, np.float32), None, np.zeros(out, np.float32),
                       (stride, stride), (1, 1), (dilation, dilation), groups, False,
                       algo="winograd")
+        with pytest.raises(ValueError, match="weight gradient.*Winograd path needs a 3x3"):
+            _C.conv2d_backward(np.zeros(out, np.float32), x, np.zeros(w_shape, np.float32),
+                               None, np.zeros(w_shape, np.float32), None, (stride, stride),
+                               (1, 1), (dilation, dilation), groups, algo="winograd")
+
+
+def test_empty_sums_give_zero_weight_gradients():
+    """No images: the weight gradient is zeros, not the buffer's old contents."""
+    w = np.zeros((6, 5, 3, 3), np.float32)
+    gw, path = weight_grad(np.ones((0, 6, 8, 8), np.float32), np.ones((0, 5, 8, 8), np.float32),
+                           w, 1)
+    assert path == "winograd"
+    np.testing.assert_array_equal(gw, 0)
 
 
 @pytest.mark.parametrize("padding", [0, 1, 2])
@@ -205,25 +250,28 @@ def test_transposed_convolution_with_bias(padding):
 
 def test_public_api_forces_and_reports_the_path(monkeypatch):
     """pf.ops: algo="winograd" or PYFAST_CONV_ALGO=winograd forces it, last_conv_path() says
-    which path each pass ran (the weight gradient stays direct where Winograd is planned)."""
+    which path each pass ran; channels-last arrays run it on NCHW copies."""
     x, w, b, gy, p = data(CASES[7], np.float32, 13)
     y = pf.ops.conv2d(x, w, b, padding=p, algo="winograd", backend="native")
     assert pf.ops.last_conv_path() == {"forward": "winograd"}
     monkeypatch.setenv("PYFAST_CONV_ALGO", "winograd")
     np.testing.assert_array_equal(pf.ops.conv2d(x, w, b, padding=p, backend="native"), y)
     assert pf.ops.last_conv_path() == {"forward": "winograd"}
-    with pytest.raises(ValueError, match="Winograd path has no weight gradient"):
-        pf.ops.conv2d_backward(gy, x, w, padding=p, backend="native")
-    pf.ops.conv2d_backward(gy, x, w, padding=p, needs=("x",), backend="native")
-    assert pf.ops.last_conv_path() == {"input_grad": "winograd"}
+    gx, gw, _ = pf.ops.conv2d_backward(gy, x, w, padding=p, needs=("x", "w"), backend="native")
+    assert pf.ops.last_conv_path() == {"input_grad": "winograd", "weight_grad": "winograd"}
     monkeypatch.delenv("PYFAST_CONV_ALGO")
+    last = pf.ops.conv2d_backward(to_nhwc(gy), to_nhwc(x), w, padding=p, needs=("x", "w"),
+                                  algo="winograd", backend="native")
+    assert pf.ops.last_conv_path() == {"input_grad": "winograd", "weight_grad": "winograd"}
+    np.testing.assert_allclose(last[0], gx, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(last[1], gw)
     threads = _C.get_num_threads()
     try:
         pf.set_num_threads(1)
-        big = np.random.default_rng(3).standard_normal((4, 32, 16, 16)).astype(np.float32)
-        wb = np.random.default_rng(4).standard_normal((32, 32, 3, 3)).astype(np.float32)
+        big = np.random.default_rng(3).standard_normal((4, 64, 16, 16)).astype(np.float32)
+        wb = np.random.default_rng(4).standard_normal((64, 64, 3, 3)).astype(np.float32)
         pf.ops.conv2d_backward(pf.ops.conv2d(big, wb, padding=1, backend="native"), big, wb,
                                padding=1, backend="native")
-        assert pf.ops.last_conv_path() == {"input_grad": "winograd", "weight_grad": "direct"}
+        assert pf.ops.last_conv_path() == {"input_grad": "winograd", "weight_grad": "winograd"}
     finally:
         pf.set_num_threads(threads)

@@ -132,25 +132,30 @@ ConvAlgo forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y
     return path;
 }
 
-// NHWC: the direct weight gradient reads gy and x as they are; im2col runs on NCHW copies
+// The NCHW weight gradient on `path` (Winograd or im2col).
+template <typename T>
+void weight_grad_nchw(const ConvShape& s, const T* gy, const T* x, T* gw, ConvAlgo path) {
+    if (path == ConvAlgo::winograd)
+        winograd_weight_grad(s, gy, x, gw);
+    else
+        im2col_weight_grad(s, gy, x, gw);  // zeros alone for an empty sum
+}
+
+// NHWC: the direct weight gradient reads gy and x as they are; the others run on NCHW copies
 // (gy's, when the caller has one, is shared with the input gradient).
 template <typename T>
-ConvAlgo weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw, ConvAlgo forced,
-                     ConvLayout layout = ConvLayout::nchw,
-                     std::unique_ptr<T[]>* gy_nchw = nullptr) {
-    const ConvAlgo path = plan_path<T>(s, ConvPass::weight_grad, forced);
+ConvAlgo weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw, ConvAlgo path,
+                     ConvLayout layout, std::unique_ptr<T[]>* gy_nchw) {
     const int64_t size = s.k * (s.c / s.groups) * s.kh * s.kw;
     const bool nhwc = layout == ConvLayout::nhwc;
     if (path == ConvAlgo::direct && s.n > 0 && s.oh * s.ow > 0 && size > 0) {
         direct_weight_grad(s, gy, x, gw, nhwc);
     } else if (nhwc) {
-        std::unique_ptr<T[]> own;
-        if (!gy_nchw) gy_nchw = &own;
         *gy_nchw = nchw_copy(gy, s.n, s.k, s.oh * s.ow);
         const auto x_nchw = nchw_copy(x, s.n, s.c, s.h * s.w);
-        im2col_weight_grad(s, gy_nchw->get(), x_nchw.get(), gw);
+        weight_grad_nchw(s, gy_nchw->get(), x_nchw.get(), gw, path);
     } else {
-        im2col_weight_grad(s, gy, x, gw);  // zeros alone for an empty sum
+        weight_grad_nchw(s, gy, x, gw, path);
     }
     return path;
 }
@@ -251,7 +256,7 @@ ConvBackwardPaths conv2d_backward(const ConvShape& s, const T* gy, const T* x, c
     ConvBackwardPaths paths;
     const bool nhwc = layout == ConvLayout::nhwc, gx_empty = s.k == 0 || s.oh * s.ow == 0;
     if (gx) paths.input_grad = cpu_conv::plan_path<T>(s, ConvPass::input_grad, algo, layout);
-    if (gw) paths.weight_grad = cpu_conv::plan_path<T>(s, ConvPass::weight_grad, algo);
+    if (gw) paths.weight_grad = cpu_conv::plan_path<T>(s, ConvPass::weight_grad, algo, layout);
     if (gb) {
         if (nhwc)
             cpu_conv::bias_grad_nhwc(s, gy, gb);

@@ -36,13 +36,16 @@ void implicit_input_grad(const ConvShape& s, const T* gy, const T* w, const T* b
 
 // winograd.cpp: F(4x4, 3x3) for 3x3 kernels with stride 1, dilation 1 and one group
 // (winograd_fits), any padding and output extent. The input gradient is the forward
-// convolution of gy with the kernels flipped and their channels swapped, padding 2 - p.
+// convolution of gy with the kernels flipped and their channels swapped, padding 2 - p; the
+// weight gradient sums the transformed tiles of gy and x.
 bool winograd_fits(const ConvShape& s);
 template <typename T>
 void winograd_forward(const ConvShape& s, const T* x, const T* w, const T* bias, T* y,
                       bool relu);
 template <typename T>
 void winograd_input_grad(const ConvShape& s, const T* gy, const T* w, const T* bias, T* gx);
+template <typename T>
+void winograd_weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw);
 
 // im2col.cpp: column matrices and the packed GEMM, any shape; the input gradient via col2im
 // (any stride; the entry points send stride 1 to a forward convolution instead).

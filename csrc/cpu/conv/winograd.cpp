@@ -25,10 +25,12 @@
 //
 // Error: the input transform sums patch values with weights up to 5 and the output
 // transform the 36 products with weights up to 8, so the rounding error exceeds a direct
-// sum's: measured against float64 (float32, 1 to 1024 channels, standard normal data), the
-// largest error of a layer is 3.5-13 eps times the layer's largest sum |x| |w| (the direct
-// path: 0.5-1.7 eps). tests/kernels/test_winograd.py bounds it at 32 eps times that, per
-// layer. That is why the planner (plan.h) sends only float32 here.
+// sum's: measured against float64 (float32, standard normal data), the largest error of a
+// layer is 3.5-15 eps times the layer's largest sum |x| |w| from 17 to 1024 channels, up to
+// 37 with one (the direct path: 0.5-1.7 eps); the weight gradient's, 1.2-14 eps times the
+// largest sum |gy| |x|. tests/kernels/test_winograd.py bounds both at 64 eps times that, per
+// layer. float64 callers want the exact-order sums, so the planner (plan.h) sends only float32
+// here.
 //
 // F(4x4, 3x3) rather than F(6x6, 3x3): F(6x6) would do 64 / 36 = 1.78 multiply-adds per
 // output where F(4x4) does 2.25 (1.27x fewer), but its transforms have weights up to ~100
@@ -36,7 +38,16 @@
 // be padding to it: a 4x4 image takes one 8x8 patch for 16 outputs, an 8x8 image four (64
 // products each) where F(4x4) takes four 6x6 ones. Not measured: only F(4x4) is written.
 //
-// The weight gradient stays on the direct path (plan.h): not written here.
+// The weight gradient is the same factorisation read backwards. y[k][t] = A^T M[k][t] A is
+// linear in M, and M[e] = U[e] @ V[e], so with the 4x4 tile of the output gradient gy:
+//   dM[k][t] = A gy[k][t] A^T            (6x6, gy's tile transformed, zeros past the image)
+//   dU[e] (K x C) = sum over tiles of dM[e] (K x tiles) @ V[e]^T (tiles x C)
+//   gw[k][c] = G^T dU[k][c] G            (3x3, once per call)
+// the same 36 products with the tiles as their reduction, against the direct weight
+// gradient's 144 multiply-adds per tile, channel pair and output channel. The blocks of tiles
+// run in turn, each accumulating into dU, the threads splitting the transforms by channel
+// and the products by element e (a private dU per thread would take 36 x K x C each: 38 MB
+// at 512 channels). Its error is stated and bounded in tests/kernels/test_winograd.py.
 
 #include "cpu/conv/common.h"
 #include "cpu/conv/paths.h"
@@ -100,7 +111,8 @@ struct WinoJob {
     int64_t ld;          // tiles per block, padded: the row stride of V and M
     int64_t ves, mes;    // element strides of V and M (element_stride)
     T* v;                // V block: v[e * ves + ch * ld + tile]
-    const T* m;          // M block: m[e * mes + kk * ld + tile]
+    T* m;                // M block: m[e * mes + kk * ld + tile] (dM for the weight gradient)
+    const T* gy;         // the weight gradient's output gradient (n, k, oh, ow), else null
 };
 
 // The distance between the 36 matrices of one transform, for `size` elements each: a little
@@ -142,6 +154,19 @@ PYFAST_INLINE void output_1d(const V& m0, const V& m1, const V& m2, const V& m3,
     o[3] = d12 + d34 * 8 + m5;
 }
 
+// o (4) -> A o (6): the transpose of output_1d, for the gradient of the sums it took.
+template <typename V>
+PYFAST_INLINE void output_grad_1d(const V& o0, const V& o1, const V& o2, const V& o3, V* m) {
+    const V s02 = o0 + o2, s13 = o1 + o3;
+    const V a = o0 + o2 * 4, b = o1 * 2 + o3 * 8;
+    m[0] = o0;
+    m[1] = s02 + s13;
+    m[2] = s02 - s13;
+    m[3] = a + b;
+    m[4] = a - b;
+    m[5] = o3;
+}
+
 // g (3) -> G g (6), in double: the kernel is transformed once per call (multiplications by
 // the reciprocals, not divisions, which would cost more than the rest of the transform).
 PYFAST_INLINE void kernel_1d(double g0, double g1, double g2, double* u) {
@@ -154,6 +179,16 @@ PYFAST_INLINE void kernel_1d(double g0, double g1, double g2, double* u) {
     u[3] = c + e;
     u[4] = c - e;
     u[5] = g2;
+}
+
+// z (6, stride apart) -> G^T z (3), in double: the transpose of kernel_1d.
+PYFAST_INLINE void kernel_grad_1d(const double* z, int stride, double* g) {
+    constexpr double sixth = 1.0 / 6, twelfth = 1.0 / 12, twentyfourth = 1.0 / 24;
+    const double s12 = z[stride] + z[2 * stride], d21 = z[2 * stride] - z[stride];
+    const double s34 = z[3 * stride] + z[4 * stride], d34 = z[3 * stride] - z[4 * stride];
+    g[0] = z[0] * 0.25 - s12 * sixth + s34 * twentyfourth;
+    g[1] = d21 * sixth + d34 * twelfth;
+    g[2] = (s34 - s12) * sixth + z[5 * stride];
 }
 
 // ---- input transform: channels [c0, c1) of a block into V -----------------------------------
@@ -267,9 +302,63 @@ PYFAST_INLINE void output_tiles(const WinoJob<typename Cfg::type>& j, int64_t k0
     }
 }
 
-// input_generic_f32 ... and InputPaths<T>; output_generic_f32 ... and OutputPaths<T>.
+// ---- output-gradient transform: output channels [k0, k1) of a block into dM ----------------
+
+template <class Cfg>
+PYFAST_INLINE void output_grad_tiles(const WinoJob<typename Cfg::type>& j, int64_t k0,
+                                     int64_t k1) {
+    using T = typename Cfg::type;
+    typedef T V __attribute__((vector_size(Cfg::vec_bytes)));
+    constexpr int L = Cfg::lanes;
+    alignas(64) T buf[kOut * kOut * L];
+    const int64_t plane = j.oh * j.ow;
+    for (int64_t kk = k0; kk < k1; ++kk) {
+        const T* gk = j.gy + kk * plane;
+        for (int64_t g0 = 0; g0 < j.ld; g0 += L) {
+            for (int l = 0; l < L; ++l) {  // gy's tile, zeros past the output's edge
+                const TilePos& tp = j.pos[g0 + l];
+                const T* src = gk + tp.out_base;
+                if (tp.valid && tp.out_inside) {
+#pragma GCC unroll 4
+                    for (int p = 0; p < kOut; ++p)
+#pragma GCC unroll 4
+                        for (int q = 0; q < kOut; ++q) buf[(p * kOut + q) * L + l] = src[p * j.ow + q];
+                    continue;
+                }
+#pragma GCC unroll 16
+                for (int e = 0; e < kOut * kOut; ++e) buf[e * L + l] = T(0);
+                if (!tp.valid) continue;
+                const int rows = static_cast<int>(std::min<int64_t>(kOut, j.oh - tp.oy0));
+                const int cols = static_cast<int>(std::min<int64_t>(kOut, j.ow - tp.ox0));
+                for (int p = 0; p < rows; ++p)
+                    for (int q = 0; q < cols; ++q) buf[(p * kOut + q) * L + l] = src[p * j.ow + q];
+            }
+            V o[kOut * kOut];
+#pragma GCC unroll 16
+            for (int e = 0; e < kOut * kOut; ++e) std::memcpy(&o[e], buf + e * L, sizeof(V));
+            V t[kOut * kIn];  // t[p][jj]: the rows of the tile transformed along their columns
+#pragma GCC unroll 4
+            for (int p = 0; p < kOut; ++p) {
+                const V* op = o + p * kOut;
+                output_grad_1d(op[0], op[1], op[2], op[3], t + p * kIn);
+            }
+#pragma GCC unroll 6
+            for (int jj = 0; jj < kIn; ++jj) {
+                V col[kIn];
+                output_grad_1d(t[jj], t[kIn + jj], t[2 * kIn + jj], t[3 * kIn + jj], col);
+#pragma GCC unroll 6
+                for (int i = 0; i < kIn; ++i)
+                    std::memcpy(j.m + (i * kIn + jj) * j.mes + kk * j.ld + g0, &col[i],
+                                sizeof(V));
+            }
+        }
+    }
+}
+
+// input_generic_f32 ... and InputPaths<T>; likewise OutputPaths<T> and OutputGradPaths<T>.
 PYFAST_ISA_TILE_PATHS(InputPaths, WinoJob, input_tiles, input, Wino)
 PYFAST_ISA_TILE_PATHS(OutputPaths, WinoJob, output_tiles, output, Wino)
+PYFAST_ISA_TILE_PATHS(OutputGradPaths, WinoJob, output_grad_tiles, output_grad, Wino)
 
 // ---- the kernel transform -------------------------------------------------------------------
 
@@ -393,7 +482,8 @@ void run_block(const Plan<T>& pl, const T* x, const T* u, const T* bias, T* y, b
     T* m = m_buffer.get<T>(kElems * mes);
     TilePos* pos = pos_buffer.get<TilePos>(ld);
     place_tiles(pl, block * ld, pos);
-    const WinoJob<T> job{s.c, s.k, s.h, s.w, s.oh, s.ow, x, bias, y, relu, pos, ld, ves, mes, v, m};
+    const WinoJob<T> job{s.c, s.k, s.h,  s.w, s.oh, s.ow, x, bias, y,
+                         relu, pos, ld, ves, mes, v, m,  nullptr};
     split_over_team(for_active_isa(InputPaths<T>::tiles_generic, InputPaths<T>::tiles_avx2,
                                    InputPaths<T>::tiles_avx512),
                     job, s.c, inside);
@@ -443,6 +533,69 @@ void forward_of(const ConvShape& s, const T* x, const T* w, bool flipped, const 
     run(s, x, u, bias, y, relu);
 }
 
+// ---- the weight gradient --------------------------------------------------------------------
+
+// gw[kk][ch] = G^T dU[kk][ch] G, from du[e * element_stride(k * c) + kk * c + ch].
+template <typename T>
+void transform_kernel_grads(const ConvShape& s, const T* du, T* gw, int threads) {
+    const int64_t dues = element_stride<T>(s.k * s.c);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t kk = 0; kk < s.k; ++kk)
+        for (int64_t ch = 0; ch < s.c; ++ch) {
+            double z[kElems], r[kIn * 3], g[3];  // r[i][b]: the rows of dU along their columns
+            for (int e = 0; e < kElems; ++e) z[e] = static_cast<double>(du[e * dues + kk * s.c + ch]);
+            for (int i = 0; i < kIn; ++i) kernel_grad_1d(z + i * kIn, 1, r + i * 3);
+            T* out = gw + (kk * s.c + ch) * 9;
+            for (int b = 0; b < 3; ++b) {
+                kernel_grad_1d(r + b, 3, g);
+                for (int a = 0; a < 3; ++a) out[a * 3 + b] = static_cast<T>(g[a]);
+            }
+        }
+}
+
+// The weight gradient of the forward convolution s (Winograd-shaped, nothing empty).
+template <typename T>
+void weight_grad_of(const ConvShape& s, const T* gy, const T* x, T* gw) {
+    const int threads = omp_in_parallel() ? 1 : num_threads();
+    const int64_t th = (s.oh + kOut - 1) / kOut, tw = (s.ow + kOut - 1) / kOut;
+    const int64_t tiles = s.n * th * tw;
+    const int64_t ld = block_tiles(s.c, s.k, tiles, 1, sizeof(T));  // the team shares a block
+    const Plan<T> pl{s, th, tw, th * tw, tiles, ld, (tiles + ld - 1) / ld};
+    const int64_t ves = element_stride<T>(s.c * ld), mes = element_stride<T>(s.k * ld);
+    const int64_t dues = element_stride<T>(s.k * s.c);
+    T* du = kernel_buffer.get<T>(kElems * dues);
+    T* v = v_buffer.get<T>(kElems * ves);
+    T* m = m_buffer.get<T>(kElems * mes);
+    TilePos* pos = pos_buffer.get<TilePos>(ld);
+    for (int64_t b = 0; b < pl.blocks; ++b) {
+        place_tiles(pl, b * ld, pos);
+        const WinoJob<T> job{s.c, s.k, s.h, s.w, s.oh, s.ow, x,  nullptr, nullptr,
+                             false, pos, ld,  ves, mes,  v,    m, gy};
+        split_over_team(for_active_isa(InputPaths<T>::tiles_generic, InputPaths<T>::tiles_avx2,
+                                       InputPaths<T>::tiles_avx512),
+                        job, s.c, threads);
+        split_over_team(for_active_isa(OutputGradPaths<T>::tiles_generic,
+                                       OutputGradPaths<T>::tiles_avx2,
+                                       OutputGradPaths<T>::tiles_avx512),
+                        job, s.k, threads);
+        // dU[e] (+)= dM[e] (K x ld) @ V[e]^T (ld x C), one element e per thread at a time.
+        const Epilogue<T> ep{b > 0};
+        std::exception_ptr error;
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int e = 0; e < kElems; ++e) {
+            try {
+                gemm<T>(s.k, s.c, ld, MatRef<T>{m + e * mes, ld, 1}, MatRef<T>{v + e * ves, 1, ld},
+                        du + e * dues, s.c, ep);
+            } catch (...) {
+#pragma omp critical(pyfast_winograd_error)
+                if (!error) error = std::current_exception();
+            }
+        }
+        if (error) std::rethrow_exception(error);
+    }
+    transform_kernel_grads(s, du, gw, s.k * s.c < 4096 ? 1 : threads);
+}
+
 }  // namespace
 
 bool winograd_fits(const ConvShape& s) {
@@ -485,10 +638,22 @@ void winograd_input_grad(const ConvShape& s, const T* gy, const T* w, const T* b
     forward_of(t, gy, w, true, bias, gx, false);
 }
 
+template <typename T>
+void winograd_weight_grad(const ConvShape& s, const T* gy, const T* x, T* gw) {
+    PYFAST_CHECK(winograd_fits(s), "winograd: needs a 3x3 kernel, stride 1, dilation 1 and "
+                 "groups 1");
+    if (s.n == 0 || s.k == 0 || s.c == 0 || s.oh <= 0 || s.ow <= 0) {  // an empty sum
+        std::fill(gw, gw + s.k * s.c * 9, T(0));
+        return;
+    }
+    weight_grad_of(s, gy, x, gw);
+}
+
 #define PYFAST_WINOGRAD_INSTANTIATE(T)                                                       \
     template void winograd_forward<T>(const ConvShape&, const T*, const T*, const T*, T*,    \
                                       bool);                                                 \
-    template void winograd_input_grad<T>(const ConvShape&, const T*, const T*, const T*, T*);
+    template void winograd_input_grad<T>(const ConvShape&, const T*, const T*, const T*, T*); \
+    template void winograd_weight_grad<T>(const ConvShape&, const T*, const T*, T*);
 PYFAST_WINOGRAD_INSTANTIATE(float)
 PYFAST_WINOGRAD_INSTANTIATE(double)
 #undef PYFAST_WINOGRAD_INSTANTIATE
