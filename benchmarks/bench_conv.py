@@ -125,8 +125,8 @@ def channels_last_table(batch=32, threads=(1,), repeats=7, layers=RESNET18_3X3):
 # ---- Winograd vs the direct kernels vs torch channels_last, one run ---------------------------
 # python benchmarks/bench_conv.py --winograd [--threads 1,2] [--repeats R]
 # The 3x3 stride-1 layers of ResNet-18 at 32x32 (batch 64) and of U-Net at 64x64 (batch 8),
-# forward and input gradient, and the whole backward of the planned paths: pyfast's native
-# kernels with each path forced (winograd, direct, implicit_gemm where they fit) against torch
+# forward, input gradient and weight gradient, and all three on the planned paths: pyfast's
+# native kernels with each path forced (winograd, direct, implicit_gemm where they fit) against torch
 # channels_last, interleaved in one process on the same threads. Effective GFLOP/s count the
 # direct convolution's 2*N*K*C*9*OH*OW flops per pass (Winograd does fewer); "% peak" is that
 # rate over pyfast's measured float32 FMA peak at the same thread count.
@@ -158,7 +158,7 @@ def _winograd_table(threads, repeats):
     print(f"ISA {_C.isa()}, {threads} thread(s), float32 FMA peak {peak:.1f} GFLOP/s "
           f"(measured now); best / median of {repeats} interleaved rounds, effective GFLOP/s "
           f"(direct flop count) and % of peak of the best")
-    print(f"{'layer':20s} {'pass':9s} {'path':18s} {'best':>7s} {'median':>7s} {'%peak':>6s} "
+    print(f"{'layer':20s} {'pass':9s} {'path':26s} {'best':>7s} {'median':>7s} {'%peak':>6s} "
           f"{'vs torch':>8s}")
     for name, n, c, hw, k in WINOGRAD_LAYERS:
         x = rng.standard_normal((n, c, hw, hw)).astype(np.float32)
@@ -184,6 +184,9 @@ def _winograd_table(threads, repeats):
         def pf_igrad(algo):
             return lambda: _C.conv2d_backward(gy, None, w, gx, None, None, *one, algo=algo)
 
+        def pf_wgrad(algo):
+            return lambda: _C.conv2d_backward(gy, x, w, None, gw, None, *one, algo=algo)
+
         def pf_all():  # the planned paths: forward, then both gradients
             _C.conv2d(x, w, None, y, *one[:3], 1, False)
             _C.conv2d_backward(gy, x, w, gx, gw, None, *one)
@@ -194,10 +197,13 @@ def _winograd_table(threads, repeats):
 
         rows = {("fwd", "torch_cl"): torch_fwd,
                 ("igrad", "torch_cl"): torch_bwd([True, False, False]),
+                ("wgrad", "torch_cl"): torch_bwd([False, True, False]),
                 ("fwd+bwd", "torch_cl"): torch_all, ("fwd+bwd", "planned"): pf_all}
         for algo in ("winograd", "direct", "implicit_gemm"):
             rows[("fwd", algo)] = pf_fwd(algo)
             rows[("igrad", algo)] = pf_igrad(algo)
+            if algo != "implicit_gemm":  # it has no weight gradient
+                rows[("wgrad", algo)] = pf_wgrad(algo)
         times = {key: [] for key in rows}
         for fn in rows.values():
             fn()  # warm-up: buffers, packed weights, page faults
@@ -207,8 +213,8 @@ def _winograd_table(threads, repeats):
                 fn()
                 times[key].append(time.perf_counter() - t0)
         flops = 2.0 * n * k * c * 9 * hw * hw
-        planned = pf_fwd(None)(), pf_igrad(None)()[0]
-        for pass_, passes in (("fwd", 1), ("igrad", 1), ("fwd+bwd", 3)):
+        planned = pf_fwd(None)(), pf_igrad(None)()[0], pf_wgrad(None)()[1]
+        for pass_, passes in (("fwd", 1), ("igrad", 1), ("wgrad", 1), ("fwd+bwd", 3)):
             base = min(times[(pass_, "torch_cl")])
             for (p, algo), ts in times.items():
                 if p != pass_:
@@ -216,8 +222,8 @@ def _winograd_table(threads, repeats):
                 best, med = min(ts), float(np.median(ts))
                 label = algo
                 if pass_ == "fwd+bwd" and algo == "planned":
-                    label = f"{planned[0]}/{planned[1]}"
-                print(f"{name:20s} {pass_:9s} {label:18s} {passes * flops / best / 1e9:7.1f} "
+                    label = "/".join(planned)
+                print(f"{name:20s} {pass_:9s} {label:26s} {passes * flops / best / 1e9:7.1f} "
                       f"{passes * flops / med / 1e9:7.1f} {100 * passes * flops / best / 1e9 / peak:5.0f}% "
                       f"{base / best:7.2f}x")
         print(flush=True)

@@ -491,8 +491,8 @@ def blas_header(info=None):
 # The SIMD dispatch of each native CPU kernel family (csrc/cpu/<family>.cpp): families with a
 # path per ISA take the active one; the rest are plain C++ built for the x86-64 baseline.
 _PER_ISA = {"conv": "direct, weight-gradient, implicit-GEMM and Winograd F(4x4,3x3) "
-                    "micro-kernels (im2col via gemm), the algorithm chosen per shape "
-                    "(pf.ops.last_conv_path() says which ran)",
+                    "(all three passes) micro-kernels (im2col via gemm), the algorithm "
+                    "chosen per shape (pf.ops.last_conv_path() says which ran)",
             "softmax_xent": "vectorised exp/log (vec_math.h)",
             "linear_xent": "blocks of rows through the gemm micro-kernel and softmax_xent",
             "optim": "vector update loops (vec_math.h)",
