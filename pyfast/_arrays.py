@@ -28,6 +28,63 @@ def device_of(x):
     return "cpu" if isinstance(x, np.ndarray) else "cuda"
 
 
+# ---- moving arrays between devices ----------------------------------------------------
+# Device names are "cpu", "cuda" (CuPy's current device) and "cuda:N". Tensors, modules,
+# loaders, the training loops and the command line all move data with these, so a
+# "cuda:1" means the same everywhere.
+
+def normalise_device(device):
+    """``device`` as a string after checking it names a device; None stays None."""
+    if device is None:
+        return None
+    name = str(device)
+    kind = name.partition(":")[0]
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda' (or 'cuda:N'), got {device!r}")
+    return name
+
+
+def device_name(array):
+    """Where ``array`` lives: "cpu" or "cuda:N"."""
+    return "cpu" if isinstance(array, np.ndarray) else f"cuda:{array.device.id}"
+
+
+def on_device(array, device):
+    """Whether ``array`` already lives on ``device`` ('cpu', 'cuda' = any GPU, 'cuda:N')."""
+    kind, _, index = device.partition(":")
+    if kind == "cpu":
+        return isinstance(array, np.ndarray)
+    return is_cupy(array) and (not index or array.device.id == int(index))
+
+
+def to_device(array, device):
+    """``array`` (numpy or cupy) on ``device`` ('cpu', 'cuda', 'cuda:N'); the array itself
+    when already there. Anything else passes through: batches may carry other objects."""
+    if not (isinstance(array, np.ndarray) or is_cupy(array)):
+        return array
+    kind, _, index = device.partition(":")
+    if kind == "cpu":
+        return to_host(array)
+    try:
+        import cupy
+    except ImportError as exc:
+        raise RuntimeError(f"moving to {device} needs CuPy, which is not installed ({exc})") \
+            from None
+    dev = cupy.cuda.Device(int(index)) if index else cupy.cuda.Device()
+    if is_cupy(array) and array.device.id == dev.id:
+        return array
+    with dev:
+        return cupy.asarray(array)
+
+
+def to_host(x):
+    """``x`` as a numpy array: itself when it is one, a copy when it lives on the GPU, and
+    ``np.asarray(x)`` for anything else (a Tensor converts itself)."""
+    if is_cupy(x):
+        return x.get()
+    return x if isinstance(x, np.ndarray) else np.asarray(x)
+
+
 def describe(x):
     """A short 'what was given' for error messages."""
     if hasattr(x, "shape") and hasattr(x, "dtype"):
