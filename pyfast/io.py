@@ -134,10 +134,10 @@ def save(state, path):
         except OSError:
             pass
         raise
-    _fsync_directory(directory)
+    fsync_directory(directory)
 
 
-def _fsync_directory(directory):
+def fsync_directory(directory):
     """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
     flags = getattr(os, "O_DIRECTORY", None)
     if flags is None:

@@ -119,7 +119,7 @@ def _xp(x):
     return array_module(x)
 
 
-def _as_data(obj, dtype=None, copy=False):
+def as_data(obj, dtype=None, copy=False):
     """A numpy or cupy array from an array, a Tensor, a DLPack object or nested lists."""
     if isinstance(obj, Tensor):
         obj = obj._data
@@ -173,7 +173,7 @@ class Tensor(DeviceShortcuts):
 
     def __init__(self, data, requires_grad=False):
         if not (isinstance(data, np.ndarray) or is_cupy(data)):
-            data = _as_data(data)
+            data = as_data(data)
         if requires_grad:
             _check_float(data, "data")
         self._data = data
@@ -344,7 +344,7 @@ class Tensor(DeviceShortcuts):
                                    f"tensor, got shape {self.shape}; pass grad=")
             grad = xp.ones(self.shape, self.dtype)
         else:
-            grad = _as_data(grad)
+            grad = as_data(grad)
             if grad.shape != self.shape:
                 raise ValueError(f"grad must have shape {self.shape}, got {grad.shape}")
             if grad.dtype != self.dtype:
@@ -436,13 +436,13 @@ class Tensor(DeviceShortcuts):
         return _Abs.apply(self)
 
     def relu(self):
-        return _Relu.apply(self)
+        return ReluFunction.apply(self)
 
     def sigmoid(self):
-        return _Sigmoid.apply(self)
+        return SigmoidFunction.apply(self)
 
     def tanh(self):
-        return _Tanh.apply(self)
+        return TanhFunction.apply(self)
 
     def clamp(self, min=None, max=None):
         return _Clamp.apply(self, lo=min, hi=max)
@@ -731,7 +731,7 @@ def tensor(obj, dtype=None, device=None, requires_grad=False):
     unless ``dtype`` is given."""
     dtype = None if dtype is None else np.dtype(dtype)
     device = normalise_device(device)
-    data = _as_data(obj, dtype, copy=True)
+    data = as_data(obj, dtype, copy=True)
     if device is not None:
         moved = to_device(data, device)
         data = moved
@@ -754,7 +754,7 @@ def from_dlpack(x):
 def _as_tensor(x, like=None):
     if isinstance(x, Tensor):
         return x
-    return Tensor(_as_data(x))
+    return Tensor(as_data(x))
 
 
 # ---------------------------------------------------------------------------- ops
@@ -926,15 +926,15 @@ class _OutputActivation(Function):
         return (getattr(ops, ctx.op + "_backward")(g, ctx.y),)
 
 
-class _Relu(_OutputActivation):
+class ReluFunction(_OutputActivation):
     op = "relu"
 
 
-class _Sigmoid(_OutputActivation):
+class SigmoidFunction(_OutputActivation):
     op = "sigmoid"
 
 
-class _Tanh(_OutputActivation):
+class TanhFunction(_OutputActivation):
     op = "tanh"
 
 

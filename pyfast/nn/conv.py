@@ -6,7 +6,7 @@ the bias; fan_in = weight.shape[1] * kh * kw)."""
 import numpy as np
 
 from . import functional as F
-from .linear import _add_weight_and_bias, _reset_weight_and_bias
+from .linear import add_weight_and_bias, reset_weight_and_bias
 from .module import Module
 
 __all__ = ["Conv2d", "ConvTranspose2d"]
@@ -49,10 +49,10 @@ class _ConvNd(Module):
             shape = (in_channels, out_channels // groups) + self.kernel_size
         else:
             shape = (out_channels, in_channels // groups) + self.kernel_size
-        _add_weight_and_bias(self, shape, out_channels, bias, device, dtype)
+        add_weight_and_bias(self, shape, out_channels, bias, device, dtype)
 
     def reset_parameters(self):
-        _reset_weight_and_bias(self.weight, self.bias)
+        reset_weight_and_bias(self.weight, self.bias)
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
