@@ -6,6 +6,8 @@ Nothing here imports cupy unless a cupy array (or a CUDA DLPack capsule) is actu
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -141,6 +143,19 @@ def same_device(**arrays):
         elif d == "cuda" and x.device != arrays[first].device:
             raise ValueError(f"{name} is on {x.device} but {first} is on {arrays[first].device}")
     return device
+
+
+def pair(value, name, *, minimum=None, number=False):
+    """An (h, w) argument: an int, or a tuple or list of two, as a tuple of two ints (floats
+    with ``number``). TypeError for anything else, ValueError below ``minimum``."""
+    kind = numbers.Real if number else numbers.Integral
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(items) != 2 or any(isinstance(v, bool) or not isinstance(v, kind) for v in items):
+        what = "a number or a pair of numbers" if number else "an int or a pair of ints"
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+    if minimum is not None and any(v < minimum for v in items):
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return tuple(float(v) for v in items) if number else (int(items[0]), int(items[1]))
 
 
 def check_ndim(x, ndim, name):

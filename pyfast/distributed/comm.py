@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from .mpi_group import OPS, MPIGroup, buffer_error, watched
+from .mpi_group import MPIGroup, buffer_error, watched
 
 __all__ = ["init", "is_initialized", "rank", "world_size", "local_rank", "backend",
            "all_reduce", "broadcast", "barrier", "all_gather_object", "abort", "INSTALL_HINT"]

@@ -8,11 +8,10 @@ backward needs, and routes. Inputs may be Tensors or plain arrays; results are T
 
 from __future__ import annotations
 
-import math
 import numbers
 
 from pyfast import ops
-from pyfast._arrays import array_module
+from pyfast._arrays import array_module, pair
 from pyfast._random import generator
 from pyfast.tensor import Function, ReluFunction, SigmoidFunction, TanhFunction, Tensor, as_data
 
@@ -397,14 +396,14 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     if (size is None) == (scale_factor is None):
         raise ValueError("interpolate: give exactly one of size and scale_factor")
     if size is not None:
-        size = _pair(size, "size")
+        size = _two(size, "size")
         if recompute_scale_factor:
             raise ValueError("recompute_scale_factor is not meaningful with an explicit size")
         return _Upsample.apply(input, size=size, scale_factor=None, mode=mode,
                                align_corners=bool(align_corners))
-    scales = _pair(scale_factor, "scale_factor", number=True)
+    scales = _two(scale_factor, "scale_factor", number=True)
     if recompute_scale_factor:
-        size = tuple(int(math.floor(float(n) * s)) for n, s in zip(x.shape[2:], scales))
+        size, _ = ops.resample.output_size(tuple(x.shape[2:]), scale_factor=scales)
         return _Upsample.apply(input, size=size, scale_factor=None, mode=mode,
                                align_corners=bool(align_corners))
     return _Upsample.apply(input, size=None, scale_factor=scales, mode=mode,
@@ -414,18 +413,12 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
 upsample = interpolate
 
 
-def _pair(value, name, number=False):
-    kinds = numbers.Real if number else numbers.Integral
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{name} must be one value or two (h, w), got {value!r}")
-        items = tuple(value)
-    else:
-        items = (value, value)
-    for v in items:
-        if isinstance(v, bool) or not isinstance(v, kinds):
-            raise TypeError(f"{name} must be {'numbers' if number else 'ints'}, got {value!r}")
-    return tuple(float(v) for v in items) if number else tuple(int(v) for v in items)
+def _two(value, name, number=False):
+    """``pair`` with interpolate's own complaint about a sequence of the wrong length (a
+    ValueError, as torch's)."""
+    if isinstance(value, (tuple, list)) and len(value) != 2:
+        raise ValueError(f"{name} must be one value or two (h, w), got {value!r}")
+    return pair(value, name, number=number)
 
 
 # ---------------------------------------------------------------------------- convolution

@@ -36,7 +36,7 @@ import threading
 
 from pyfast import backends
 from pyfast._arrays import (CHANNELS_LAST, Output, as_array, check_ndim, check_shape,
-                            contiguous, float_dtype, is_channels_last, same_device,
+                            contiguous, float_dtype, is_channels_last, pair, same_device,
                             array_module, to_memory_format)
 
 NEEDS = ("x", "w", "b")
@@ -86,20 +86,9 @@ def _native_kw(name, device, algo, channels_last):
     return None
 
 
-def _pair(value, name, minimum):
-    if isinstance(value, (tuple, list)):
-        pair = tuple(value)
-    else:
-        pair = (value, value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return pair
-
-
 def _params(stride, padding, dilation):
-    return _pair(stride, "stride", 1), _pair(padding, "padding", 0), _pair(dilation, "dilation", 1)
+    return (pair(stride, "stride", minimum=1), pair(padding, "padding", minimum=0),
+            pair(dilation, "dilation", minimum=1))
 
 
 def _check_groups(groups, channels, out_channels, w, what):
@@ -258,7 +247,7 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1,
 def _transpose_checks(x, w, bias, stride, padding, output_padding, dilation, groups, what):
     x, w, bias, dtype, device, (s, p, d) = _forward_checks(x, w, bias, stride, padding,
                                                            dilation, groups)
-    op = _pair(output_padding, "output_padding", 0)
+    op = pair(output_padding, "output_padding", minimum=0)
     n, c, h, wd = x.shape
     cin, kg, kh, kw = w.shape
     if cin != c:
