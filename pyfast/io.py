@@ -19,6 +19,8 @@ import os
 
 import numpy as np
 
+from pyfast._arrays import is_cupy
+
 __all__ = ["save", "load"]
 
 _TREE_KEY = "pyfast.tree"
@@ -47,7 +49,7 @@ def _host_array(value, path):
     """``value`` as a C-contiguous numpy array, or None when it is not array-like."""
     if isinstance(value, np.ndarray):
         arr = value
-    elif type(value).__module__.partition(".")[0] == "cupy":
+    elif is_cupy(value):
         arr = value.get()
     elif type(value).__module__.partition(".")[0] == "pyfast" and hasattr(value, "numpy"):
         arr = np.asarray(value.numpy())           # pf.Tensor (numpy() copies from the GPU)
