@@ -6,6 +6,9 @@ import statement, at module level and inside functions alike: a deferred import 
 ``import pyfast`` cheap (rule 6), but it is still a dependency, and a loop hidden in a
 function body is the loop that forced ``python -m pyfast.cli`` to re-import itself.
 
+A private name counts whether it is imported (``from pyfast.x import _y``) or read through
+a module (``x._y`` after ``from pyfast import x``).
+
 An edge into an ancestor package (``import pyfast as pf`` from pyfast/train/loop.py) is not
 counted: importing any module imports its packages first anyway, and a package's
 ``__init__`` re-exporting its children is what packages are for. What such a module then
@@ -72,6 +75,44 @@ def _unbuilt_extension(modules, package, name):
     return True
 
 
+def _module_aliases(name, path, is_package, modules):
+    """{local name: pyfast module} for the names a file binds to pyfast modules
+    (``from pyfast.nn import init``, ``import pyfast.ops as ops``, ``import pyfast as pf``)."""
+    aliases = {}
+    base = name if is_package else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.partition(".")[0] == ROOT and a.name in modules:
+                    aliases[a.asname or a.name.partition(".")[0]] = a.name if a.asname else ROOT
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = base.split(".")
+                anchor = anchor[:len(anchor) - (node.level - 1)]
+                target = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            for a in node.names:
+                if f"{target}.{a.name}" in modules:
+                    aliases[a.asname or a.name] = f"{target}.{a.name}"
+    return aliases
+
+
+def _private_attributes(name, path, is_package, modules):
+    """(line, module, attribute) for each ``module._private`` read through an alias, where
+    ``_private`` is not itself a module (pf._C, pf._random are modules, not names)."""
+    aliases = _module_aliases(name, path, is_package, modules)
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)):
+            continue
+        target, attr = aliases.get(node.value.id), node.attr
+        if target is None or target == name or not attr.startswith("_") or \
+                attr.startswith("__") or f"{target}.{attr}" in modules or \
+                _unbuilt_extension(modules, target, attr):
+            continue
+        yield node.lineno, target, attr
+
+
 def _graph():
     """({module: {imported module: first line}}, [(module, line, target, private name)])."""
     modules = _modules()
@@ -95,6 +136,8 @@ def _graph():
                 if t == name or name.startswith(t + "."):   # itself or an ancestor package
                     continue
                 edges[name].setdefault(t, line)
+        private += [(name, line, target, attr) for line, target, attr in
+                    _private_attributes(name, path, is_package, modules)]
     return edges, private
 
 
@@ -155,7 +198,7 @@ def test_no_import_cycles():
 
 def test_no_private_names_across_modules():
     _, private = _graph()
-    lines = [f"{m}:{line} imports {name} from {target}" for m, line, target, name in private]
+    lines = [f"{m}:{line} uses {target}.{name}" for m, line, target, name in private]
     assert lines == [], "make shared helpers public in their owner module:\n" + "\n".join(lines)
 
 

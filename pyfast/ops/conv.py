@@ -86,12 +86,12 @@ def _native_kw(name, device, algo, channels_last):
     return None
 
 
-def _params(stride, padding, dilation):
+def conv_params(stride, padding, dilation):
     return (pair(stride, "stride", minimum=1), pair(padding, "padding", minimum=0),
             pair(dilation, "dilation", minimum=1))
 
 
-def _check_groups(groups, channels, out_channels, w, what):
+def check_groups(groups, channels, out_channels, w, what):
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
     if channels % groups:
@@ -126,7 +126,7 @@ def _forward_checks(x, w, bias, stride, padding, dilation, groups):
     check_ndim(w, 4, "w")
     dtype = float_dtype(x=x, w=w, bias=bias)
     device = same_device(x=x, w=w, bias=bias)
-    return x, w, bias, dtype, device, _params(stride, padding, dilation)
+    return x, w, bias, dtype, device, conv_params(stride, padding, dilation)
 
 
 def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None,
@@ -141,7 +141,7 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activa
         raise ValueError(f"activation must be None or 'relu', got {activation!r}")
     n, c, h, wd = x.shape
     k, cg, kh, kw = w.shape
-    _check_groups(groups, c, k, w, "conv2d")
+    check_groups(groups, c, k, w, "conv2d")
     if cg != c // groups:
         raise ValueError(f"conv2d: w has shape {tuple(w.shape)}, so it expects {cg * groups} "
                          f"input channels with groups={groups}, but x has shape "
@@ -196,7 +196,7 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1,
     same_device(x=x, gy=gy)
     n, c, h, wd = x.shape
     k, cg, kh, kw = w.shape
-    _check_groups(groups, c, k, w, "conv2d_backward")
+    check_groups(groups, c, k, w, "conv2d_backward")
     if cg != c // groups:
         raise ValueError(f"conv2d_backward: w has shape {tuple(w.shape)}, which does not fit "
                          f"x of shape {tuple(x.shape)} with groups={groups}")
@@ -253,7 +253,7 @@ def _transpose_checks(x, w, bias, stride, padding, output_padding, dilation, gro
     if cin != c:
         raise ValueError(f"{what}: w has shape {tuple(w.shape)}, so it expects {cin} input "
                          f"channels, but x has shape {tuple(x.shape)} ({c} channels)")
-    _check_groups(groups, c, kg * groups, w, what)
+    check_groups(groups, c, kg * groups, w, what)
     for o, st, dl, axis in zip(op, s, d, ("rows", "columns")):
         if o >= max(st, dl):
             raise ValueError(f"{what}: output_padding {o} along {axis} must be smaller than "
