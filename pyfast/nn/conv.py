@@ -6,6 +6,7 @@ the bias; fan_in = weight.shape[1] * kh * kw)."""
 import numpy as np
 
 from pyfast._arrays import pair
+from pyfast.ops.conv import transpose_output_size
 
 from . import functional as F
 from .linear import add_weight_and_bias, reset_weight_and_bias
@@ -102,8 +103,8 @@ class ConvTranspose2d(_ConvNd):
         size = tuple(output_size)[-2:]
         padding = []
         for i in range(2):
-            smallest = ((input.shape[i + 2] - 1) * self.stride[i] - 2 * self.padding[i]
-                        + self.dilation[i] * (self.kernel_size[i] - 1) + 1)
+            smallest = transpose_output_size(input.shape[i + 2], self.kernel_size[i],
+                                             self.stride[i], self.padding[i], self.dilation[i])
             extra = size[i] - smallest
             if not 0 <= extra < max(self.stride[i], self.dilation[i]):
                 raise ValueError(f"ConvTranspose2d: requested output size {size} is not "

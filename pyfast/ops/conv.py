@@ -102,6 +102,12 @@ def check_groups(groups, channels, out_channels, w, what):
                          f"groups={groups} (w has shape {tuple(w.shape)})")
 
 
+def transpose_output_size(size, k, s, p, d, output_padding=0):
+    """One spatial size of conv_transpose2d's output (torch's formula); nn.ConvTranspose2d
+    inverts it to choose output_padding for a requested size."""
+    return (size - 1) * s - 2 * p + d * (k - 1) + output_padding + 1
+
+
 def _out_size(size, k, s, p, d, axis, x, w):
     span = d * (k - 1) + 1
     if span > size + 2 * p:
@@ -258,8 +264,8 @@ def _transpose_checks(x, w, bias, stride, padding, output_padding, dilation, gro
         if o >= max(st, dl):
             raise ValueError(f"{what}: output_padding {o} along {axis} must be smaller than "
                              f"stride or dilation ({st}, {dl})")
-    oh = (h - 1) * s[0] - 2 * p[0] + d[0] * (kh - 1) + op[0] + 1
-    ow = (wd - 1) * s[1] - 2 * p[1] + d[1] * (kw - 1) + op[1] + 1
+    oh = transpose_output_size(h, kh, s[0], p[0], d[0], op[0])
+    ow = transpose_output_size(wd, kw, s[1], p[1], d[1], op[1])
     if oh < 1 or ow < 1:
         raise ValueError(f"{what}: the output would be {oh}x{ow} for x of shape "
                          f"{tuple(x.shape)}, w of shape {tuple(w.shape)}, stride {s}, "
