@@ -39,13 +39,14 @@ def _modules():
 
 
 def _imports(name, path, is_package):
-    """(target module, imported names or None, line) for each import in the file; targets
-    are absolute dotted names, relative imports resolved against ``name``."""
+    """(target module, line, bound name) for each ``import`` and (target module, line, the
+    ``ast.alias``es) for each ``from ... import``; targets are absolute dotted names,
+    relative imports resolved against ``name``."""
     base = name if is_package else name.rpartition(".")[0]
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                yield alias.name, None, node.lineno
+                yield alias.name, node.lineno, alias.asname
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 anchor = base.split(".")
@@ -53,7 +54,7 @@ def _imports(name, path, is_package):
                 target = ".".join(anchor + ([node.module] if node.module else []))
             else:
                 target = node.module
-            yield target, [a.name for a in node.names], node.lineno
+            yield target, node.lineno, node.names
 
 
 def _unbuilt_extension(modules, package, name):
@@ -79,22 +80,12 @@ def _module_aliases(name, path, is_package, modules):
     """{local name: pyfast module} for the names a file binds to pyfast modules
     (``from pyfast.nn import init``, ``import pyfast.ops as ops``, ``import pyfast as pf``)."""
     aliases = {}
-    base = name if is_package else name.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            for a in node.names:
-                if a.name.partition(".")[0] == ROOT and a.name in modules:
-                    aliases[a.asname or a.name.partition(".")[0]] = a.name if a.asname else ROOT
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                anchor = base.split(".")
-                anchor = anchor[:len(anchor) - (node.level - 1)]
-                target = ".".join(anchor + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            for a in node.names:
-                if f"{target}.{a.name}" in modules:
-                    aliases[a.asname or a.name] = f"{target}.{a.name}"
+    for target, _, bound in _imports(name, path, is_package):
+        if isinstance(bound, list):
+            aliases.update((a.asname or a.name, f"{target}.{a.name}") for a in bound
+                           if f"{target}.{a.name}" in modules)
+        elif target.partition(".")[0] == ROOT and target in modules:
+            aliases[bound or ROOT] = target if bound else ROOT
     return aliases
 
 
@@ -120,12 +111,12 @@ def _graph():
     for name, (path, is_package) in modules.items():
         if path is None:
             continue
-        for target, names, line in _imports(name, path, is_package):
+        for target, line, bound in _imports(name, path, is_package):
             if target != ROOT and not target.startswith(ROOT + "."):
                 continue
             # `from pyfast.x import y` imports the module pyfast.x.y when there is one
             reached = [target]
-            for n in names or ():
+            for n in [a.name for a in bound] if isinstance(bound, list) else ():
                 sub = f"{target}.{n}"
                 if sub in modules or _unbuilt_extension(modules, target, n):
                     reached.append(sub)
