@@ -417,7 +417,7 @@ def _run(args, log, dist):
                                        callbacks=callbacks)
         else:
             optimizer, scheduler = adamw_one_cycle(model, args.lr or 2e-3, 1e-4, args.epochs,
-                                                    train_loader)
+                                                   train_loader)
             history = pf.train.fit(model, train_loader, loss_fn=plan.loss_fn,
                                    optimizer=optimizer, epochs=args.epochs,
                                    val_loader=val_loader, metrics=plan.metrics,
@@ -502,4 +502,3 @@ def _write_results(out, model, plan, history, summary, device):
     else:
         summary["notes"].append(why_not)
     return files
-

@@ -361,7 +361,7 @@ def _synthesis(ctx):
         # probability of its chosen class, and how many of the 10 digits appear.
         small = ((samples + 1.0) / 2.0).reshape(64, 1, 8, 2, 8, 2).mean(axis=(3, 5))
         probs = _softmax(predict(ctx.classifier, to_device(small.astype(np.float32),
-                                                             ctx.device)))
+                                                           ctx.device)))
         result.metric, result.value = "digit confidence", float(probs.max(axis=1).mean())
         result.extra["digit_classes_seen"] = int(len(np.unique(probs.argmax(axis=1))))
         result.notes.append(f"the digits ResNet recognises {result.extra['digit_classes_seen']}"

@@ -62,7 +62,7 @@ class Linear(Module):
                 raise ValueError(f"Linear: {name} must be a non-negative int, got {n!r}")
         self.in_features, self.out_features = int(in_features), int(out_features)
         add_weight_and_bias(self, (out_features, in_features), out_features, bias, device,
-                             dtype)
+                            dtype)
 
     def reset_parameters(self):
         reset_weight_and_bias(self.weight, self.bias)

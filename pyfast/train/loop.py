@@ -342,7 +342,7 @@ def fit(model, train_loader, *, loss_fn, optimizer, epochs, val_loader=None,
     device = model_device(model)
     bar = ProgressBar(progress and run.is_writer)
     return train_epochs(run, bar, lambda: _fit_epoch(run, loss_fn, metrics, device, per_batch,
-                                                      bar), not_shown=("lr", "time"))
+                                                     bar), not_shown=("lr", "time"))
 
 
 def train_epochs(run, bar, train_one_epoch, not_shown):
