@@ -6,6 +6,8 @@ Nothing here imports cupy unless a cupy array (or a CUDA DLPack capsule) is actu
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -26,6 +28,63 @@ def array_module(x):
 
 def device_of(x):
     return "cpu" if isinstance(x, np.ndarray) else "cuda"
+
+
+# ---- moving arrays between devices ----------------------------------------------------
+# Device names are "cpu", "cuda" (CuPy's current device) and "cuda:N". Tensors, modules,
+# loaders, the training loops and the command line all move data with these, so a
+# "cuda:1" means the same everywhere.
+
+def normalise_device(device):
+    """``device`` as a string after checking it names a device; None stays None."""
+    if device is None:
+        return None
+    name = str(device)
+    kind = name.partition(":")[0]
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda' (or 'cuda:N'), got {device!r}")
+    return name
+
+
+def device_name(array):
+    """Where ``array`` lives: "cpu" or "cuda:N"."""
+    return "cpu" if isinstance(array, np.ndarray) else f"cuda:{array.device.id}"
+
+
+def on_device(array, device):
+    """Whether ``array`` already lives on ``device`` ('cpu', 'cuda' = any GPU, 'cuda:N')."""
+    kind, _, index = device.partition(":")
+    if kind == "cpu":
+        return isinstance(array, np.ndarray)
+    return is_cupy(array) and (not index or array.device.id == int(index))
+
+
+def to_device(array, device):
+    """``array`` (numpy or cupy) on ``device`` ('cpu', 'cuda', 'cuda:N'); the array itself
+    when already there. Anything else passes through: batches may carry other objects."""
+    if not (isinstance(array, np.ndarray) or is_cupy(array)):
+        return array
+    kind, _, index = device.partition(":")
+    if kind == "cpu":
+        return to_host(array)
+    try:
+        import cupy
+    except ImportError as exc:
+        raise RuntimeError(f"moving to {device} needs CuPy, which is not installed ({exc})") \
+            from None
+    dev = cupy.cuda.Device(int(index)) if index else cupy.cuda.Device()
+    if is_cupy(array) and array.device.id == dev.id:
+        return array
+    with dev:
+        return cupy.asarray(array)
+
+
+def to_host(x):
+    """``x`` as a numpy array: itself when it is one, a copy when it lives on the GPU, and
+    ``np.asarray(x)`` for anything else (a Tensor converts itself)."""
+    if is_cupy(x):
+        return x.get()
+    return x if isinstance(x, np.ndarray) else np.asarray(x)
 
 
 def describe(x):
@@ -84,6 +143,19 @@ def same_device(**arrays):
         elif d == "cuda" and x.device != arrays[first].device:
             raise ValueError(f"{name} is on {x.device} but {first} is on {arrays[first].device}")
     return device
+
+
+def pair(value, name, *, minimum=None, number=False):
+    """An (h, w) argument: an int, or a tuple or list of two, as a tuple of two ints (floats
+    with ``number``). TypeError for anything else, ValueError below ``minimum``."""
+    kind = numbers.Real if number else numbers.Integral
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(items) != 2 or any(isinstance(v, bool) or not isinstance(v, kind) for v in items):
+        what = "a number or a pair of numbers" if number else "an int or a pair of ints"
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+    if minimum is not None and any(v < minimum for v in items):
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return tuple(float(v) for v in items) if number else (int(items[0]), int(items[1]))
 
 
 def check_ndim(x, ndim, name):

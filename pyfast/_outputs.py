@@ -20,7 +20,7 @@ import zlib
 
 import numpy as np
 
-from pyfast.io import _fsync_directory
+from pyfast.io import fsync_directory
 
 __all__ = ["write_bytes_atomic", "write_json", "encode_png", "write_png", "image_grid",
            "overlay", "plot_curves"]
@@ -44,7 +44,7 @@ def write_bytes_atomic(path, data):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_directory(directory)
+    fsync_directory(directory)
     return path
 
 

@@ -20,51 +20,9 @@ import platform
 import sys
 import time
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad command-line input found after parsing (exit code 2)."""
-
-
-class CommandFailed(Exception):
-    """The command could not do its job (exit code 1)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line instead of argparse's usage block
-        raise UsageError(f"{message} (see {self.prog} --help)")
-
-
-def _number_type(convert, accept, expected):
-    """An argparse ``type``: ``convert(text)`` when ``accept`` holds for the value, else an
-    error saying what was ``expected``."""
-    def parse(text):
-        try:
-            value = convert(text)
-        except ValueError:
-            value = None
-        if value is None or not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-        return value
-    return parse
-
-
-_positive_int = _number_type(int, lambda v: v >= 1, "a positive integer")
-_non_negative_int = _number_type(int, lambda v: v >= 0, "an integer >= 0")
-_positive_float = _number_type(float, lambda v: 0 < v < float("inf"), "a positive number")
-
-
-def _add_kernel_options(parser):
-    """--backend, --device and --threads: how ``demo`` and ``train`` run their kernels."""
-    from pyfast import backends
-
-    parser.add_argument("--backend", choices=backends.NAMES,
-                        help="pyfast backend for every kernel (default: the fastest that loads)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="cuda needs CuPy and an NVIDIA GPU (default: %(default)s)")
-    parser.add_argument("--threads", type=_positive_int, metavar="N",
-                        help="CPU threads of the native kernels (default: all usable cores)")
+from pyfast.cli_common import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandFailed, Parser,
+                               UsageError, add_kernel_options, check_device, non_negative_int,
+                               positive_int)
 
 
 def _parser():
@@ -72,10 +30,10 @@ def _parser():
     from pyfast._version import __version__
     from pyfast.bench import DEFAULT_BUDGET_S
 
-    parser = _Parser(prog="pyfast", description="pyfast: hand-written C++/CUDA and Numba "
+    parser = Parser(prog="pyfast", description="pyfast: hand-written C++/CUDA and Numba "
                      "deep-learning kernels.")
     parser.add_argument("--version", action="version", version=f"pyfast {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
 
     info = commands.add_parser(
@@ -96,7 +54,7 @@ def _parser():
                        help="kernel families to run (default: every family with benchmarks)")
     bench.add_argument("--backend", choices=backends.NAMES,
                        help="time only this pyfast backend (competitors still run)")
-    bench.add_argument("--threads", type=_positive_int, nargs="+", metavar="N",
+    bench.add_argument("--threads", type=positive_int, nargs="+", metavar="N",
                        help="CPU thread counts to run (default: 1 and all usable cores)")
     bench.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     bench.add_argument("--roofline", action="store_true",
@@ -131,12 +89,12 @@ def _parser():
     demo.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tests only
     demo.add_argument("--tasks", nargs="+", choices=TASKS, metavar="TASK",
                       help=f"run only these ({', '.join(TASKS)}; default: all)")
-    demo.add_argument("--seed", type=_non_negative_int, default=0, metavar="N",
+    demo.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
                       help="seed of everything random (default: %(default)s)")
-    _add_kernel_options(demo)
+    add_kernel_options(demo)
     demo.set_defaults(run=_demo)
 
-    train = cli_train.add_parser(commands, _positive_int, _positive_float)
+    train = cli_train.add_parser(commands)
     train.set_defaults(run=_train)
     return parser
 
@@ -354,7 +312,7 @@ def _demo(args):
     from pyfast import demo
 
     scale = "smoke" if args.smoke else "quick" if args.quick else "full"
-    device = _device(args.device)
+    device = check_device(args.device)
     if args.threads:
         pf.set_num_threads(args.threads)
     out = os.path.abspath(args.out)
@@ -393,15 +351,6 @@ def _demo(args):
     return EXIT_OK
 
 
-def _device(device):
-    if device == "cuda":
-        from pyfast import bench
-        why = bench.cuda_unavailable()
-        if why:
-            raise CommandFailed(f"--device cuda: {why}")
-    return device
-
-
 def _train(args):
     from pyfast import cli_train
 
@@ -414,7 +363,4 @@ def _train(args):
 
 
 if __name__ == "__main__":
-    # `python -m pyfast.cli` runs this file as __main__, a second copy of the module: run the
-    # imported pyfast.cli so the UsageError that cli_train raises is the one main() catches.
-    from pyfast.cli import main as _main
-    sys.exit(_main())
+    sys.exit(main())

@@ -31,7 +31,9 @@ import time
 
 import numpy as np
 
-from pyfast.cli import CommandFailed, UsageError, _add_kernel_options
+from pyfast._arrays import to_device, to_host
+from pyfast.cli_common import (CommandFailed, UsageError, add_kernel_options, check_device,
+                               positive_float, positive_int)
 
 __all__ = ["MODELS", "DATASETS", "add_parser", "run", "UsageError", "CommandFailed"]
 
@@ -57,7 +59,7 @@ class Data:
         return tuple(self.train.x.shape[1:])
 
 
-def add_parser(commands, positive_int, positive_float):
+def add_parser(commands):
     p = commands.add_parser(
         "train", help="train a model on built-in data (or a MedMNIST .npz file)",
         description="Train a pf.models architecture with per-epoch validation. The data set "
@@ -75,7 +77,7 @@ def add_parser(commands, positive_int, positive_float):
     p.add_argument("--lr", type=positive_float, default=None, metavar="LR",
                    help="peak learning rate of AdamW with a one-cycle schedule "
                         "(default: 2e-3; DCGAN: Adam 2e-4, constant)")
-    _add_kernel_options(p)
+    add_kernel_options(p)
     p.add_argument("--seed", type=int, default=0, metavar="N",
                    help="seed of initialisation, shuffling and data splits (default: 0)")
     p.add_argument("--out", metavar="DIR", default=None,
@@ -352,7 +354,7 @@ def _quiet(*args, **kwargs):
 def _run(args, log, dist):
     """The training run; ``dist`` is pf.distributed on a data-parallel rank, else None."""
     import pyfast as pf
-    from pyfast.demo import EpochLines, Throughput, _adamw_one_cycle
+    from pyfast.demo import EpochLines, Throughput, adamw_one_cycle
 
     model_name = _canonical(args.model, MODELS, "model")
     if args.noise < 0 or not np.isfinite(args.noise):
@@ -362,7 +364,7 @@ def _run(args, log, dist):
     data = load_data(args.data, seed=args.seed, val_fraction=args.val_fraction,
                      samples=args.samples, image_size=args.image_size)
     out = args.out or os.path.join("runs", f"{model_name}-{data.name.replace('.npz', '')}")
-    device = _check_device(args.device)
+    device = check_device(args.device)
     if args.threads:
         pf.set_num_threads(args.threads)
     try:
@@ -414,8 +416,8 @@ def _run(args, log, dist):
                                        lr=args.lr or 2e-4, progress=not args.quiet,
                                        callbacks=callbacks)
         else:
-            optimizer, scheduler = _adamw_one_cycle(model, args.lr or 2e-3, 1e-4, args.epochs,
-                                                    train_loader)
+            optimizer, scheduler = adamw_one_cycle(model, args.lr or 2e-3, 1e-4, args.epochs,
+                                                   train_loader)
             history = pf.train.fit(model, train_loader, loss_fn=plan.loss_fn,
                                    optimizer=optimizer, epochs=args.epochs,
                                    val_loader=val_loader, metrics=plan.metrics,
@@ -444,29 +446,19 @@ def _run(args, log, dist):
     return 0
 
 
-def _check_device(device):
-    if device == "cpu":
-        return "cpu"
-    from pyfast.bench import cuda_unavailable
-    why = cuda_unavailable()
-    if why:
-        raise CommandFailed(f"--device cuda: {why}")
-    return "cuda"
-
-
 def _write_results(out, model, plan, history, summary, device):
     import pyfast as pf
     from pyfast import _outputs
-    from pyfast.demo import _host, _predict
+    from pyfast.demo import predict
 
     files = []
     if plan.anomaly_labels is not None:
-        x = plan.val.x if device == "cpu" else _cupy().asarray(plan.val.x)
+        x = to_device(plan.val.x, device)
         scores = pf.models.anomaly_scores(model, x, pool=5 if plan.val.x.ndim == 4 else None)
         summary["final"]["anomaly_auroc"] = pf.train.metrics.auroc(scores, plan.anomaly_labels)
     path = os.path.join(out, "model.safetensors")
     try:
-        pf.save({k: _host(v) for k, v in model.state_dict().items()}, path)
+        pf.save({k: to_host(v) for k, v in model.state_dict().items()}, path)
         files.append(path)
     except ImportError as exc:
         summary["notes"].append(f"weights not saved: {exc}")
@@ -490,7 +482,7 @@ def _write_results(out, model, plan, history, summary, device):
             panels[m] = {"train": history[m], "validation": history["val_" + m]}
     if plan.val.x.ndim == 4 and not plan.gan and plan.val.x.shape[1] in (1, 3):
         x = plan.val.x[:8]
-        pred = _predict(model, x if device == "cpu" else _cupy().asarray(x))
+        pred = predict(model, to_device(x, device))
         if plan.val.y is not None and plan.val.y.ndim == 4:      # segmentation
             tiles = _outputs.overlay(x[:, :1], plan.val.y[:8], pred > 0)
             name = "overlays.png"
@@ -510,8 +502,3 @@ def _write_results(out, model, plan, history, summary, device):
     else:
         summary["notes"].append(why_not)
     return files
-
-
-def _cupy():
-    import cupy
-    return cupy

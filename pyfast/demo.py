@@ -29,6 +29,7 @@ import numpy as np
 
 import pyfast as pf
 from pyfast import _outputs
+from pyfast._arrays import to_device, to_host
 from pyfast.nn import functional as F
 from pyfast.train import Callback
 
@@ -172,7 +173,7 @@ class _Context:
             result.notes.append(why_not)
 
 
-def _adamw_one_cycle(model, lr, weight_decay, epochs, train_loader):
+def adamw_one_cycle(model, lr, weight_decay, epochs, train_loader):
     """AdamW under a one-cycle schedule peaking at ``lr`` (stepped per batch): the recipe of
     the demo's tasks and of ``pyfast train``."""
     optimizer = pf.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -185,18 +186,13 @@ def _epochs(n):
     return f"{n} epoch{'s' if n != 1 else ''}"
 
 
-def _host(a):
-    a = a.data if isinstance(a, pf.Tensor) else a
-    return a if isinstance(a, np.ndarray) else a.get()
-
-
-def _predict(model, x, batch_size=256):
+def predict(model, x, batch_size=256):
     """Model outputs for the array x (eval mode, no gradients), as numpy."""
     model.eval()
     outs = []
     with pf.no_grad():
         for i in range(0, len(x), batch_size):
-            outs.append(_host(model(x[i:i + batch_size])))
+            outs.append(to_host(model(x[i:i + batch_size])))
     model.train()
     return np.concatenate(outs)
 
@@ -218,7 +214,7 @@ def _classification(ctx):
     train_loader = ctx.loader(train, 64, shuffle=True)
     val_loader = ctx.loader(val, 256)
     model = ctx.model(pf.models.resnet18(num_classes=10, in_channels=1, small_input=True))
-    optimizer, scheduler = _adamw_one_cycle(model, 3e-3, 1e-4, s.cls_epochs, train_loader)
+    optimizer, scheduler = adamw_one_cycle(model, 3e-3, 1e-4, s.cls_epochs, train_loader)
     ctx.log(f"classification: ResNet-18 on {len(train)} digits, {len(val)} held out, "
             f"{_epochs(s.cls_epochs)}")
     history = ctx.fit("classification", result, pf.train.fit, model, train_loader,
@@ -250,7 +246,7 @@ def _segmentation(ctx):
                               transform=T.Compose([T.RandomHorizontalFlip()]))
     val_loader = ctx.loader(val, 50)
     model = ctx.model(pf.models.UNet(1, 1, base_channels=s.seg_base, depth=3))
-    optimizer, scheduler = _adamw_one_cycle(model, 3e-3, 1e-4, s.seg_epochs, train_loader)
+    optimizer, scheduler = adamw_one_cycle(model, 3e-3, 1e-4, s.seg_epochs, train_loader)
 
     def loss_fn(logits, masks):
         # BCE sharpens every pixel; Dice keeps the small lesions from drowning in background.
@@ -267,7 +263,7 @@ def _segmentation(ctx):
     # and with the true mask (green), the prediction (red) and their overlap (yellow).
     order = np.argsort(-val.y.reshape(len(val), -1).sum(axis=1), kind="stable")[:12]
     x, masks = val.x[order], val.y[order]
-    pred = _predict(model, _to_device(x, ctx.device)) > 0
+    pred = predict(model, to_device(x, ctx.device)) > 0
     pairs = np.stack([np.repeat(x, 3, axis=1), _outputs.overlay(x, masks, pred)], axis=1)
     path = ctx.path("segmentation_overlays.png")
     _outputs.write_png(path, _outputs.image_grid(pairs.reshape(-1, 3, 64, 64), columns=6,
@@ -279,13 +275,6 @@ def _segmentation(ctx):
                 "Dice": {"train": history["dice"], "validation": history["val_dice"]}},
                "U-Net on synthetic lesions", result)
     return result
-
-
-def _to_device(x, device):
-    if device == "cpu":
-        return x
-    import cupy
-    return cupy.asarray(x)
 
 
 def _anomaly(ctx):
@@ -303,13 +292,13 @@ def _anomaly(ctx):
     train_loader = ctx.loader(pf.data.ArrayDataset(normal.x), 32, shuffle=True)
     model = ctx.model(pf.models.ConvAutoencoder(1, latent_channels=16, image_size=64,
                                                 noise_std=0.05))
-    optimizer, scheduler = _adamw_one_cycle(model, 2e-3, 1e-5, s.ae_epochs, train_loader)
+    optimizer, scheduler = adamw_one_cycle(model, 2e-3, 1e-5, s.ae_epochs, train_loader)
     ctx.log(f"anomaly: denoising autoencoder on {len(normal)} lesion-free slices, scored on "
             f"{len(test)} held-out slices ({int(labels.sum())} with lesions), "
             f"{_epochs(s.ae_epochs)}")
     history = ctx.fit("anomaly", result, pf.train.fit, model, train_loader, loss_fn=F.mse_loss,
                       optimizer=optimizer, epochs=s.ae_epochs, metrics=(), scheduler=scheduler)
-    x = _to_device(test.x, ctx.device)
+    x = to_device(test.x, ctx.device)
     scores = pf.models.anomaly_scores(model, x, pool=5)
     whole = pf.models.anomaly_scores(model, x)
     result.value = pf.train.metrics.auroc(scores, labels)
@@ -320,7 +309,7 @@ def _anomaly(ctx):
     ranked = np.argsort(-scores, kind="stable")
     pick = np.concatenate([ranked[:6], ranked[-6:]])
     inputs, masks = test.x[pick], test.y[pick]
-    recon = _predict(model, _to_device(inputs, ctx.device))
+    recon = predict(model, to_device(inputs, ctx.device))
     residual = (recon - inputs) ** 2
     residual = np.clip(residual / max(float(np.percentile(residual, 99.5)), 1e-6), 0, 1)
     tiles = np.stack([np.repeat(inputs, 3, axis=1), np.repeat(recon, 3, axis=1),
@@ -371,8 +360,8 @@ def _synthesis(ctx):
         # The digits ResNet judges the samples (brought back to 8x8 in [0, 1]): the mean
         # probability of its chosen class, and how many of the 10 digits appear.
         small = ((samples + 1.0) / 2.0).reshape(64, 1, 8, 2, 8, 2).mean(axis=(3, 5))
-        probs = _softmax(_predict(ctx.classifier, _to_device(small.astype(np.float32),
-                                                             ctx.device)))
+        probs = _softmax(predict(ctx.classifier, to_device(small.astype(np.float32),
+                                                           ctx.device)))
         result.metric, result.value = "digit confidence", float(probs.max(axis=1).mean())
         result.extra["digit_classes_seen"] = int(len(np.unique(probs.argmax(axis=1))))
         result.notes.append(f"the digits ResNet recognises {result.extra['digit_classes_seen']}"

@@ -19,6 +19,8 @@ import os
 
 import numpy as np
 
+from pyfast._arrays import is_cupy
+
 __all__ = ["save", "load"]
 
 _TREE_KEY = "pyfast.tree"
@@ -47,7 +49,7 @@ def _host_array(value, path):
     """``value`` as a C-contiguous numpy array, or None when it is not array-like."""
     if isinstance(value, np.ndarray):
         arr = value
-    elif type(value).__module__.partition(".")[0] == "cupy":
+    elif is_cupy(value):
         arr = value.get()
     elif type(value).__module__.partition(".")[0] == "pyfast" and hasattr(value, "numpy"):
         arr = np.asarray(value.numpy())           # pf.Tensor (numpy() copies from the GPU)
@@ -134,10 +136,10 @@ def save(state, path):
         except OSError:
             pass
         raise
-    _fsync_directory(directory)
+    fsync_directory(directory)
 
 
-def _fsync_directory(directory):
+def fsync_directory(directory):
     """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
     flags = getattr(os, "O_DIRECTORY", None)
     if flags is None:

@@ -35,7 +35,8 @@ import numpy as np
 
 from . import ops
 from ._memory import allocates, scope_enter as _scope_enter, scope_exit as _scope_exit
-from ._arrays import array_module, as_array, describe, is_cupy
+from ._arrays import (array_module, as_array, describe, device_name, is_cupy, normalise_device,
+                      on_device, to_device, to_host)
 
 __all__ = ["Tensor", "Function", "tensor", "from_dlpack", "cat", "stack", "no_grad",
            "enable_grad", "set_grad_enabled", "is_grad_enabled", "register_backward_end_hook"]
@@ -111,33 +112,6 @@ class enable_grad(set_grad_enabled):
 
 # ---------------------------------------------------------------------------- devices
 
-def _normalise_device(device):
-    if device is None:
-        return None
-    name = str(device)
-    kind = name.partition(":")[0]
-    if kind not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda' (or 'cuda:N'), got {device!r}")
-    return name
-
-
-def _to_device(array, device):
-    """``array`` on ``device`` ('cpu', 'cuda', 'cuda:N'); the array itself when already there."""
-    kind, _, index = device.partition(":")
-    if kind == "cpu":
-        return array if isinstance(array, np.ndarray) else array.get()
-    try:
-        import cupy
-    except ImportError as exc:
-        raise RuntimeError(f"moving to {device} needs CuPy, which is not installed ({exc})") \
-            from None
-    dev = cupy.cuda.Device(int(index)) if index else cupy.cuda.Device()
-    if is_cupy(array) and array.device.id == dev.id:
-        return array
-    with dev:
-        return cupy.asarray(array)
-
-
 def _xp(x):
     """numpy for numpy arrays and scalars (numpy turns 0-d results into scalars), else cupy."""
     if isinstance(x, (np.ndarray, np.generic)):
@@ -145,15 +119,7 @@ def _xp(x):
     return array_module(x)
 
 
-def _on_device(array, device):
-    """Whether ``array`` already lives on ``device`` ('cpu', 'cuda' = any GPU, 'cuda:N')."""
-    kind, _, index = device.partition(":")
-    if kind == "cpu":
-        return isinstance(array, np.ndarray)
-    return is_cupy(array) and (not index or array.device.id == int(index))
-
-
-def _as_data(obj, dtype=None, copy=False):
+def as_data(obj, dtype=None, copy=False):
     """A numpy or cupy array from an array, a Tensor, a DLPack object or nested lists."""
     if isinstance(obj, Tensor):
         obj = obj._data
@@ -180,7 +146,7 @@ def _check_float(array, what):
 
 # ---------------------------------------------------------------------------- Tensor
 
-class _DeviceShortcuts:
+class DeviceShortcuts:
     """torch's shorthands for ``to()``, shared by Tensor and nn.Module."""
 
     __slots__ = ()
@@ -198,7 +164,7 @@ class _DeviceShortcuts:
         return self.to(dtype=np.float64)
 
 
-class Tensor(_DeviceShortcuts):
+class Tensor(DeviceShortcuts):
     """An array with an optional gradient and the node that computed it."""
 
     __slots__ = ("_data", "_grad", "requires_grad", "_node", "grad_storage", "__weakref__")
@@ -207,7 +173,7 @@ class Tensor(_DeviceShortcuts):
 
     def __init__(self, data, requires_grad=False):
         if not (isinstance(data, np.ndarray) or is_cupy(data)):
-            data = _as_data(data)
+            data = as_data(data)
         if requires_grad:
             _check_float(data, "data")
         self._data = data
@@ -293,7 +259,7 @@ class Tensor(_DeviceShortcuts):
 
     def numpy(self):
         """The data as a numpy array (a copy from the GPU, the array itself on the CPU)."""
-        return self._data if isinstance(self._data, np.ndarray) else self._data.get()
+        return to_host(self._data)
 
     def __array__(self, dtype=None, copy=None):
         a = self.numpy()
@@ -320,9 +286,9 @@ class Tensor(_DeviceShortcuts):
     def to(self, device=None, dtype=None):
         """This tensor on ``device`` and/or as ``dtype``; ``self`` when nothing changes.
         Differentiable (gradients flow back to the original device and dtype)."""
-        device = _normalise_device(device) or self.device
+        device = normalise_device(device) or self.device
         dtype = self.dtype if dtype is None else np.dtype(dtype)
-        if _on_device(self._data, device) and dtype == self.dtype:
+        if on_device(self._data, device) and dtype == self.dtype:
             return self
         return _Convert.apply(self, device=device, dtype=dtype)
 
@@ -378,7 +344,7 @@ class Tensor(_DeviceShortcuts):
                                    f"tensor, got shape {self.shape}; pass grad=")
             grad = xp.ones(self.shape, self.dtype)
         else:
-            grad = _as_data(grad)
+            grad = as_data(grad)
             if grad.shape != self.shape:
                 raise ValueError(f"grad must have shape {self.shape}, got {grad.shape}")
             if grad.dtype != self.dtype:
@@ -470,13 +436,13 @@ class Tensor(_DeviceShortcuts):
         return _Abs.apply(self)
 
     def relu(self):
-        return _Relu.apply(self)
+        return ReluFunction.apply(self)
 
     def sigmoid(self):
-        return _Sigmoid.apply(self)
+        return SigmoidFunction.apply(self)
 
     def tanh(self):
-        return _Tanh.apply(self)
+        return TanhFunction.apply(self)
 
     def clamp(self, min=None, max=None):
         return _Clamp.apply(self, lo=min, hi=max)
@@ -764,10 +730,10 @@ def tensor(obj, dtype=None, device=None, requires_grad=False):
     Tensors or any DLPack object). Python floats become float32; arrays keep their dtype
     unless ``dtype`` is given."""
     dtype = None if dtype is None else np.dtype(dtype)
-    device = _normalise_device(device)
-    data = _as_data(obj, dtype, copy=True)
+    device = normalise_device(device)
+    data = as_data(obj, dtype, copy=True)
     if device is not None:
-        moved = _to_device(data, device)
+        moved = to_device(data, device)
         data = moved
     t = Tensor(data)
     if requires_grad:
@@ -788,7 +754,7 @@ def from_dlpack(x):
 def _as_tensor(x, like=None):
     if isinstance(x, Tensor):
         return x
-    return Tensor(_as_data(x))
+    return Tensor(as_data(x))
 
 
 # ---------------------------------------------------------------------------- ops
@@ -960,15 +926,15 @@ class _OutputActivation(Function):
         return (getattr(ops, ctx.op + "_backward")(g, ctx.y),)
 
 
-class _Relu(_OutputActivation):
+class ReluFunction(_OutputActivation):
     op = "relu"
 
 
-class _Sigmoid(_OutputActivation):
+class SigmoidFunction(_OutputActivation):
     op = "sigmoid"
 
 
-class _Tanh(_OutputActivation):
+class TanhFunction(_OutputActivation):
     op = "tanh"
 
 
@@ -1207,12 +1173,12 @@ def stack(tensors, axis=0, *, dim=None):
 class _Convert(Function):
     @staticmethod
     def forward(ctx, a, device, dtype):
-        ctx.device = "cpu" if isinstance(a, np.ndarray) else f"cuda:{a.device.id}"
+        ctx.device = device_name(a)
         ctx.dtype = a.dtype
-        out = _to_device(a, device)
+        out = to_device(a, device)
         return out.astype(dtype, copy=False) if out.dtype != dtype else out
 
     @staticmethod
     def backward(ctx, g):
-        g = _to_device(g, ctx.device)
+        g = to_device(g, ctx.device)
         return (g.astype(ctx.dtype, copy=False),)

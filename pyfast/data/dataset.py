@@ -11,7 +11,7 @@ import numbers
 
 import numpy as np
 
-from pyfast._arrays import array_module, describe, is_cupy
+from pyfast._arrays import array_module, describe, is_cupy, to_host
 
 
 def _as_samples(a, name):
@@ -159,7 +159,7 @@ def _cut(members, fractions):
 def _class_groups(y):
     if y is None:
         raise ValueError("stratify=True needs labels, but this dataset has y=None")
-    labels = y if isinstance(y, np.ndarray) else array_module(y).asnumpy(y)
+    labels = to_host(y)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"stratify=True needs one integer class label per sample, got y of "
                          f"shape {tuple(labels.shape)} and dtype {labels.dtype}")

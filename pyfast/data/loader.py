@@ -16,12 +16,9 @@ import numbers
 
 import numpy as np
 
-from pyfast._arrays import is_cupy
+from pyfast._arrays import is_cupy, normalise_device, to_device
 from pyfast._memory import scope_enter, scope_exit
 from pyfast.data.dataset import ArrayDataset
-
-DEVICES = (None, "cpu", "cuda")
-
 
 def _check_count(v, name, minimum):
     if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
@@ -38,7 +35,8 @@ class DataLoader:
     transform: ``transform(x, y, rng) -> (x, y)`` applied to every batch (see
       ``pf.data.transforms``); ``rng`` is a numpy Generator private to that batch.
     device: None (batches live where the dataset's arrays do), ``"cpu"`` (numpy) or
-      ``"cuda"`` (cupy; the batch is copied to the current GPU after the transform).
+      ``"cuda"`` / ``"cuda:N"`` (cupy; the batch is copied to the current GPU, or GPU N,
+      after the transform).
     sampler: the dataset indices of a pass, in order (a DistributedSampler, or any object
       with ``__iter__`` and ``__len__``); excludes ``shuffle``. A sampler with ``set_epoch``
       has the pass number as its epoch: the loader reads it when a pass starts and moves it
@@ -70,9 +68,8 @@ class DataLoader:
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable, got {type(transform).__name__}")
         self.transform = transform
-        if device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
-        if device == "cuda":
+        device = normalise_device(device)
+        if device is not None and device != "cpu":
             _cupy()  # fail here, not at the first batch
         self.device = device
         self._epoch = 0
@@ -178,8 +175,8 @@ class DataLoader:
                     x, y = self.transform(x, y, np.random.default_rng(entropy + [1, b]))
                 if self.device is not None:
                     same = y is x
-                    x = _to_device(x, self.device)
-                    y = x if same else _to_device(y, self.device)
+                    x = to_device(x, self.device)
+                    y = x if same else to_device(y, self.device)
             finally:
                 scope_exit(token)
             state[1] = b + 1
@@ -234,10 +231,3 @@ def _cupy():
                            "install pyfast[cuda12] or pyfast[cuda13]") from e
     return cupy
 
-
-def _to_device(a, device):
-    if device == "cuda":
-        return _cupy().asarray(a)
-    if is_cupy(a):
-        return a.get()
-    return a

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pyfast._arrays import array_module
+from pyfast._arrays import array_module, to_host
 
 
 def _reduce_axes(x):
@@ -80,7 +80,7 @@ class Standardise(_Scaler):
 
     @classmethod
     def fit(cls, x):
-        x = _host(x)
+        x = to_host(x)
         axes = _reduce_axes(x)
         mean = x.mean(axis=axes, dtype=np.float64)
         std = x.std(axis=axes, dtype=np.float64)
@@ -96,7 +96,7 @@ class MinMaxScale(_Scaler):
 
     @classmethod
     def fit(cls, x):
-        x = _host(x)
+        x = to_host(x)
         axes = _reduce_axes(x)
         lo = x.min(axis=axes).astype(np.float64)
         span = x.max(axis=axes).astype(np.float64) - lo
@@ -104,13 +104,6 @@ class MinMaxScale(_Scaler):
 
     def __repr__(self):
         return f"MinMaxScale({self.shift.shape[0]} features/channels)"
-
-
-def _host(x):
-    if isinstance(x, np.ndarray):
-        return x
-    xp = array_module(x)
-    return xp.asnumpy(x)
 
 
 def standardise(train, *others):

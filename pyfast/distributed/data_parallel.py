@@ -38,7 +38,7 @@ from pyfast._arrays import is_cupy
 from pyfast.nn.module import Module
 from pyfast.tensor import is_grad_enabled, register_backward_end_hook
 
-from .comm import _require
+from .comm import require
 
 __all__ = ["DataParallel"]
 
@@ -57,7 +57,7 @@ class DataParallel(Module):
         if isinstance(bucket_mb, bool) or not isinstance(bucket_mb, (int, float)) or \
                 not math.isfinite(bucket_mb) or bucket_mb <= 0:
             raise ValueError(f"bucket_mb must be a positive number, got {bucket_mb!r}")
-        group = _require("DataParallel")
+        group = require("DataParallel")
         # The wrapper is a view of the module (see the module doc); Module.__init__ is not
         # called, it would make registries of its own.
         for name in _SHARED:

@@ -18,7 +18,7 @@ import numpy as np
 
 from pyfast._arrays import describe, is_cupy
 
-from .comm import _MPIGroup
+from .mpi_group import MPIGroup, MPIReducer
 
 __all__ = ["NCCLGroup"]
 
@@ -34,7 +34,7 @@ def _dtypes(nccl):
     return table
 
 
-class NCCLGroup(_MPIGroup):
+class NCCLGroup(MPIGroup):
     name = "nccl"
 
     def __init__(self, MPI, timeout):
@@ -104,9 +104,8 @@ class _NCCLReducer:
     """Bucket all-reduces on a side stream (see the module doc); host buffers go to MPI."""
 
     def __init__(self, group):
-        from .comm import _MPIReducer
         self.group = group
-        self.host = _MPIReducer(group)
+        self.host = MPIReducer(group)
         cupy = group.cupy
         self.stream = cupy.cuda.Stream(non_blocking=True)
         self.pending_device = False

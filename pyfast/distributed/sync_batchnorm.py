@@ -23,7 +23,7 @@ import numpy as np
 
 from pyfast import ops
 from pyfast._arrays import array_module
-from pyfast.nn.batchnorm import _BatchNorm
+from pyfast.nn.batchnorm import BatchNormBase
 from pyfast.tensor import Function
 
 __all__ = ["enable_sync_batchnorm"]
@@ -31,7 +31,7 @@ __all__ = ["enable_sync_batchnorm"]
 
 def enable_sync_batchnorm(module, group):
     for m in module.modules():
-        if isinstance(m, _BatchNorm):
+        if isinstance(m, BatchNormBase):
             object.__setattr__(m, "forward", _SyncForward(m, group))
 
 

@@ -164,8 +164,8 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1):
     if x.ndim != 4 or w.ndim != 4:
         raise ValueError(f"conv2d takes x (N, C, H, W) and w (K, C/groups, kh, kw), got shapes "
                          f"{x.shape} and {w.shape}")
-    s, p, d = _conv._params(stride, padding, dilation)
-    _conv._check_groups(groups, x.shape[1], w.shape[0], w, "conv2d")
+    s, p, d = _conv.conv_params(stride, padding, dilation)
+    _conv.check_groups(groups, x.shape[1], w.shape[0], w, "conv2d")
     if w.shape[1] * groups != x.shape[1]:
         raise ValueError(f"conv2d: w has shape {w.shape}, so it expects {w.shape[1] * groups} "
                          f"input channels with groups={groups}, but x has shape {x.shape}")

@@ -15,6 +15,7 @@ import numbers
 import numpy as np
 
 from pyfast import nn
+from pyfast._arrays import to_host
 from pyfast._random import generator
 from pyfast.nn import functional as F
 
@@ -184,7 +185,7 @@ def anomaly_scores(model, x, *, batch_size=256, pool=None):
                         raise ValueError(f"anomaly_scores: pool needs images (N, C, H, W), "
                                          f"got shape {tuple(err.shape)}")
                     s = _max_window_mean(err.mean(axis=1), int(pool), xp)
-                scores.append(s.get() if hasattr(s, "get") else np.asarray(s))
+                scores.append(to_host(s))
     finally:
         model.train(was_training)
     return np.concatenate(scores) if scores else np.zeros(0)

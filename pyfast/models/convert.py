@@ -18,6 +18,8 @@ from collections import OrderedDict
 
 import numpy as np
 
+from pyfast._arrays import is_cupy
+
 __all__ = ["from_torch_state_dict", "torch_state_dict_to_numpy"]
 
 _DENSENET_LEGACY = re.compile(
@@ -33,7 +35,7 @@ def _to_numpy(value, key):
         if getattr(t, "device", None) is not None and str(t.device) != "cpu":
             t = t.cpu()
         return t.numpy()
-    if hasattr(value, "get") and type(value).__module__.partition(".")[0] == "cupy":
+    if is_cupy(value):
         return value.get()
     if hasattr(value, "numpy"):
         return np.asarray(value.numpy())

@@ -16,6 +16,7 @@ import numpy as np
 
 import pyfast as pf
 from pyfast import nn
+from pyfast._arrays import to_host
 
 from ._common import check_int
 
@@ -121,4 +122,4 @@ class DCGAN(nn.Module):
                 out = self.generator(z).data
         finally:
             self.generator.train(was_training)
-        return out if isinstance(out, np.ndarray) else out.get()
+        return to_host(out)

@@ -7,14 +7,14 @@ import numpy as np
 
 from . import functional as F
 from . import init
-from .linear import _empty
+from .linear import empty_parameter
 from .module import Module
 from .parameter import Parameter
 
 __all__ = ["BatchNorm1d", "BatchNorm2d"]
 
 
-class _BatchNorm(Module):
+class BatchNormBase(Module):
     _dims = ()
 
     def __init__(self, num_features, eps=1e-05, momentum=0.1, affine=True,
@@ -27,14 +27,14 @@ class _BatchNorm(Module):
         self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
-            self.weight = Parameter(_empty((num_features,), device, dtype))
-            self.bias = Parameter(_empty((num_features,), device, dtype))
+            self.weight = Parameter(empty_parameter((num_features,), device, dtype))
+            self.bias = Parameter(empty_parameter((num_features,), device, dtype))
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
         if track_running_stats:
-            self.register_buffer("running_mean", _empty((num_features,), device, dtype))
-            self.register_buffer("running_var", _empty((num_features,), device, dtype))
+            self.register_buffer("running_mean", empty_parameter((num_features,), device, dtype))
+            self.register_buffer("running_var", empty_parameter((num_features,), device, dtype))
             nbt = np.zeros((), np.int64)
             if device is not None and str(device).startswith("cuda"):
                 import cupy
@@ -89,11 +89,11 @@ class _BatchNorm(Module):
                 f"affine={self.affine}, track_running_stats={self.track_running_stats}")
 
 
-class BatchNorm1d(_BatchNorm):
+class BatchNorm1d(BatchNormBase):
     """Over (N, C) or (N, C, L) inputs."""
     _dims = (2, 3)
 
 
-class BatchNorm2d(_BatchNorm):
+class BatchNorm2d(BatchNormBase):
     """Over (N, C, H, W) inputs."""
     _dims = (4,)

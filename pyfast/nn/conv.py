@@ -5,15 +5,14 @@ the bias; fan_in = weight.shape[1] * kh * kw)."""
 
 import numpy as np
 
+from pyfast._arrays import pair
+from pyfast.ops.conv import transpose_output_size
+
 from . import functional as F
-from .linear import _add_weight_and_bias, _reset_weight_and_bias
+from .linear import add_weight_and_bias, reset_weight_and_bias
 from .module import Module
 
 __all__ = ["Conv2d", "ConvTranspose2d"]
-
-
-def _pair(v):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
 def _positive_int(value, name, owner):
@@ -40,19 +39,21 @@ class _ConvNd(Module):
         if isinstance(padding, str) and transposed:
             raise ValueError(f"{owner}: string padding is not supported")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = _pair(kernel_size)
-        self.stride, self.dilation = _pair(stride), _pair(dilation)
-        self.padding = padding if isinstance(padding, str) else _pair(padding)
-        self.output_padding = _pair(output_padding)
+        self.kernel_size = pair(kernel_size, "kernel_size", minimum=1)
+        self.stride = pair(stride, "stride", minimum=1)
+        self.dilation = pair(dilation, "dilation", minimum=1)
+        self.padding = padding if isinstance(padding, str) else pair(padding, "padding",
+                                                                     minimum=0)
+        self.output_padding = pair(output_padding, "output_padding", minimum=0)
         self.transposed, self.groups, self.padding_mode = transposed, groups, padding_mode
         if transposed:
             shape = (in_channels, out_channels // groups) + self.kernel_size
         else:
             shape = (out_channels, in_channels // groups) + self.kernel_size
-        _add_weight_and_bias(self, shape, out_channels, bias, device, dtype)
+        add_weight_and_bias(self, shape, out_channels, bias, device, dtype)
 
     def reset_parameters(self):
-        _reset_weight_and_bias(self.weight, self.bias)
+        reset_weight_and_bias(self.weight, self.bias)
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -102,8 +103,8 @@ class ConvTranspose2d(_ConvNd):
         size = tuple(output_size)[-2:]
         padding = []
         for i in range(2):
-            smallest = ((input.shape[i + 2] - 1) * self.stride[i] - 2 * self.padding[i]
-                        + self.dilation[i] * (self.kernel_size[i] - 1) + 1)
+            smallest = transpose_output_size(input.shape[i + 2], self.kernel_size[i],
+                                             self.stride[i], self.padding[i], self.dilation[i])
             extra = size[i] - smallest
             if not 0 <= extra < max(self.stride[i], self.dilation[i]):
                 raise ValueError(f"ConvTranspose2d: requested output size {size} is not "

@@ -8,13 +8,12 @@ backward needs, and routes. Inputs may be Tensors or plain arrays; results are T
 
 from __future__ import annotations
 
-import math
 import numbers
 
 from pyfast import ops
-from pyfast._arrays import array_module
+from pyfast._arrays import array_module, pair
 from pyfast._random import generator
-from pyfast.tensor import Function, Tensor, _as_data, _Relu, _Sigmoid, _Tanh
+from pyfast.tensor import Function, ReluFunction, SigmoidFunction, TanhFunction, Tensor, as_data
 
 __all__ = ["linear", "conv2d", "conv_transpose2d", "relu", "leaky_relu", "sigmoid", "tanh",
            "softmax", "log_softmax", "dropout", "batch_norm", "max_pool2d", "avg_pool2d",
@@ -26,7 +25,7 @@ def _data(x, name):
     """The array of a Tensor or array-like argument (for shape checks)."""
     if isinstance(x, Tensor):
         return x.data
-    return _as_data(x)
+    return as_data(x)
 
 
 def _shape_str(x):
@@ -96,7 +95,7 @@ class _LeakyRelu(Function):
 def relu(input, inplace=False):
     """max(input, 0). ``inplace`` is accepted for torch compatibility; the result is always
     a new tensor (autograd keeps the input)."""
-    return _Relu.apply(input)
+    return ReluFunction.apply(input)
 
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
@@ -104,11 +103,11 @@ def leaky_relu(input, negative_slope=0.01, inplace=False):
 
 
 def sigmoid(input):
-    return _Sigmoid.apply(input)
+    return SigmoidFunction.apply(input)
 
 
 def tanh(input):
-    return _Tanh.apply(input)
+    return TanhFunction.apply(input)
 
 
 # ---------------------------------------------------------------------------- dropout
@@ -133,14 +132,14 @@ def dropout(input, p=0.5, training=True, inplace=False):
     if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p!r}")
     if not training or p == 0.0:
-        return input if isinstance(input, Tensor) else Tensor(_as_data(input))
+        return input if isinstance(input, Tensor) else Tensor(as_data(input))
     return _Dropout.apply(input, p=float(p))
 
 
 # ---------------------------------------------------------------------------- shape
 
 def flatten(input, start_dim=0, end_dim=-1):
-    x = input if isinstance(input, Tensor) else Tensor(_as_data(input))
+    x = input if isinstance(input, Tensor) else Tensor(as_data(input))
     return x.flatten(start_dim, end_dim)
 
 
@@ -216,7 +215,7 @@ class ChannelStack:
     contribution."""
 
     def __init__(self, first, total_channels):
-        first = first if isinstance(first, Tensor) else Tensor(_as_data(first))
+        first = first if isinstance(first, Tensor) else Tensor(as_data(first))
         x = first.data
         if x.ndim != 4:
             raise ValueError(f"ChannelStack: expected a 4-D (N, C, H, W) input, got shape "
@@ -238,7 +237,7 @@ class ChannelStack:
         return self._bounds[-1]
 
     def append(self, part):
-        part = part if isinstance(part, Tensor) else Tensor(_as_data(part))
+        part = part if isinstance(part, Tensor) else Tensor(as_data(part))
         p, buf = part.data, self._buffer
         start = self._bounds[-1]
         if p.ndim != 4 or p.shape[0] != buf.shape[0] or p.shape[2:] != buf.shape[2:] \
@@ -397,14 +396,14 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     if (size is None) == (scale_factor is None):
         raise ValueError("interpolate: give exactly one of size and scale_factor")
     if size is not None:
-        size = _pair(size, "size")
+        size = _two(size, "size")
         if recompute_scale_factor:
             raise ValueError("recompute_scale_factor is not meaningful with an explicit size")
         return _Upsample.apply(input, size=size, scale_factor=None, mode=mode,
                                align_corners=bool(align_corners))
-    scales = _pair(scale_factor, "scale_factor", number=True)
+    scales = _two(scale_factor, "scale_factor", number=True)
     if recompute_scale_factor:
-        size = tuple(int(math.floor(float(n) * s)) for n, s in zip(x.shape[2:], scales))
+        size, _ = ops.resample.output_size(tuple(x.shape[2:]), scale_factor=scales)
         return _Upsample.apply(input, size=size, scale_factor=None, mode=mode,
                                align_corners=bool(align_corners))
     return _Upsample.apply(input, size=None, scale_factor=scales, mode=mode,
@@ -414,18 +413,12 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
 upsample = interpolate
 
 
-def _pair(value, name, number=False):
-    kinds = numbers.Real if number else numbers.Integral
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{name} must be one value or two (h, w), got {value!r}")
-        items = tuple(value)
-    else:
-        items = (value, value)
-    for v in items:
-        if isinstance(v, bool) or not isinstance(v, kinds):
-            raise TypeError(f"{name} must be {'numbers' if number else 'ints'}, got {value!r}")
-    return tuple(float(v) for v in items) if number else tuple(int(v) for v in items)
+def _two(value, name, number=False):
+    """``pair`` with interpolate's own complaint about a sequence of the wrong length (a
+    ValueError, as torch's)."""
+    if isinstance(value, (tuple, list)) and len(value) != 2:
+        raise ValueError(f"{name} must be one value or two (h, w), got {value!r}")
+    return pair(value, name, number=number)
 
 
 # ---------------------------------------------------------------------------- convolution
@@ -541,7 +534,7 @@ def log_softmax(input, dim=-1):
 _REDUCTIONS = ("none", "mean", "sum")
 
 
-def _legacy_reduction(size_average, reduce, reduction):
+def legacy_reduction(size_average, reduce, reduction):
     """torch's handling of the deprecated size_average/reduce arguments."""
     if size_average is None and reduce is None:
         if reduction not in _REDUCTIONS:
@@ -587,7 +580,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
                   reduce=None, reduction="mean", label_smoothing=0.0):
     """Softmax cross-entropy against integer class labels (torch semantics), through the
     fused kernel: the gradient is computed in the forward pass and handed to backward."""
-    reduction = _legacy_reduction(size_average, reduce, reduction)
+    reduction = legacy_reduction(size_average, reduce, reduction)
     labels = target.data if isinstance(target, Tensor) else target
     w = None if weight is None else _data(weight, "weight")
     return _CrossEntropy.apply(input, labels, w, ignore_index=ignore_index,
@@ -612,7 +605,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
                                      reduction="mean", pos_weight=None):
     """Sigmoid + binary cross-entropy in one fused kernel (torch semantics). The target is a
     constant: no gradient flows to it."""
-    reduction = _legacy_reduction(size_average, reduce, reduction)
+    reduction = legacy_reduction(size_average, reduce, reduction)
     t = _data(target, "target")
     w = None if weight is None else _data(weight, "weight")
     pw = None if pos_weight is None else _data(pos_weight, "pos_weight")
@@ -635,7 +628,7 @@ class _MSE(Function):
 
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     """Mean squared error (torch semantics); gradients flow to both input and target."""
-    reduction = _legacy_reduction(size_average, reduce, reduction)
+    reduction = legacy_reduction(size_average, reduce, reduction)
     return _MSE.apply(input, target, reduction=reduction)
 
 
@@ -643,8 +636,8 @@ def dice_loss(logits, target, smooth=1.0):
     """1 - mean over samples of the soft Dice of sigmoid(logits) with ``target``:
     Dice_n = (2 * sum(p * t) + smooth) / (sum(p) + sum(t) + smooth), sums over every axis
     but the first."""
-    x = logits if isinstance(logits, Tensor) else Tensor(_as_data(logits))
-    t = target if isinstance(target, Tensor) else Tensor(_as_data(target))
+    x = logits if isinstance(logits, Tensor) else Tensor(as_data(logits))
+    t = target if isinstance(target, Tensor) else Tensor(as_data(target))
     if x.shape != t.shape:
         raise ValueError(f"dice_loss: target must have the shape of logits {tuple(x.shape)}, "
                          f"got {tuple(t.shape)}")

@@ -12,7 +12,7 @@ from .parameter import Parameter
 __all__ = ["Identity", "Linear", "Flatten"]
 
 
-def _empty(shape, device, dtype):
+def empty_parameter(shape, device, dtype):
     data = np.empty(shape, np.float32 if dtype is None else np.dtype(dtype))
     if device is not None and str(device).partition(":")[0] == "cuda":
         import cupy
@@ -20,23 +20,23 @@ def _empty(shape, device, dtype):
     return data
 
 
-def _add_weight_and_bias(module, weight_shape, outputs, bias, device, dtype):
+def add_weight_and_bias(module, weight_shape, outputs, bias, device, dtype):
     """``module.weight`` of ``weight_shape`` and ``module.bias`` of ``(outputs,)`` (None
     when ``bias`` is false), both then drawn by ``module.reset_parameters()``."""
-    module.weight = Parameter(_empty(weight_shape, device, dtype))
+    module.weight = Parameter(empty_parameter(weight_shape, device, dtype))
     if bias:
-        module.bias = Parameter(_empty((outputs,), device, dtype))
+        module.bias = Parameter(empty_parameter((outputs,), device, dtype))
     else:
         module.register_parameter("bias", None)
     module.reset_parameters()
 
 
-def _reset_weight_and_bias(weight, bias):
+def reset_weight_and_bias(weight, bias):
     """torch's default for Linear and Conv: kaiming_uniform(a=sqrt(5)) for the weight,
     i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the same bound for the bias."""
     init.kaiming_uniform_(weight, a=math.sqrt(5))
     if bias is not None:
-        fan_in, _ = init._calculate_fan_in_and_fan_out(weight)
+        fan_in, _ = init.calculate_fan_in_and_fan_out(weight)
         bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
         init.uniform_(bias, -bound, bound)
 
@@ -61,11 +61,11 @@ class Linear(Module):
             if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
                 raise ValueError(f"Linear: {name} must be a non-negative int, got {n!r}")
         self.in_features, self.out_features = int(in_features), int(out_features)
-        _add_weight_and_bias(self, (out_features, in_features), out_features, bias, device,
-                             dtype)
+        add_weight_and_bias(self, (out_features, in_features), out_features, bias, device,
+                            dtype)
 
     def reset_parameters(self):
-        _reset_weight_and_bias(self.weight, self.bias)
+        reset_weight_and_bias(self.weight, self.bias)
 
     def forward(self, input, activation=None):
         return F.linear(input, self.weight, self.bias, activation=activation)

@@ -11,7 +11,7 @@ class CrossEntropyLoss(Module):
     def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
                  reduction="mean", label_smoothing=0.0):
         super().__init__()
-        self.reduction = F._legacy_reduction(size_average, reduce, reduction)
+        self.reduction = F.legacy_reduction(size_average, reduce, reduction)
         if weight is not None:
             self.register_buffer("weight", weight)
         else:
@@ -27,7 +27,7 @@ class BCEWithLogitsLoss(Module):
     def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean",
                  pos_weight=None):
         super().__init__()
-        self.reduction = F._legacy_reduction(size_average, reduce, reduction)
+        self.reduction = F.legacy_reduction(size_average, reduce, reduction)
         for name, value in (("weight", weight), ("pos_weight", pos_weight)):
             if value is not None:
                 self.register_buffer(name, value)
@@ -43,7 +43,7 @@ class BCEWithLogitsLoss(Module):
 class MSELoss(Module):
     def __init__(self, size_average=None, reduce=None, reduction="mean"):
         super().__init__()
-        self.reduction = F._legacy_reduction(size_average, reduce, reduction)
+        self.reduction = F.legacy_reduction(size_average, reduce, reduction)
 
     def forward(self, input, target):
         return F.mse_loss(input, target, reduction=self.reduction)

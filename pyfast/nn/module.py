@@ -18,9 +18,10 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from pyfast._arrays import as_array, describe, is_cupy
+from pyfast._arrays import (as_array, describe, device_name, is_cupy, normalise_device, on_device,
+                            to_device)
 from pyfast._memory import allocates
-from pyfast.tensor import Tensor, _DeviceShortcuts, _normalise_device, _on_device, _to_device
+from pyfast.tensor import DeviceShortcuts, Tensor
 
 from .parameter import Parameter
 
@@ -51,7 +52,7 @@ def _state_value(value, key):
         raise TypeError(f"state_dict[{key!r}] is not an array: {describe(value)}") from None
 
 
-class Module(_DeviceShortcuts):
+class Module(DeviceShortcuts):
     """Base class of layers and models (torch.nn.Module's contract)."""
 
     training: bool
@@ -245,8 +246,7 @@ class Module(_DeviceShortcuts):
         for key, value in values.items():
             target = own[key].data
             if type(value) is not type(target):
-                value = _to_device(value, "cpu" if isinstance(target, np.ndarray)
-                                   else f"cuda:{target.device.id}")
+                value = to_device(value, device_name(target))
             target[...] = value
         return IncompatibleKeys(missing, unexpected)
 
@@ -282,7 +282,7 @@ class Module(_DeviceShortcuts):
 
         Rebinds ``.data`` (and ``.grad``) of each tensor that changes: build optimizers after
         calling this. Tensors already on ``device`` with ``dtype`` are left untouched."""
-        device = _normalise_device(device)
+        device = normalise_device(device)
         dtype = None if dtype is None else np.dtype(dtype)
         if dtype is not None and dtype.kind != "f":
             raise TypeError(f"Module.to only casts to floating dtypes, got {dtype}")
@@ -331,8 +331,8 @@ class Module(_DeviceShortcuts):
 def _moved(array, device, dtype):
     if dtype is not None and array.dtype.kind == "f" and array.dtype != dtype:
         array = array.astype(dtype)
-    if device is not None and not _on_device(array, device):
-        array = _to_device(array, device)
+    if device is not None and not on_device(array, device):
+        array = to_device(array, device)
     return array
 
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from pyfast.tensor import Tensor, _as_data
+from pyfast.tensor import Tensor, as_data
 
 
 class Parameter(Tensor):
@@ -14,7 +14,7 @@ class Parameter(Tensor):
     def __init__(self, data=None, requires_grad=True):
         if data is None:
             data = np.empty((0,), np.float32)
-        super().__init__(_as_data(data), requires_grad=requires_grad)
+        super().__init__(as_data(data), requires_grad=requires_grad)
 
     def __repr__(self):
         return f"Parameter containing:\n{self._data!r}"

@@ -36,7 +36,7 @@ import threading
 
 from pyfast import backends
 from pyfast._arrays import (CHANNELS_LAST, Output, as_array, check_ndim, check_shape,
-                            contiguous, float_dtype, is_channels_last, same_device,
+                            contiguous, float_dtype, is_channels_last, pair, same_device,
                             array_module, to_memory_format)
 
 NEEDS = ("x", "w", "b")
@@ -86,23 +86,12 @@ def _native_kw(name, device, algo, channels_last):
     return None
 
 
-def _pair(value, name, minimum):
-    if isinstance(value, (tuple, list)):
-        pair = tuple(value)
-    else:
-        pair = (value, value)
-    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return pair
+def conv_params(stride, padding, dilation):
+    return (pair(stride, "stride", minimum=1), pair(padding, "padding", minimum=0),
+            pair(dilation, "dilation", minimum=1))
 
 
-def _params(stride, padding, dilation):
-    return _pair(stride, "stride", 1), _pair(padding, "padding", 0), _pair(dilation, "dilation", 1)
-
-
-def _check_groups(groups, channels, out_channels, w, what):
+def check_groups(groups, channels, out_channels, w, what):
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
     if channels % groups:
@@ -111,6 +100,12 @@ def _check_groups(groups, channels, out_channels, w, what):
     if out_channels % groups:
         raise ValueError(f"{what}: {out_channels} output channels are not divisible by "
                          f"groups={groups} (w has shape {tuple(w.shape)})")
+
+
+def transpose_output_size(size, k, s, p, d, output_padding=0):
+    """One spatial size of conv_transpose2d's output (torch's formula); nn.ConvTranspose2d
+    inverts it to choose output_padding for a requested size."""
+    return (size - 1) * s - 2 * p + d * (k - 1) + output_padding + 1
 
 
 def _out_size(size, k, s, p, d, axis, x, w):
@@ -137,7 +132,7 @@ def _forward_checks(x, w, bias, stride, padding, dilation, groups):
     check_ndim(w, 4, "w")
     dtype = float_dtype(x=x, w=w, bias=bias)
     device = same_device(x=x, w=w, bias=bias)
-    return x, w, bias, dtype, device, _params(stride, padding, dilation)
+    return x, w, bias, dtype, device, conv_params(stride, padding, dilation)
 
 
 def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None,
@@ -152,7 +147,7 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activa
         raise ValueError(f"activation must be None or 'relu', got {activation!r}")
     n, c, h, wd = x.shape
     k, cg, kh, kw = w.shape
-    _check_groups(groups, c, k, w, "conv2d")
+    check_groups(groups, c, k, w, "conv2d")
     if cg != c // groups:
         raise ValueError(f"conv2d: w has shape {tuple(w.shape)}, so it expects {cg * groups} "
                          f"input channels with groups={groups}, but x has shape "
@@ -207,7 +202,7 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1,
     same_device(x=x, gy=gy)
     n, c, h, wd = x.shape
     k, cg, kh, kw = w.shape
-    _check_groups(groups, c, k, w, "conv2d_backward")
+    check_groups(groups, c, k, w, "conv2d_backward")
     if cg != c // groups:
         raise ValueError(f"conv2d_backward: w has shape {tuple(w.shape)}, which does not fit "
                          f"x of shape {tuple(x.shape)} with groups={groups}")
@@ -258,19 +253,19 @@ def conv2d_backward(gy, x, w, stride=1, padding=0, dilation=1, groups=1,
 def _transpose_checks(x, w, bias, stride, padding, output_padding, dilation, groups, what):
     x, w, bias, dtype, device, (s, p, d) = _forward_checks(x, w, bias, stride, padding,
                                                            dilation, groups)
-    op = _pair(output_padding, "output_padding", 0)
+    op = pair(output_padding, "output_padding", minimum=0)
     n, c, h, wd = x.shape
     cin, kg, kh, kw = w.shape
     if cin != c:
         raise ValueError(f"{what}: w has shape {tuple(w.shape)}, so it expects {cin} input "
                          f"channels, but x has shape {tuple(x.shape)} ({c} channels)")
-    _check_groups(groups, c, kg * groups, w, what)
+    check_groups(groups, c, kg * groups, w, what)
     for o, st, dl, axis in zip(op, s, d, ("rows", "columns")):
         if o >= max(st, dl):
             raise ValueError(f"{what}: output_padding {o} along {axis} must be smaller than "
                              f"stride or dilation ({st}, {dl})")
-    oh = (h - 1) * s[0] - 2 * p[0] + d[0] * (kh - 1) + op[0] + 1
-    ow = (wd - 1) * s[1] - 2 * p[1] + d[1] * (kw - 1) + op[1] + 1
+    oh = transpose_output_size(h, kh, s[0], p[0], d[0], op[0])
+    ow = transpose_output_size(wd, kw, s[1], p[1], d[1], op[1])
     if oh < 1 or ow < 1:
         raise ValueError(f"{what}: the output would be {oh}x{ow} for x of shape "
                          f"{tuple(x.shape)}, w of shape {tuple(w.shape)}, stride {s}, "

@@ -25,7 +25,7 @@ from pyfast import backends
 from pyfast._arrays import (Output, array_module, as_array, check_shape, contiguous, describe,
                             float_dtype, same_device)
 
-from .softmax_xent import _finite_in, _reduction
+from .softmax_xent import finite_in, check_reduction
 
 WORKSPACE_FRACTION = 0.045
 MIN_BLOCK_ROWS = 96
@@ -57,11 +57,11 @@ def linear_cross_entropy(h, w, labels, bias=None, *, ignore_index=-100, label_sm
     bias = None if bias is None else as_array(bias, "bias")
     dtype = float_dtype(h=h, w=w, bias=bias)
     device = same_device(h=h, w=w, bias=bias)
-    _reduction(reduction)
+    check_reduction(reduction)
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
         raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
     ignore_index = int(ignore_index)
-    smoothing = _finite_in(label_smoothing, "label_smoothing", 0.0, 1.0)
+    smoothing = finite_in(label_smoothing, "label_smoothing", 0.0, 1.0)
     if h.ndim != 2:
         raise ValueError(f"h must be 2-D (N, D), got shape {tuple(h.shape)}")
     if w.ndim != 2 or w.shape[1] != h.shape[1] or w.shape[0] == 0:

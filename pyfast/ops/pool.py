@@ -15,17 +15,7 @@ import numpy as np
 
 from pyfast import backends
 from pyfast._arrays import (array_module, as_array, check_shape, contiguous, describe,
-                            float_dtype, same_device)
-
-
-def _pair(value, name, minimum):
-    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(items) != 2 or any(isinstance(v, bool) or not isinstance(v, numbers.Integral)
-                              for v in items):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if any(v < minimum for v in items):
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(items[0]), int(items[1])
+                            float_dtype, pair, same_device)
 
 
 def _as_4d(x, name):
@@ -46,11 +36,11 @@ def output_size(size, kernel, stride, pad, dilation, ceil_mode):
 
 
 def _geometry(x, kernel_size, stride, padding, dilation, ceil_mode, what):
-    kh, kw = _pair(kernel_size, "kernel_size", 1)
+    kh, kw = pair(kernel_size, "kernel_size", minimum=1)
     sh, sw = (kh, kw) if stride is None or stride == () or stride == [] \
-        else _pair(stride, "stride", 1)
-    ph, pw = _pair(padding, "padding", 0)
-    dh, dw = _pair(dilation, "dilation", 1)
+        else pair(stride, "stride", minimum=1)
+    ph, pw = pair(padding, "padding", minimum=0)
+    dh, dw = pair(dilation, "dilation", minimum=1)
     if ph > kh // 2 or pw > kw // 2:
         raise ValueError(f"{what}: padding {(ph, pw)} must be at most half of kernel_size "
                          f"{(kh, kw)}")
@@ -84,7 +74,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     y = xp.empty((n, c, oh, ow), x.dtype)
     indices = xp.empty((n, c, oh, ow), np.int64)
     if y.size:
-        _, kernels = backends.select("pool", "cpu" if xp is np else "cuda", backend)
+        _, kernels = backends.select("pool", same_device(x=x), backend)
         kernels.max_pool2d(contiguous(x4), y, indices, *g)
     shape = x.shape[:-2] + (oh, ow)
     return y.reshape(shape), indices.reshape(shape)
@@ -138,7 +128,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False,
     xp = array_module(x)
     y = xp.empty(x4.shape[:2] + (oh, ow), x.dtype)
     if y.size:
-        _, kernels = backends.select("pool", "cpu" if xp is np else "cuda", backend)
+        _, kernels = backends.select("pool", same_device(x=x), backend)
         kernels.avg_pool2d(contiguous(x4), y, *options)
     return y.reshape(x.shape[:-2] + (oh, ow))
 
@@ -154,28 +144,23 @@ def avg_pool2d_backward(gy, input_shape, kernel_size, stride=None, padding=0, ce
                                 count_include_pad, divisor_override, "avg_pool2d_backward")
     check_shape(gy, input_shape[:-2] + out, "gy", f" (the pooled shape of {input_shape})")
     if gx.size:
-        _, kernels = backends.select("pool", "cpu" if xp is np else "cuda", backend)
+        _, kernels = backends.select("pool", same_device(gy=gy), backend)
         kernels.avg_pool2d_backward(_as_4d(contiguous(gy), "gy"), gx4, *options)
     return gx
-
-
-def _adaptive_size(output_size):
-    size = _pair(output_size, "output_size", 1)
-    return size
 
 
 def adaptive_avg_pool2d(x, output_size, *, backend=None):
     """Average over windows [floor(i*H/OH), ceil((i+1)*H/OH)) (and the same for columns)."""
     x = _float_input(x, "x")
     x4 = _as_4d(x, "x")
-    oh, ow = _adaptive_size(output_size)
+    oh, ow = pair(output_size, "output_size", minimum=1)
     xp = array_module(x)
     y = xp.empty(x4.shape[:2] + (oh, ow), x.dtype)
     if x4.shape[2] == 0 or x4.shape[3] == 0:
         raise ValueError(f"adaptive_avg_pool2d: input of shape {tuple(x.shape)} has an empty "
                          f"plane")
     if y.size:
-        _, kernels = backends.select("pool", "cpu" if xp is np else "cuda", backend)
+        _, kernels = backends.select("pool", same_device(x=x), backend)
         kernels.adaptive_avg_pool2d(contiguous(x4), y)
     return y.reshape(x.shape[:-2] + (oh, ow))
 
@@ -190,6 +175,6 @@ def adaptive_avg_pool2d_backward(gy, input_shape, *, backend=None):
     xp = array_module(gy)
     gx = xp.empty(input_shape, gy.dtype)
     if gx.size:
-        _, kernels = backends.select("pool", "cpu" if xp is np else "cuda", backend)
+        _, kernels = backends.select("pool", same_device(gy=gy), backend)
         kernels.adaptive_avg_pool2d_backward(_as_4d(contiguous(gy), "gy"), _as_4d(gx, "gx"))
     return gx

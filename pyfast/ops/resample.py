@@ -9,32 +9,27 @@ gather and scatter-add. That keeps every backend exactly on torch's sample posit
 """
 
 import math
-import numbers
 
 import numpy as np
 
 from pyfast import backends
-from pyfast._arrays import array_module, as_array, check_shape, contiguous, float_dtype
+from pyfast._arrays import (array_module, as_array, check_shape, contiguous, float_dtype, pair,
+                            same_device)
 
 MODES = ("nearest", "bilinear")
 
 
-def _pair(value, name, kind):
-    items = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(items) != 2 or any(isinstance(v, bool) or not isinstance(v, kind) for v in items):
-        raise TypeError(f"{name} must be a number or a pair, got {value!r}")
-    return items
-
-
-def _resolve(in_hw, size, scale_factor):
-    """(output size, scales for the coordinate map or (None, None))."""
+def output_size(in_hw, size=None, scale_factor=None):
+    """(output size, scales for the coordinate map or (None, None)) of resizing a plane of
+    ``in_hw`` to ``size`` or by ``scale_factor`` (exactly one of them): floor(n * scale), as
+    torch. The one place that size is computed (interpolate's recompute_scale_factor too)."""
     if (size is None) == (scale_factor is None):
         raise ValueError("give exactly one of size and scale_factor")
     if size is not None:
-        out = tuple(int(s) for s in _pair(size, "size", numbers.Integral))
+        out = pair(size, "size")
         scales = (None, None)
     else:
-        scales = tuple(float(s) for s in _pair(scale_factor, "scale_factor", numbers.Real))
+        scales = pair(scale_factor, "scale_factor", number=True)
         if any(not math.isfinite(s) or s <= 0 for s in scales):
             raise ValueError(f"scale_factor must be positive and finite, got {scale_factor!r}")
         out = tuple(int(math.floor(float(n) * s)) for n, s in zip(in_hw, scales))
@@ -101,13 +96,14 @@ def upsample2d(x, size=None, scale_factor=None, *, mode="nearest", align_corners
     in_hw = tuple(x.shape[2:])
     if 0 in in_hw:
         raise ValueError(f"x of shape {tuple(x.shape)} has an empty plane")
-    out_hw, scales = _resolve(in_hw, size, scale_factor)
+    out_hw, scales = output_size(in_hw, size, scale_factor)
     xp = array_module(x)
     y = xp.empty(x.shape[:2] + out_hw, x.dtype)
     if y.size:
         tables = _tables(xp, in_hw, out_hw, scales, mode, align_corners, x.dtype)
-        _, kernels = backends.select("resample", "cpu" if xp is np else "cuda", backend)
-        getattr(kernels, f"upsample_{mode}2d")(contiguous(x), y, *tables)
+        _, kernels = backends.select("resample", same_device(x=x), backend)
+        kernel = kernels.upsample_nearest2d if mode == "nearest" else kernels.upsample_bilinear2d
+        kernel(contiguous(x), y, *tables)
     return y
 
 
@@ -125,7 +121,7 @@ def upsample2d_backward(gy, input_shape, scale_factor=None, *, mode="nearest",
     if scale_factor is None:
         scales = (None, None)
     else:
-        expected, scales = _resolve(in_hw, None, scale_factor)
+        expected, scales = output_size(in_hw, None, scale_factor)
         check_shape(gy, input_shape[:2] + expected, "gy",
                     f" (input {input_shape} scaled by {scale_factor})")
     xp = array_module(gy)
@@ -135,6 +131,8 @@ def upsample2d_backward(gy, input_shape, scale_factor=None, *, mode="nearest",
             gx[...] = 0
             return gx
         tables = _tables(xp, in_hw, out_hw, scales, mode, align_corners, gy.dtype)
-        _, kernels = backends.select("resample", "cpu" if xp is np else "cuda", backend)
-        getattr(kernels, f"upsample_{mode}2d_backward")(contiguous(gy), gx, *tables)
+        _, kernels = backends.select("resample", same_device(gy=gy), backend)
+        kernel = kernels.upsample_nearest2d_backward if mode == "nearest" \
+            else kernels.upsample_bilinear2d_backward
+        kernel(contiguous(gy), gx, *tables)
     return gx

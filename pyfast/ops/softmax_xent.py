@@ -35,7 +35,7 @@ def _kernels(device, backend):
     return backends.select("softmax_xent", device, backend)[1]
 
 
-def _reduction(reduction):
+def check_reduction(reduction):
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
@@ -68,7 +68,7 @@ def log_softmax(x, axis=-1, *, backend=None):
     return _softmax(x, axis, True, backend)
 
 
-def _finite_in(value, name, low, high):
+def finite_in(value, name, low, high):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
             or not math.isfinite(value) or not low <= value <= high:
         raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
@@ -113,10 +113,10 @@ def softmax_cross_entropy(logits, labels, *, weight=None, ignore_index=-100,
     weight = None if weight is None else as_array(weight, "weight")
     dtype = float_dtype(logits=logits, weight=weight)
     device = same_device(logits=logits, weight=weight)
-    _reduction(reduction)
+    check_reduction(reduction)
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
         raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
-    smoothing = _finite_in(label_smoothing, "label_smoothing", 0.0, 1.0)
+    smoothing = finite_in(label_smoothing, "label_smoothing", 0.0, 1.0)
     unbatched = logits.ndim == 1
     if unbatched:
         if isinstance(labels, (int, np.integer)) and not isinstance(labels, bool):
@@ -242,7 +242,7 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     torch.nn.functional.binary_cross_entropy_with_logits, with its gradient: returns
     ``(loss, dlogits)``. ``weight`` and ``pos_weight`` broadcast against the logits."""
     x, y, dtype, device = _pointwise_inputs(logits, target, ("logits", "target"))
-    _reduction(reduction)
+    check_reduction(reduction)
     w = None if weight is None else _suffix_operand(weight, "weight", x, dtype)
     pw = None if pos_weight is None else _suffix_operand(pos_weight, "pos_weight", x, dtype)
     kernel = _kernels(device, backend).bce_with_logits
@@ -253,6 +253,6 @@ def mse_loss(input, target, *, reduction="mean", backend=None):
     """(input - target)**2, reduced as torch.nn.functional.mse_loss, with its gradient:
     returns ``(loss, dinput)``."""
     x, y, dtype, device = _pointwise_inputs(input, target, ("input", "target"))
-    _reduction(reduction)
+    check_reduction(reduction)
     kernel = _kernels(device, backend).mse
     return _reduce(kernel, x, reduction, dtype, (x.reshape(-1), y.reshape(-1)))

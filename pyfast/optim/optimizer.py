@@ -28,7 +28,7 @@ from itertools import chain
 
 import numpy as np
 
-from pyfast._arrays import FLOAT_DTYPES, array_module, describe
+from pyfast._arrays import FLOAT_DTYPES, array_module, describe, is_cupy, to_host
 from pyfast._memory import allocates
 from pyfast.ops.optim import check_no_aliasing
 
@@ -130,7 +130,7 @@ class _Bucket:
 def _grad_array(p):
     """The array behind ``p.grad`` (a Tensor by contract; an array is tolerated)."""
     g = p.grad
-    if isinstance(g, np.ndarray) or type(g).__module__.partition(".")[0] == "cupy":
+    if isinstance(g, np.ndarray) or is_cupy(g):
         return g
     return g.data
 
@@ -455,8 +455,6 @@ def _as_host_or_device(value, xp):
         value = value.data
     if hasattr(value, "detach"):
         value = value.detach().cpu().numpy()
-    if xp is np and not isinstance(value, np.ndarray):
-        if hasattr(value, "get"):
-            value = value.get()
-        value = np.asarray(value)
+    if xp is np:
+        value = to_host(value)
     return xp.asarray(value)

@@ -19,6 +19,8 @@ import os
 
 import numpy as np
 
+from pyfast._arrays import is_cupy
+
 __all__ = ["Callback", "EarlyStopping", "Checkpoint", "SampleImages"]
 
 
@@ -221,7 +223,7 @@ def _snapshot(state_dict):
     for key, value in state_dict.items():
         if type(value).__module__.partition(".")[0] == "pyfast" and hasattr(value, "numpy"):
             value = value.numpy()
-        elif hasattr(value, "get") and not isinstance(value, (np.ndarray, dict)):
+        elif is_cupy(value):
             value = value.get()
         out[key] = np.array(value, copy=True)
     return out

@@ -17,10 +17,10 @@ import time
 import numpy as np
 
 from pyfast import _random
-from pyfast._arrays import array_module
+from pyfast._arrays import array_module, to_device, to_host
 
-from .loop import (Run, _array_of, _callbacks, _check_epochs, _len_or_none, _model_device,
-                   _no_grad, _to_device, _train_epochs)
+from .loop import (Run, array_of, check_callbacks, check_epochs, len_or_none, model_device,
+                   train_epochs)
 from .progress import ProgressBar
 
 __all__ = ["fit_gan", "GANRun"]
@@ -48,15 +48,16 @@ class GANRun(Run):
         g = self.generator
         z = np.random.default_rng(seed).standard_normal((n, self.latent_dim)).astype(_dtype(g))
         was_training = getattr(g, "training", True)
+        from pyfast import no_grad
+
         g.eval()
         try:
-            with _no_grad():
-                out = g(_to_device(z, _model_device(g)))
+            with no_grad():
+                out = g(to_device(z, model_device(g)))
         finally:
             if was_training:
                 g.train()
-        out = _array_of(out)
-        return out if isinstance(out, np.ndarray) else out.get()
+        return to_host(array_of(out))
 
 
 def _dtype(model):
@@ -66,7 +67,7 @@ def _dtype(model):
 
 
 def _sigmoid_mean(logits):
-    x = _array_of(logits)
+    x = array_of(logits)
     xp = array_module(x)
     return float((1.0 / (1.0 + xp.exp(-x.astype(xp.float64)))).mean())
 
@@ -82,18 +83,18 @@ def _real_images(batch):
 def _gan_epoch(run, bce, bar):
     """One pass over the loader: a discriminator step then a generator step per batch."""
     generator, discriminator = run.generator, run.discriminator
-    device, dtype = _model_device(generator), _dtype(generator)
+    device, dtype = model_device(generator), _dtype(generator)
     t0 = time.perf_counter()
-    bar.start(run.epoch + 1, run.epochs, _len_or_none(run.train_loader))
+    bar.start(run.epoch + 1, run.epochs, len_or_none(run.train_loader))
     generator.train()
     discriminator.train()
     sums = dict.fromkeys(("d_loss", "g_loss", "d_real", "d_fake"), 0.0)
     count = 0
     for batch in run.train_loader:
-        real = _to_device(_real_images(batch), device)
+        real = to_device(_real_images(batch), device)
         n = int(real.shape[0])
         z = _random.generator().standard_normal((n, run.latent_dim)).astype(dtype)
-        z = _to_device(z, device)
+        z = to_device(z, device)
         xp = array_module(z)
         ones, zeros = xp.ones((n,), dtype), xp.zeros((n,), dtype)
 
@@ -144,14 +145,14 @@ def fit_gan(gan, loader, *, epochs, lr=2e-4, betas=(0.5, 0.999), latent_dim=None
             or latent_dim < 1:
         raise ValueError(f"latent_dim must be a positive int (or gan.latent_dim set), got "
                          f"{latent_dim!r}")
-    epochs = _check_epochs(epochs)
+    epochs = check_epochs(epochs)
     g_opt = g_optimizer or Adam(generator.parameters(), lr=lr, betas=betas)
     d_opt = d_optimizer or Adam(discriminator.parameters(), lr=lr, betas=betas)
-    callbacks = _callbacks(callbacks)
+    callbacks = check_callbacks(callbacks)
     history = {"d_loss": [], "g_loss": [], "d_real": [], "d_fake": [], "time": []}
     run = GANRun(gan, g_opt, d_opt, int(latent_dim), train_loader=loader, history=history,
                  epochs=epochs, callbacks=callbacks)
     if resume is not None:
         run.restore(resume)
     bar = ProgressBar(progress)
-    return _train_epochs(run, bar, lambda: _gan_epoch(run, bce, bar), not_shown=("time",))
+    return train_epochs(run, bar, lambda: _gan_epoch(run, bce, bar), not_shown=("time",))

@@ -27,6 +27,8 @@ import time
 
 import numpy as np
 
+from pyfast._arrays import to_device
+
 from .callbacks import Callback
 from .metrics import get_metrics
 from .progress import ProgressBar
@@ -55,7 +57,7 @@ def _check_reducible(metrics):
                             f"override all_reduce (see pf.train.metrics)")
 
 
-def _model_device(model):
+def model_device(model):
     params = getattr(model, "parameters", None)
     if params is None:
         return "cpu"
@@ -64,19 +66,7 @@ def _model_device(model):
     return "cpu"
 
 
-def _to_device(x, device):
-    """A batch array moved to the model's device (numpy <-> cupy); others pass through."""
-    if isinstance(x, np.ndarray):
-        if device.startswith("cuda"):
-            import cupy
-            return cupy.asarray(x)
-        return x
-    if type(x).__module__.partition(".")[0] == "cupy" and device == "cpu":
-        return x.get()
-    return x
-
-
-def _array_of(x):
+def array_of(x):
     if type(x).__module__.partition(".")[0] == "pyfast" and hasattr(x, "data"):
         return x.data
     return x
@@ -109,20 +99,20 @@ def _check_callable(value, name):
         raise TypeError(f"{name} must be callable, got {type(value).__name__}")
 
 
-def _check_epochs(epochs):
+def check_epochs(epochs):
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
     return int(epochs)
 
 
-def _len_or_none(loader):
+def len_or_none(loader):
     try:
         return len(loader)
     except TypeError:
         return None
 
 
-def _callbacks(callbacks):
+def check_callbacks(callbacks):
     if isinstance(callbacks, Callback):
         callbacks = (callbacks,)
     out = list(callbacks or ())
@@ -228,7 +218,7 @@ def _run_epoch(model, loader, loss_fn, metrics, device, *, optimizer=None, sched
     loss_sum, count, batches = 0.0, 0, 0
     for batch in loader:
         x, y = _split_batch(batch, where)
-        x, y = _to_device(x, device), _to_device(y, device)
+        x, y = to_device(x, device), to_device(y, device)
         n = _batch_size(x)
         out = model(x)
         if loss_fn is not None:
@@ -242,7 +232,7 @@ def _run_epoch(model, loader, loss_fn, metrics, device, *, optimizer=None, sched
             loss_sum += _loss_value(loss) * n
         elif optimizer is not None:
             raise ValueError("training needs a loss_fn")
-        out_array = _array_of(out)
+        out_array = array_of(out)
         for m in metrics:
             m.update(out_array, y)
         count += n
@@ -271,7 +261,7 @@ def _fit_epoch(run, loss_fn, metrics, device, per_batch, bar):
     t0 = time.perf_counter()
     groups = getattr(optimizer, "param_groups", None)
     lr = float(groups[0]["lr"]) if groups else math.nan
-    bar.start(run.epoch + 1, run.epochs, _len_or_none(run.train_loader))
+    bar.start(run.epoch + 1, run.epochs, len_or_none(run.train_loader))
     model.train()
     logs = _run_epoch(model, run.train_loader, loss_fn, metrics, device, optimizer=optimizer,
                       scheduler_per_batch=per_batch, bar=bar, run=run, callbacks=run.callbacks,
@@ -305,7 +295,7 @@ def evaluate(model, loader, *, loss_fn=None, metrics=("accuracy",)):
     model.eval()
     try:
         with _no_grad():
-            return _run_epoch(model, loader, loss_fn, metrics, _model_device(model),
+            return _run_epoch(model, loader, loss_fn, metrics, model_device(model),
                               where="loader", distributed=distributed)
     finally:
         if was_training:
@@ -328,9 +318,9 @@ def fit(model, train_loader, *, loss_fn, optimizer, epochs, val_loader=None,
                             f"{type(optimizer).__name__}")
     if scheduler is not None and not callable(getattr(scheduler, "step", None)):
         raise TypeError(f"scheduler must have step(), got {type(scheduler).__name__}")
-    epochs = _check_epochs(epochs)
+    epochs = check_epochs(epochs)
     metrics = get_metrics(metrics)
-    callbacks = _callbacks(callbacks)
+    callbacks = check_callbacks(callbacks)
     history = {"loss": []}
     for m in metrics:
         history[m.name] = []
@@ -349,13 +339,13 @@ def fit(model, train_loader, *, loss_fn, optimizer, epochs, val_loader=None,
     if resume is not None:
         run.restore(resume)
     per_batch = scheduler if isinstance(scheduler, OneCycleLR) else None
-    device = _model_device(model)
+    device = model_device(model)
     bar = ProgressBar(progress and run.is_writer)
-    return _train_epochs(run, bar, lambda: _fit_epoch(run, loss_fn, metrics, device, per_batch,
-                                                      bar), not_shown=("lr", "time"))
+    return train_epochs(run, bar, lambda: _fit_epoch(run, loss_fn, metrics, device, per_batch,
+                                                     bar), not_shown=("lr", "time"))
 
 
-def _train_epochs(run, bar, train_one_epoch, not_shown):
+def train_epochs(run, bar, train_one_epoch, not_shown):
     """The epoch loop of fit and fit_gan: the callbacks around each epoch, one value per
     history key per epoch, the progress bar closed whatever happens. Returns the history."""
     callbacks, history = run.callbacks, run.history

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pyfast._arrays import array_module
+from pyfast._arrays import array_module, is_cupy, to_host
 
 __all__ = ["Metric", "Accuracy", "Dice", "IoU", "AUROC", "BatchMean", "get_metric",
            "accuracy", "dice", "iou", "auroc", "NAMES"]
@@ -29,7 +29,7 @@ def _array(x, name):
     """The array behind a Tensor or array-like ``x``."""
     if type(x).__module__.partition(".")[0] == "pyfast" and hasattr(x, "data"):
         x = x.data
-    if isinstance(x, np.ndarray) or type(x).__module__.partition(".")[0] == "cupy":
+    if isinstance(x, np.ndarray) or is_cupy(x):
         return x
     if isinstance(x, (list, tuple, int, float, np.generic)):
         return np.asarray(x)
@@ -225,7 +225,6 @@ class AUROC(Metric):
         if target.size != scores.shape[0]:
             raise ValueError(f"{self.name}: expects one 0/1 label per sample, got target of "
                              f"shape {tuple(target.shape)} for output {tuple(output.shape)}")
-        to_host = (lambda a: a) if xp is np else (lambda a: a.get())
         self.scores.append(np.asarray(to_host(scores), dtype=np.float64))
         self.labels.append(np.asarray(to_host(target.reshape(-1) > 0.5)))
 
