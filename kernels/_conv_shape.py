@@ -36,6 +36,12 @@ class ConvShape(NamedTuple):
         return cls(n, c, h, w, k, kh, kw, y_shape[2], y_shape[3], stride[0], stride[1],
                    padding[0], padding[1], dilation[0], dilation[1], groups)
 
+    @classmethod
+    def transposed(cls, x_shape, w_shape, out_shape, stride, padding, dilation, groups):
+        """conv_transpose2d(x, w) into out: the convolution (input out, output x, weight w)
+        whose input gradient it is."""
+        return cls.of(out_shape, w_shape, x_shape, stride, padding, dilation, groups)
+
     def without_stride(self):
         """The fields less sh and sw, for the kernels that run stride 1 only."""
         return (self.n, self.c, self.h, self.w, self.k, self.kh, self.kw, self.oh, self.ow,

@@ -253,10 +253,9 @@ def conv2d_backward(gy, x, w, gx, gw, gb, stride, padding, dilation, groups):
 
 
 def conv_transpose2d(x, w, bias, out, stride, padding, dilation, groups):
-    """out = conv_transpose2d(x, w) + bias: the input gradient of the convolution whose input
-    has out's shape, whose output has x's and whose weight is w."""
-    _input_grad(x, w, bias, out, ConvShape.of(out.shape, w.shape, x.shape, stride, padding,
-                                              dilation, groups))
+    """out = conv_transpose2d(x, w) + bias, as an input gradient (ConvShape.transposed)."""
+    _input_grad(x, w, bias, out, ConvShape.transposed(x.shape, w.shape, out.shape, stride,
+                                                      padding, dilation, groups))
 
 
 def _checked_groups(groups):
