@@ -1,6 +1,6 @@
 """The per-step scalars and switches of the fused optimizer rules, shared by the Numba CPU
 and CUDA kernels (csrc/common/optim_rules.h is the native kernels' twin): each function
-returns (k, flags) in the order the rule functions of kernels/{cpu,cuda}/optim.py read."""
+returns (k, flags) in the order the rules of kernels/_optim_rules.py read."""
 
 
 def sgd(lr, momentum, dampening, nesterov, weight_decay, first):

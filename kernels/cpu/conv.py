@@ -28,6 +28,7 @@ import math
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from .._conv_shape import ConvShape
 from .gemm import (KC, KSTEP, MC, NC_BYTES, PAD, ROWS, carve_workspace, gemm_tile,
                    pack_a_panel, update_row1, update_rows4)
 
@@ -105,7 +106,7 @@ def forward_kernel(x, w, bias, has_bias, relu, y, n, c, h, wd, k, kh, kw, oh, ow
                    pw, dh, dw, groups, width, tiles):
     cg, kg = c // groups, k // groups
     rows, p, hw = cg * kh * kw, oh * ow, h * wd
-    direct = kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0 \
+    plain_1x1 = kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0 \
         and oh == h and ow == wd
     for item in prange(n * groups * tiles):
         pair = item // tiles
@@ -114,7 +115,7 @@ def forward_kernel(x, w, bias, has_bias, relu, y, n, c, h, wd, k, kh, kw, oh, ow
         p1 = min(p, p0 + width)
         x0 = (ni * c + g * cg) * hw
         y0 = (ni * k + g * kg) * p + p0
-        if direct:
+        if plain_1x1:
             block_matmul(w[g * kg * rows:], rows, 1, x[x0 + p0:], hw, 1, y[y0:], p,
                          kg, p1 - p0, rows)
         else:
@@ -154,7 +155,7 @@ def weight_grad_kernel(gy, x, gw, n, c, h, wd, k, kh, kw, oh, ow, sh, sw, ph, pw
                        groups, width, tiles, threads):
     cg, kg = c // groups, k // groups
     rows, p, hw = cg * kh * kw, oh * ow, h * wd
-    direct = kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0 \
+    plain_1x1 = kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0 \
         and oh == h and ow == wd
     items = n * groups * tiles
     # gW^T (rows x Kg per group) = cols @ gy^T: the long side (rows) is the GEMM's M and the
@@ -163,7 +164,7 @@ def weight_grad_kernel(gy, x, gw, n, c, h, wd, k, kh, kw, oh, ow, sh, sw, ph, pw
     partial = np.zeros((threads, k * rows), gw.dtype)
     for t in prange(threads):
         product = np.empty(rows * kg, gw.dtype)
-        cols = np.empty(0 if direct else rows * width, gw.dtype)
+        cols = np.empty(0 if plain_1x1 else rows * width, gw.dtype)
         for item in range(items * t // threads, items * (t + 1) // threads):
             pair = item // tiles
             ni, g = pair // groups, pair % groups
@@ -171,7 +172,7 @@ def weight_grad_kernel(gy, x, gw, n, c, h, wd, k, kh, kw, oh, ow, sh, sw, ph, pw
             p1 = min(p, p0 + width)
             x0 = (ni * c + g * cg) * hw
             g0 = (ni * k + g * kg) * p + p0
-            if direct:
+            if plain_1x1:
                 block_matmul(x[x0 + p0:], hw, 1, gy[g0:], 1, p, product, kg,
                              rows, kg, p1 - p0)
             else:
@@ -233,7 +234,7 @@ def tap_offsets(kh, kw, dh, dw, wp):
 
 
 @njit(parallel=True, **_JIT)
-def direct_forward_kernel(x, w, bias, has_bias, relu, y, n, c, h, wd, k, kh, kw, oh, ow, ph,
+def stride1_forward_kernel(x, w, bias, has_bias, relu, y, n, c, h, wd, k, kh, kw, oh, ow, ph,
                           pw, dh, dw, groups, wp, band, bands):
     cg, kg = c // groups, k // groups
     taps = kh * kw
@@ -299,7 +300,7 @@ def direct_forward_kernel(x, w, bias, has_bias, relu, y, n, c, h, wd, k, kh, kw,
 
 
 @njit(parallel=True, **_JIT)
-def direct_weight_grad_kernel(gy, x, gw, n, c, h, wd, k, kh, kw, oh, ow, ph, pw, dh, dw,
+def stride1_weight_grad_kernel(gy, x, gw, n, c, h, wd, k, kh, kw, oh, ow, ph, pw, dh, dw,
                               groups, wp, band, bands, threads):
     cg, kg = c // groups, k // groups
     taps = kh * kw
@@ -375,107 +376,101 @@ def _tiling(pairs, positions, rows, itemsize, threads, split=True):
     return width, math.ceil(positions / width)
 
 
-def _geometry(x_shape, w_shape, y_shape, stride, padding, dilation, groups):
-    n, c, h, wd = x_shape
-    k, _, kh, kw = w_shape
-    return (n, c, h, wd, k, kh, kw, y_shape[2], y_shape[3], stride[0], stride[1],
-            padding[0], padding[1], dilation[0], dilation[1], groups)
+def _is_plain_1x1(shape):
+    """1x1, stride 1, unpadded, output the input's size: the GEMM reads x in place as its B
+    (forward_kernel and weight_grad_kernel take that path), with no im2col."""
+    s = shape
+    return s.kh == s.kw == s.sh == s.sw == 1 and s.ph == s.pw == 0 and (s.oh, s.ow) == (s.h, s.w)
 
 
-def _is_direct(geo):
-    n, c, h, wd, k, kh, kw, oh, ow, sh, sw, ph, pw = geo[:13]
-    return kh == kw == sh == sw == 1 and ph == pw == 0 and (oh, ow) == (h, wd)
-
-
-def _direct(geo, weight_grad=False):
-    """(wp, band, bands) when the stride-1 kernels take this convolution, else None. The
-    band's planes (and for the weight gradient also gy laid out on the same rows) take at
-    most BAND_BYTES."""
-    n, c, h, wd, k, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, groups = geo
-    if sh != 1 or sw != 1 or ph < 0 or pw < 0 or (kh == kw == 1 and ph == pw == 0):
+def _stride1_bands(shape, weight_grad=False):
+    """(wp, band, bands) when the stride-1 kernels (stride1_forward_kernel,
+    stride1_weight_grad_kernel) take this convolution, else None: wp columns per padded
+    row, output rows per band, bands. The band's planes (and for the weight gradient also
+    gy laid out on the same rows) take at most BAND_BYTES."""
+    s = shape
+    if s.sh != 1 or s.sw != 1 or s.ph < 0 or s.pw < 0 or (s.kh == s.kw == 1 and s.ph == s.pw == 0):
         return None
-    if (oh, ow) != (h + 2 * ph - dh * (kh - 1), wd + 2 * pw - dw * (kw - 1)):
+    if (s.oh, s.ow) != (s.h + 2 * s.ph - s.dh * (s.kh - 1), s.w + 2 * s.pw - s.dw * (s.kw - 1)):
         return None  # a transposed convolution's output_padding: rows past the formula
-    wp = max(wd + pw, ow)
-    halo = (kh - 1) * dh
-    per_row = 8 * (c // groups + (k // groups if weight_grad else 0)) * wp
+    wp = max(s.w + s.pw, s.ow)
+    halo = (s.kh - 1) * s.dh
+    per_row = 8 * (s.c // s.groups + (s.k // s.groups if weight_grad else 0)) * wp
     band = max(1, BAND_BYTES // per_row - halo)
-    bands = math.ceil(oh / min(band, oh))
-    while n * groups * bands < get_num_threads() and bands < oh:
+    bands = math.ceil(s.oh / min(band, s.oh))
+    while s.n * s.groups * bands < get_num_threads() and bands < s.oh:
         bands += 1
-    band = math.ceil(oh / bands)
-    return wp, band, math.ceil(oh / band)
+    band = math.ceil(s.oh / bands)
+    return wp, band, math.ceil(s.oh / band)
 
 
-def _forward(x, w, bias, out, geo, relu):
-    n, c, h, wd, k, kh, kw, oh, ow = geo[:9]
-    groups = geo[-1]
-    direct = _direct(geo)
-    if direct is not None:
+def _forward(x, w, bias, out, shape, relu):
+    s = shape
+    bands = _stride1_bands(s)
+    if bands is not None:
         y = out.reshape(-1)
-        direct_forward_kernel(x.reshape(-1), w.reshape(-1), y[:1] if bias is None else bias,
-                              bias is not None, bool(relu), y, *geo[:9], *geo[11:], *direct)
+        stride1_forward_kernel(x.reshape(-1), w.reshape(-1), y[:1] if bias is None else bias,
+                               bias is not None, bool(relu), y, *s.without_stride(), *bands)
         return
-    rows = 0 if _is_direct(geo) else c // groups * kh * kw
-    width, tiles = _tiling(n * groups, oh * ow, rows, out.itemsize, get_num_threads())
+    rows = 0 if _is_plain_1x1(s) else s.c // s.groups * s.kh * s.kw
+    width, tiles = _tiling(s.n * s.groups, s.oh * s.ow, rows, out.itemsize, get_num_threads())
     y = out.reshape(-1)
     forward_kernel(x.reshape(-1), w.reshape(-1), y[:0] if bias is None else bias,
-                   bias is not None, bool(relu), y, *geo, width, tiles)
+                   bias is not None, bool(relu), y, *s, width, tiles)
 
 
-def _input_grad(gy, w, bias, gx, geo):
-    """gx = the input gradient of the convolution geo for gy, plus bias per channel."""
-    n, c, h, wd, k, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, groups = geo
-    if sh == 1 and sw == 1:
+def _input_grad(gy, w, bias, gx, shape):
+    """gx = the input gradient of the convolution ``shape`` for gy, plus bias per channel."""
+    s = shape
+    if s.sh == 1 and s.sw == 1:
         # A stride-1 input gradient is a convolution of gy: taps reversed, in and out
         # channels swapped within each group, padding d*(k-1) - p (negative is a crop).
-        cg, kg = c // groups, k // groups
-        flipped = (w[:, :, ::-1, ::-1].reshape(groups, kg, cg, kh, kw).transpose(0, 2, 1, 3, 4)
-                   .reshape(c, kg, kh, kw))
+        cg, kg = s.c // s.groups, s.k // s.groups
+        flipped = (w[:, :, ::-1, ::-1].reshape(s.groups, kg, cg, s.kh, s.kw)
+                   .transpose(0, 2, 1, 3, 4).reshape(s.c, kg, s.kh, s.kw))
         flipped = np.ascontiguousarray(flipped)
-        _forward(gy, flipped, bias, gx, (n, k, oh, ow, c, kh, kw, h, wd, 1, 1,
-                                         dh * (kh - 1) - ph, dw * (kw - 1) - pw, dh, dw, groups),
-                 False)
+        of_gy = ConvShape(n=s.n, c=s.k, h=s.oh, w=s.ow, k=s.c, kh=s.kh, kw=s.kw, oh=s.h, ow=s.w,
+                          sh=1, sw=1, ph=s.dh * (s.kh - 1) - s.ph, pw=s.dw * (s.kw - 1) - s.pw,
+                          dh=s.dh, dw=s.dw, groups=s.groups)
+        _forward(gy, flipped, bias, gx, of_gy, False)
         return
-    rows = c // groups * kh * kw
-    width, _ = _tiling(n * groups, oh * ow, rows, gx.itemsize, 1, split=False)
+    rows = s.c // s.groups * s.kh * s.kw
+    width, _ = _tiling(s.n * s.groups, s.oh * s.ow, rows, gx.itemsize, 1, split=False)
     g = gx.reshape(-1)
     input_grad_kernel(gy.reshape(-1), w.reshape(-1), g[:0] if bias is None else bias,
-                      bias is not None, g, *geo, width)
+                      bias is not None, g, *s, width)
 
 
 def conv2d(x, w, bias, out, stride, padding, dilation, groups, relu):
     """out = relu?(conv2d(x, w) + bias); C-contiguous numpy arrays of one float dtype."""
-    _forward(x, w, bias, out, _geometry(x.shape, w.shape, out.shape, stride, padding, dilation,
-                                        groups), relu)
+    _forward(x, w, bias, out, ConvShape.of(x.shape, w.shape, out.shape, stride, padding,
+                                           dilation, groups), relu)
 
 
 def conv2d_backward(gy, x, w, gx, gw, gb, stride, padding, dilation, groups):
     """Overwrites gx, gw, gb (each may be None) with conv2d's gradients given gy."""
-    shape = (x if x is not None else gx).shape if (x is not None or gx is not None) else None
+    x_shape = (x if x is not None else gx).shape if (x is not None or gx is not None) else None
     if gb is not None:
         gb[...] = gy.sum(axis=(0, 2, 3), dtype=gy.dtype)
-    if shape is None:
+    if x_shape is None:
         return
-    geo = _geometry(shape, w.shape, gy.shape, stride, padding, dilation, groups)
-    direct = _direct(geo, weight_grad=True)
-    if gw is not None and direct is not None:
-        direct_weight_grad_kernel(gy.reshape(-1), x.reshape(-1), gw.reshape(-1), *geo[:9],
-                                  *geo[11:], *direct, get_num_threads())
+    s = ConvShape.of(x_shape, w.shape, gy.shape, stride, padding, dilation, groups)
+    bands = _stride1_bands(s, weight_grad=True)
+    if gw is not None and bands is not None:
+        stride1_weight_grad_kernel(gy.reshape(-1), x.reshape(-1), gw.reshape(-1),
+                                   *s.without_stride(), *bands, get_num_threads())
     elif gw is not None:
-        n, c, h, wd, k, kh, kw, oh, ow = geo[:9]
-        rows = c // groups * kh * kw
+        rows = s.c // s.groups * s.kh * s.kw
         threads = get_num_threads()
-        width, tiles = _tiling(n * groups, oh * ow, 0 if _is_direct(geo) else rows,
+        width, tiles = _tiling(s.n * s.groups, s.oh * s.ow, 0 if _is_plain_1x1(s) else rows,
                                gw.itemsize, threads)
-        weight_grad_kernel(gy.reshape(-1), x.reshape(-1), gw.reshape(-1), *geo, width, tiles,
+        weight_grad_kernel(gy.reshape(-1), x.reshape(-1), gw.reshape(-1), *s, width, tiles,
                            threads)
     if gx is not None:
-        _input_grad(gy, w, None, gx, geo)
+        _input_grad(gy, w, None, gx, s)
 
 
 def conv_transpose2d(x, w, bias, out, stride, padding, dilation, groups):
-    """out = conv_transpose2d(x, w) + bias: the input gradient of the convolution whose input
-    has out's shape, whose output has x's and whose weight is w."""
-    _input_grad(x, w, bias, out, _geometry(out.shape, w.shape, x.shape, stride, padding,
-                                           dilation, groups))
+    """out = conv_transpose2d(x, w) + bias, as an input gradient (ConvShape.transposed)."""
+    _input_grad(x, w, bias, out, ConvShape.transposed(x.shape, w.shape, out.shape, stride,
+                                                      padding, dilation, groups))

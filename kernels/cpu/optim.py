@@ -9,8 +9,9 @@ serves lists of any length; a tuple or typed list of arrays would compile per le
 more to build than a small step takes. The wrapper takes the addresses from arrays that
 pf.ops has checked (same shapes, C-contiguous, writable), so every view is in bounds.
 
-Only "contract" (FMA) is allowed of fastmath: reassociation, approximate reciprocals or
-square roots would move the results away from torch's.
+The per-element rules are kernels/_optim_rules.py's, shared with the CUDA kernels. Only
+"contract" (FMA) is allowed of fastmath: reassociation, approximate reciprocals or square
+roots would move the results away from torch's.
 """
 
 import contextlib
@@ -19,13 +20,15 @@ import numpy as np
 from numba import carray, get_num_threads, njit, prange, set_num_threads, types
 from numba.extending import intrinsic
 
-from .. import _optim_scalars as scalars
+from .. import _optim_rules, _optim_scalars as scalars
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")  # IEEE division: no zero check per element
-_RULE = dict(fastmath={"contract"}, **_JIT)
+_LOOP = dict(fastmath={"contract"}, nogil=True, error_model="numpy")
 SPLIT_QUANTUM = 16        # thread ranges start on multiples of this many elements
 PARALLEL_MIN = 1 << 16    # below this many elements one thread is faster
 SGD, RMSPROP, ADAM = 0, 1, 2
+
+sgd_update, rmsprop_update, adam_update = _optim_rules.compiled(njit(inline="always"))
 
 
 @intrinsic
@@ -46,129 +49,96 @@ def _view(address, size, like):
     return carray(_as_pointer(address, like), (size,))
 
 
-# The rules keep every per-element choice a select (ternary) and split their loops by which
-# buffers they store: a conditional store stops LLVM from vectorising a loop.
+# One loop per set of stored states, with the switches that pick them passed as constants:
+# the rule's stores of the states a loop does not keep fold away, and what is left is stored
+# unconditionally (a conditional store stops LLVM from vectorising); the other switches stay
+# selects. Not cached themselves: they compile only into run_lists, whose cache key covers
+# the rules (see there).
 
-@njit(**_RULE)
-def sgd_rule(p, g, buf, unused1, unused2, k, f):
-    lr, momentum, one_minus_dampening, weight_decay = k[0], k[1], k[2], k[3]
+@njit(**_LOOP)
+def sgd_loop(p, g, buf, unused1, unused2, k_array, f):
+    k = (k_array[0], k_array[1], k_array[2], k_array[3])
     decay, has_momentum, nesterov, first = f[0], f[1], f[2], f[3]
     if has_momentum:
         for i in range(p.size):
-            gi = g[i] + weight_decay * p[i] if decay else g[i]
-            b = gi if first else buf[i] * momentum + one_minus_dampening * gi
-            buf[i] = b
-            p[i] = p[i] - lr * (gi + momentum * b if nesterov else b)
+            sgd_update(p, g, buf, unused1, unused2, i, k, (decay, True, nesterov, first))
     else:
         for i in range(p.size):
-            gi = g[i] + weight_decay * p[i] if decay else g[i]
-            p[i] = p[i] - lr * gi
+            sgd_update(p, g, buf, unused1, unused2, i, k, (decay, False, nesterov, first))
 
 
-@njit(inline="always", **_RULE)
-def _lerp(start, end, w, one_minus_w, from_start):
-    """torch.lerp: start + w (end - start) for w < 0.5, else end - (end - start)(1 - w)."""
-    return start + w * (end - start) if from_start else end - (end - start) * one_minus_w
-
-
-@njit(**_RULE)
-def rmsprop_rule(p, g, sq, buf, gavg, k, f):
-    lr, alpha, one_minus_alpha, eps, weight_decay, momentum = k[0], k[1], k[2], k[3], k[4], k[5]
+@njit(**_LOOP)
+def rmsprop_loop(p, g, sq, buf, gavg, k_array, f):
+    k = (k_array[0], k_array[1], k_array[2], k_array[3], k_array[4], k_array[5])
     decay, has_momentum, centered, lerp_from_start = f[0], f[1], f[2], f[3]
-    n = p.size
     if centered and has_momentum:
-        for i in range(n):
-            gi = g[i] + weight_decay * p[i] if decay else g[i]
-            s = sq[i] * alpha + one_minus_alpha * gi * gi
-            sq[i] = s
-            ga = _lerp(gavg[i], gi, one_minus_alpha, alpha, lerp_from_start)
-            gavg[i] = ga
-            b = buf[i] * momentum + gi / (np.sqrt(s - ga * ga) + eps)
-            buf[i] = b
-            p[i] = p[i] - lr * b
+        for i in range(p.size):
+            rmsprop_update(p, g, sq, buf, gavg, i, k, (decay, True, True, lerp_from_start))
     elif centered:
-        for i in range(n):
-            gi = g[i] + weight_decay * p[i] if decay else g[i]
-            s = sq[i] * alpha + one_minus_alpha * gi * gi
-            sq[i] = s
-            ga = _lerp(gavg[i], gi, one_minus_alpha, alpha, lerp_from_start)
-            gavg[i] = ga
-            p[i] = p[i] - lr * (gi / (np.sqrt(s - ga * ga) + eps))
+        for i in range(p.size):
+            rmsprop_update(p, g, sq, buf, gavg, i, k, (decay, False, True, lerp_from_start))
     elif has_momentum:
-        for i in range(n):
-            gi = g[i] + weight_decay * p[i] if decay else g[i]
-            s = sq[i] * alpha + one_minus_alpha * gi * gi
-            sq[i] = s
-            b = buf[i] * momentum + gi / (np.sqrt(s) + eps)
-            buf[i] = b
-            p[i] = p[i] - lr * b
+        for i in range(p.size):
+            rmsprop_update(p, g, sq, buf, gavg, i, k, (decay, True, False, lerp_from_start))
     else:
-        for i in range(n):
-            gi = g[i] + weight_decay * p[i] if decay else g[i]
-            s = sq[i] * alpha + one_minus_alpha * gi * gi
-            sq[i] = s
-            p[i] = p[i] - lr * (gi / (np.sqrt(s) + eps))
+        for i in range(p.size):
+            rmsprop_update(p, g, sq, buf, gavg, i, k, (decay, False, False, lerp_from_start))
 
 
-@njit(**_RULE)
-def adam_rule(p, g, m, v, vmax, k, f):
-    beta1, one_minus_beta1, beta2, one_minus_beta2 = k[0], k[1], k[2], k[3]
-    eps, weight_decay, decay_factor, step_size, bias_correction2_sqrt = k[4], k[5], k[6], k[7], k[8]
+@njit(**_LOOP)
+def adam_loop(p, g, m, v, vmax, k_array, f):
+    k = (k_array[0], k_array[1], k_array[2], k_array[3], k_array[4], k_array[5], k_array[6],
+         k_array[7], k_array[8])
     decay, decoupled, amsgrad, lerp_from_start = f[0], f[1], f[2], f[3]
-    l2 = decay and not decoupled
-    shrink = decay and decoupled
     if amsgrad:
         for i in range(p.size):
-            pi = p[i] * decay_factor if shrink else p[i]
-            gi = g[i] + weight_decay * pi if l2 else g[i]
-            mi = _lerp(m[i], gi, one_minus_beta1, beta1, lerp_from_start)
-            m[i] = mi
-            vi = v[i] * beta2 + one_minus_beta2 * gi * gi
-            v[i] = vi
-            vm = vmax[i]
-            vm = vm if vm > vi else vi
-            vmax[i] = vm
-            p[i] = pi - step_size * (mi / (np.sqrt(vm) / bias_correction2_sqrt + eps))
+            adam_update(p, g, m, v, vmax, i, k, (decay, decoupled, True, lerp_from_start))
     else:
         for i in range(p.size):
-            pi = p[i] * decay_factor if shrink else p[i]
-            gi = g[i] + weight_decay * pi if l2 else g[i]
-            mi = _lerp(m[i], gi, one_minus_beta1, beta1, lerp_from_start)
-            m[i] = mi
-            vi = v[i] * beta2 + one_minus_beta2 * gi * gi
-            v[i] = vi
-            p[i] = pi - step_size * (mi / (np.sqrt(vi) / bias_correction2_sqrt + eps))
+            adam_update(p, g, m, v, vmax, i, k, (decay, decoupled, False, lerp_from_start))
 
 
-@njit(parallel=True, **_JIT)
-def run_lists(rule, addresses, prefix, like, k, f, chunks):
-    """Apply optimizer ``rule`` (SGD, RMSPROP, ADAM) to the tensors whose (param, grad,
-    state0, state1, state2) addresses are the rows of ``addresses`` (0: absent) and whose
-    sizes are the steps of ``prefix``."""
-    total = prefix[-1]
-    for ch in prange(chunks):
-        lo = total * ch // chunks // SPLIT_QUANTUM * SPLIT_QUANTUM
-        hi = total if ch + 1 == chunks else \
-            total * (ch + 1) // chunks // SPLIT_QUANTUM * SPLIT_QUANTUM
-        t = np.searchsorted(prefix, lo, side="right") - 1
-        while lo < hi:
-            end = min(hi, prefix[t + 1])
-            if end > lo:
-                n, a, b = prefix[t + 1] - prefix[t], lo - prefix[t], end - prefix[t]
-                row = addresses[t]
-                p = _view(row[0], n, like)[a:b]
-                g = _view(row[1], n, like)[a:b]
-                s0 = _view(row[2], n, like)[a:b] if row[2] else like
-                s1 = _view(row[3], n, like)[a:b] if row[3] else like
-                s2 = _view(row[4], n, like)[a:b] if row[4] else like
-                if rule == SGD:
-                    sgd_rule(p, g, s0, s1, s2, k, f)
-                elif rule == RMSPROP:
-                    rmsprop_rule(p, g, s0, s1, s2, k, f)
-                else:
-                    adam_rule(p, g, s0, s1, s2, k, f)
-            lo = max(lo, end)
-            t += 1
+def _keyed_on_rules(rules_hash):
+    """run_lists, cached under the rules' source hash too. Numba keys a cached kernel on its
+    own file's time stamp, its bytecode and the values of its closure cells, never on the
+    code it inlines from other modules: without the hash a change to kernels/_optim_rules.py
+    would keep running the machine code cached before it."""
+
+    @njit(parallel=True, **_JIT)
+    def run_lists(rule, addresses, prefix, like, k, f, chunks):
+        """Apply optimizer ``rule`` (SGD, RMSPROP, ADAM) to the tensors whose (param, grad,
+        state0, state1, state2) addresses are the rows of ``addresses`` (0: absent) and whose
+        sizes are the steps of ``prefix``."""
+        rules_hash  # noqa: B018 -- read, so that it is a closure cell and in the cache key
+        total = prefix[-1]
+        for ch in prange(chunks):
+            lo = total * ch // chunks // SPLIT_QUANTUM * SPLIT_QUANTUM
+            hi = total if ch + 1 == chunks else \
+                total * (ch + 1) // chunks // SPLIT_QUANTUM * SPLIT_QUANTUM
+            t = np.searchsorted(prefix, lo, side="right") - 1
+            while lo < hi:
+                end = min(hi, prefix[t + 1])
+                if end > lo:
+                    n, a, b = prefix[t + 1] - prefix[t], lo - prefix[t], end - prefix[t]
+                    row = addresses[t]
+                    p = _view(row[0], n, like)[a:b]
+                    g = _view(row[1], n, like)[a:b]
+                    s0 = _view(row[2], n, like)[a:b] if row[2] else like
+                    s1 = _view(row[3], n, like)[a:b] if row[3] else like
+                    s2 = _view(row[4], n, like)[a:b] if row[4] else like
+                    if rule == SGD:
+                        sgd_loop(p, g, s0, s1, s2, k, f)
+                    elif rule == RMSPROP:
+                        rmsprop_loop(p, g, s0, s1, s2, k, f)
+                    else:
+                        adam_loop(p, g, s0, s1, s2, k, f)
+                lo = max(lo, end)
+                t += 1
+
+    return run_lists
+
+
+run_lists = _keyed_on_rules(_optim_rules.SOURCE_HASH)
 
 
 def _run(rule, params, grads, states, k, flags):

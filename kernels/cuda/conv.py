@@ -18,6 +18,8 @@ import math
 import numpy as np
 from numba import cuda
 
+from .._conv_shape import ConvShape
+
 FORWARD, INPUT_GRAD, WEIGHT_GRAD = 0, 1, 2
 BM = 32           # tile rows
 BN = 32           # tile columns
@@ -200,38 +202,29 @@ def _staged(out, arrays):
     return views, cuda.as_cuda_array(out.reshape(-1), sync=False), stream, lambda: None
 
 
-def _launch(mode, a, b, out, bias, relu, geo, m_rows, n_cols, reduce, chunk, splits):
-    n, c, h, w, k, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, groups = geo
+def _launch(mode, a, b, out, bias, relu, shape, m_rows, n_cols, reduce, chunk, splits):
     (d_a, d_b, d_bias), d_out, stream, finish = _staged(out, [a, b, bias])
     if d_bias is None:
         d_bias = d_out[:1]
-    grid = (math.ceil(n_cols / BN), math.ceil(m_rows / BM), groups * splits)
+    grid = (math.ceil(n_cols / BN), math.ceil(m_rows / BM), shape.groups * splits)
     conv_gemm[grid, THREADS, stream](mode, d_a, d_b, d_out, d_bias, bias is not None,
-                                     bool(relu), n, c, h, w, k, kh, kw, oh, ow, sh, sw, ph, pw,
-                                     dh, dw, groups, m_rows, n_cols, reduce, chunk)
+                                     bool(relu), *shape, m_rows, n_cols, reduce, chunk)
     finish()
 
 
-def _geometry(x_shape, w_shape, y_shape, stride, padding, dilation, groups):
-    n, c, h, w = x_shape
-    k, _, kh, kw = w_shape
-    return (n, c, h, w, k, kh, kw, y_shape[2], y_shape[3], stride[0], stride[1], padding[0],
-            padding[1], dilation[0], dilation[1], groups)
-
-
-def _input_grad(gy, w, bias, gx, geo):
-    n, c, h, wd, k, kh, kw = geo[:7]
-    groups = _checked_groups(geo[-1])
-    _launch(INPUT_GRAD, w, gy, gx, bias, False, geo, c // groups, n * h * wd,
-            k // groups * kh * kw, k // groups * kh * kw, 1)
+def _input_grad(gy, w, bias, gx, shape):
+    s = shape
+    reduce = s.k // _checked_groups(s.groups) * s.kh * s.kw
+    _launch(INPUT_GRAD, w, gy, gx, bias, False, s, s.c // s.groups, s.n * s.h * s.w, reduce,
+            reduce, 1)
 
 
 def conv2d(x, w, bias, out, stride, padding, dilation, groups, relu):
     """out = relu?(conv2d(x, w) + bias); C-contiguous cupy arrays (numpy in the simulator)."""
-    geo = _geometry(x.shape, w.shape, out.shape, stride, padding, dilation, groups)
-    n, c, h, wd, k, kh, kw, oh, ow = geo[:9]
-    reduce = c // _checked_groups(groups) * kh * kw
-    _launch(FORWARD, w, x, out, bias, relu, geo, k // groups, n * oh * ow, reduce, reduce, 1)
+    s = ConvShape.of(x.shape, w.shape, out.shape, stride, padding, dilation, groups)
+    reduce = s.c // _checked_groups(groups) * s.kh * s.kw
+    _launch(FORWARD, w, x, out, bias, relu, s, s.k // groups, s.n * s.oh * s.ow, reduce, reduce,
+            1)
 
 
 def conv2d_backward(gy, x, w, gx, gw, gb, stride, padding, dilation, groups):
@@ -241,10 +234,9 @@ def conv2d_backward(gy, x, w, gx, gw, gb, stride, padding, dilation, groups):
     ref = x if x is not None else gx
     if ref is None:
         return
-    geo = _geometry(ref.shape, w.shape, gy.shape, stride, padding, dilation, groups)
-    n, c, h, wd, k, kh, kw, oh, ow = geo[:9]
+    s = ConvShape.of(ref.shape, w.shape, gy.shape, stride, padding, dilation, groups)
     if gw is not None:
-        rows, cols, reduce = k // groups, c // groups * kh * kw, n * oh * ow
+        rows, cols, reduce = s.k // groups, s.c // groups * s.kh * s.kw, s.n * s.oh * s.ow
         blocks = math.ceil(rows / BM) * math.ceil(cols / BN) * groups
         splits = max(1, min(math.ceil(TARGET_BLOCKS / blocks), math.ceil(reduce / SPLIT_MIN)))
         chunk = math.ceil(math.ceil(reduce / splits) / BK) * BK
@@ -254,17 +246,16 @@ def conv2d_backward(gy, x, w, gx, gw, gb, stride, padding, dilation, groups):
                              f"weight gradient (at most 65535)")
         xp = np if isinstance(gw, np.ndarray) else _cupy()
         partial = xp.empty((splits,) + gw.shape, gw.dtype)
-        _launch(WEIGHT_GRAD, gy, x, partial, None, False, geo, rows, cols, reduce, chunk, splits)
+        _launch(WEIGHT_GRAD, gy, x, partial, None, False, s, rows, cols, reduce, chunk, splits)
         gw[...] = partial.sum(axis=0)
     if gx is not None:
-        _input_grad(gy, w, None, gx, geo)
+        _input_grad(gy, w, None, gx, s)
 
 
 def conv_transpose2d(x, w, bias, out, stride, padding, dilation, groups):
-    """out = conv_transpose2d(x, w) + bias: the input gradient of the convolution whose input
-    has out's shape, whose output has x's and whose weight is w."""
-    _input_grad(x, w, bias, out, _geometry(out.shape, w.shape, x.shape, stride, padding,
-                                           dilation, groups))
+    """out = conv_transpose2d(x, w) + bias, as an input gradient (ConvShape.transposed)."""
+    _input_grad(x, w, bias, out, ConvShape.transposed(x.shape, w.shape, out.shape, stride,
+                                                      padding, dilation, groups))
 
 
 def _checked_groups(groups):

@@ -7,85 +7,63 @@ compute in float32 as torch's do. A list of tensors is one launch per tensor, al
 CuPy's current stream with no synchronisation between them; numba-cuda has no pointer
 arithmetic in kernels to walk a table of tensors as csrc/cuda/optim.cu does, and pf.optim
 steps one flat buffer per dtype anyway (one launch). Kernels take cupy arrays (numpy
-arrays under NUMBA_ENABLE_CUDASIM=1, staged through device copies).
+arrays under NUMBA_ENABLE_CUDASIM=1, staged through device copies). The per-element rules
+are kernels/_optim_rules.py's, shared with the CPU kernels.
 """
-
-import math
 
 import numpy as np
 from numba import cuda
 
-from .. import _optim_scalars as scalars
+from .. import _optim_rules, _optim_scalars as scalars
 
 THREADS = 256
 MAX_BLOCKS = 1 << 16
 
 
-@cuda.jit(cache=True)
-def sgd_kernel(p, g, buf, k, decay, has_momentum, nesterov, first):
-    lr, momentum, one_minus_dampening, weight_decay = k[0], k[1], k[2], k[3]
-    i = cuda.grid(1)
-    while i < p.size:
-        gi = g[i] + weight_decay * p[i] if decay else g[i]
-        if has_momentum:
-            b = gi if first else buf[i] * momentum + one_minus_dampening * gi
-            buf[i] = b
-            gi = gi + momentum * b if nesterov else b
-        p[i] = p[i] - lr * gi
-        i += cuda.gridsize(1)
+sgd_update, rmsprop_update, adam_update = _optim_rules.compiled(
+    cuda.jit(device=True, inline="always"))
 
 
-@cuda.jit(device=True, inline=True)
-def _lerp(start, end, w, one_minus_w, from_start):
-    """torch.lerp: start + w (end - start) for w < 0.5, else end - (end - start)(1 - w)."""
-    return start + w * (end - start) if from_start else end - (end - start) * one_minus_w
+def _keyed_on_rules(rules_hash):
+    """The kernels, cached under the rules' source hash too, as kernels/cpu/optim.py's
+    run_lists is (see there): they inline kernels/_optim_rules.py, which Numba's cache does
+    not watch. Each takes the rule's switches as scalars and an unused state as a
+    placeholder the rule does not touch."""
+
+    @cuda.jit(cache=True)
+    def sgd_kernel(p, g, buf, k_array, decay, has_momentum, nesterov, first):
+        rules_hash  # noqa: B018 -- read, so that it is a closure cell and in the cache key
+        k = (k_array[0], k_array[1], k_array[2], k_array[3])
+        i = cuda.grid(1)
+        while i < p.size:
+            sgd_update(p, g, buf, buf, buf, i, k, (decay, has_momentum, nesterov, first))
+            i += cuda.gridsize(1)
+
+    @cuda.jit(cache=True)
+    def rmsprop_kernel(p, g, sq, buf, gavg, k_array, decay, has_momentum, centered,
+                       lerp_from_start):
+        rules_hash  # noqa: B018
+        k = (k_array[0], k_array[1], k_array[2], k_array[3], k_array[4], k_array[5])
+        i = cuda.grid(1)
+        while i < p.size:
+            rmsprop_update(p, g, sq, buf, gavg, i, k,
+                           (decay, has_momentum, centered, lerp_from_start))
+            i += cuda.gridsize(1)
+
+    @cuda.jit(cache=True)
+    def adam_kernel(p, g, m, v, vmax, k_array, decay, decoupled, amsgrad, lerp_from_start):
+        rules_hash  # noqa: B018
+        k = (k_array[0], k_array[1], k_array[2], k_array[3], k_array[4], k_array[5],
+             k_array[6], k_array[7], k_array[8])
+        i = cuda.grid(1)
+        while i < p.size:
+            adam_update(p, g, m, v, vmax, i, k, (decay, decoupled, amsgrad, lerp_from_start))
+            i += cuda.gridsize(1)
+
+    return sgd_kernel, rmsprop_kernel, adam_kernel
 
 
-@cuda.jit(cache=True)
-def rmsprop_kernel(p, g, sq, buf, gavg, k, decay, has_momentum, centered, lerp_from_start):
-    lr, alpha, one_minus_alpha, eps, weight_decay, momentum = k[0], k[1], k[2], k[3], k[4], k[5]
-    i = cuda.grid(1)
-    while i < p.size:
-        gi = g[i] + weight_decay * p[i] if decay else g[i]
-        s = sq[i] * alpha + one_minus_alpha * gi * gi
-        sq[i] = s
-        if centered:
-            ga = _lerp(gavg[i], gi, one_minus_alpha, alpha, lerp_from_start)
-            gavg[i] = ga
-            avg = math.sqrt(s - ga * ga) + eps
-        else:
-            avg = math.sqrt(s) + eps
-        if has_momentum:
-            b = buf[i] * momentum + gi / avg
-            buf[i] = b
-            p[i] = p[i] - lr * b
-        else:
-            p[i] = p[i] - lr * (gi / avg)
-        i += cuda.gridsize(1)
-
-
-@cuda.jit(cache=True)
-def adam_kernel(p, g, m, v, vmax, k, decay, decoupled, amsgrad, lerp_from_start):
-    beta1, one_minus_beta1, beta2, one_minus_beta2 = k[0], k[1], k[2], k[3]
-    eps, weight_decay, decay_factor, step_size, bias_correction2_sqrt = k[4], k[5], k[6], k[7], k[8]
-    i = cuda.grid(1)
-    while i < p.size:
-        pi, gi = p[i], g[i]
-        if decay:
-            if decoupled:
-                pi = pi * decay_factor
-            else:
-                gi = gi + weight_decay * pi
-        mi = _lerp(m[i], gi, one_minus_beta1, beta1, lerp_from_start)
-        m[i] = mi
-        vi = v[i] * beta2 + one_minus_beta2 * gi * gi
-        v[i] = vi
-        if amsgrad:
-            vm = vmax[i]
-            vi = vm if vm > vi else vi
-            vmax[i] = vi
-        p[i] = pi - step_size * (mi / (math.sqrt(vi) / bias_correction2_sqrt + eps))
-        i += cuda.gridsize(1)
+sgd_kernel, rmsprop_kernel, adam_kernel = _keyed_on_rules(_optim_rules.SOURCE_HASH)
 
 
 def _launch_each(kernel, params, grads, states, k, flags):
