@@ -202,7 +202,7 @@ def test_planner_takes_winograd_where_it_pays():
         few = np.ascontiguousarray
         assert forward(few(x[:, :16]), few(w[:, :16]), None, 1, algo=None)[1] != "winograd"
         assert forward(few(x[:3, :, :12, :12]), w, None, 1, algo=None)[1] != "winograd"  # 27 tiles
-        _C.set_num_threads(3)  # 64 tiles, but fewer than 32 for each thread
+        _C.set_num_threads(5)  # 64 tiles, but fewer than 16 for each thread
         assert forward(x, w, None, 1, algo=None)[1] != "winograd"
     finally:
         _C.set_num_threads(threads)

@@ -134,7 +134,7 @@ bool takes_implicit(const ConvShape& s, bool input_grad) {
 
 // Whether the Winograd path (winograd.cpp) takes the forward convolution s (or, for the input
 // gradient, the forward of flipped_input_grad): float32 3x3 layers with stride 1 (winograd_fits)
-// with 32+ channels in and out, 64+ output tiles of 4x4, and 32+ tiles per thread. It does a
+// with 32+ channels in and out, 32+ output tiles of 4x4, and 16+ tiles per thread. It does a
 // quarter of the direct path's multiply-adds, but transforms every input and output tile and
 // the 36 x K x C transformed kernels per call (which each block of tiles packs again), so few
 // channels or few tiles do not pay. float64 stays on the exact-order paths: the transforms
@@ -148,10 +148,18 @@ bool takes_implicit(const ConvShape& s, bool input_grad) {
 // 25.6/27.5, N16 512->512 4x4 (16 tiles) 24.4/22.5 vs 12.6/14.6; at 2 threads N8 512->512
 // 8x8 (one block of 32 tiles, the threads split inside it) 31.9/35.5 vs 12.1/11.0. The
 // channel cut is conservative: N64 24->48 32x32 measured direct 23.8/22.0 vs 35.0/24.4.
-// Not measured on AVX-512 (the host had none): the rule may move there.
+// Those small-batch figures had the kernel transform in scalar code, a fixed cost of 38% of
+// a 512x512 call; vectorised, few tiles pay. Measured again (Zen 4, float32, ms, forward /
+// input gradient, implicit vs Winograd; AVX-512, then the AVX2 path): 32 tiles at 1 thread
+// win everywhere (N8 512->512 8x8 26.7/29.1 vs 16.6/15.2, AVX2 26.2/28.6 vs 15.3/15.0; N32
+// 128->32 4x4 0.40/0.48 vs 0.35/0.28); at 2 threads N8 512 8x8 13.2/14.7 vs 8.7/8.1 (AVX2
+// 13.7/17.9 vs 14.0/12.0), N8 128 8x8 0.83/0.92 vs 0.66/0.66, and even or a little behind
+// on the smallest (N32 128->32 4x4 0.26/0.31 vs 0.31/0.25, AVX2 0.28/0.21 vs 0.36/0.31);
+// 16 tiles are mixed (N16 512 4x4 2 threads 7.7/9.2 vs 10.9/8.4) and 8 lose (N2 512 8x8
+// 10.3/12.3 vs 16.1/14.5). So 32 tiles, and 16 per thread.
 constexpr int64_t kWinogradMinChannels = 32;
-constexpr int64_t kWinogradMinTiles = 64;
-constexpr int64_t kWinogradTilesPerThread = 32;
+constexpr int64_t kWinogradMinTiles = 32;
+constexpr int64_t kWinogradTilesPerThread = 16;
 
 // The 4x4 output tiles of s, or 0 where Winograd is not a candidate (float64, another
 // kernel or stride, fewer than 32 channels in or out).
