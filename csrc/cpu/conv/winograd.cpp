@@ -319,7 +319,7 @@ PYFAST_INLINE void output_grad_tiles(const WinoJob<typename Cfg::type>& j, int64
         for (int64_t g0 = 0; g0 < j.ld; g0 += L) {
             for (int l = 0; l < L; ++l) {  // gy's tile, zeros past the output's edge
                 const TilePos& tp = j.pos[g0 + l];
-                const T* src = gk + tp.out_base;
+                const T* src = tp.valid ? gk + tp.out_base : gk;
                 if (tp.valid && tp.out_inside) {
 #pragma GCC unroll 4
                     for (int p = 0; p < kOut; ++p)
@@ -524,10 +524,11 @@ void place_tiles(const Plan<T>& pl, int64_t t0, TilePos* pos) {
         TilePos& p = pos[l];
         const int64_t t = t0 + l;
         p.valid = t < pl.tiles;
-        if (!p.valid) {  // an empty patch: zeros
+        if (!p.valid) {  // an empty patch: zeros, and no output
             p.in_inside = p.out_inside = false;
             p.r_lo = p.r_hi = p.b_lo = p.b_hi = 0;
-            p.in_base = 0;
+            p.in_base = p.out_base = 0;
+            p.row0 = p.col0 = p.oy0 = p.ox0 = 0;
             continue;
         }
         const int64_t n = t / pl.per_image, r = t % pl.per_image;
