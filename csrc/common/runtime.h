@@ -65,6 +65,12 @@ decltype(auto) with_active_isa(F&& f) {
     }
 }
 
+// The active ISA's tile function of Paths, where the caller needs no configuration.
+template <class Paths>
+auto active_tiles() {
+    return with_active_isa<Paths>([](auto, auto tiles) { return tiles; });
+}
+
 // One of three values (usually functions compiled per ISA) by the active ISA.
 template <typename V>
 V for_active_isa(V generic, V avx2, V avx512) {

@@ -57,7 +57,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <exception>
 
 #include "common/runtime.h"
 #include "common/thread_buffer.h"
@@ -370,7 +369,7 @@ PYFAST_ISA_TILE_PATHS(OutputGradPaths, WinoJob, output_grad_tiles, output_grad, 
 // channels, whose 9 taps each land in kRun consecutive kernels. Both in double, rounded to T
 // once: in float32 the rounding of 1/6, 1/12 and 1/24 raised the worst error of a
 // one-channel layer from 37 to 50 eps. (On a 512 x 512 layer the scalar transform took 38%
-// of a forward call of 64 images: 45 -> 28 ms vectorised.)
+// of a forward call of 64 images: 45 -> 25 ms vectorised.)
 constexpr int64_t kRun = 16;
 
 template <typename T>
@@ -547,20 +546,6 @@ void place_tiles(const Plan<T>& pl, int64_t t0, TilePos* pos) {
     }
 }
 
-// Splits [0, count) over the calling team's threads (or runs it whole outside a team).
-template <typename Fn, typename Arg>
-void split_over_team(Fn fn, const Arg& job, int64_t count, int threads) {
-    if (threads <= 1) {
-        fn(job, 0, count);
-        return;
-    }
-#pragma omp parallel num_threads(threads)
-    {
-        const int64_t tid = omp_get_thread_num(), nth = omp_get_num_threads();
-        fn(job, count * tid / nth, count * (tid + 1) / nth);
-    }
-}
-
 template <typename T>
 void run_block(const Plan<T>& pl, const T* x, const T* u, const T* bias, T* y, bool relu,
                int64_t block, int inside) {
@@ -573,15 +558,11 @@ void run_block(const Plan<T>& pl, const T* x, const T* u, const T* bias, T* y, b
     place_tiles(pl, block * ld, pos);
     const WinoJob<T> job{s.c, s.k, s.h,  s.w, s.oh, s.ow, x, bias, y,
                          relu, pos, ld, ves, mes, v, m,  nullptr};
-    split_over_team(for_active_isa(InputPaths<T>::tiles_generic, InputPaths<T>::tiles_avx2,
-                                   InputPaths<T>::tiles_avx512),
-                    job, s.c, inside);
+    run_item_tiles(active_tiles<InputPaths<T>>(), job, s.c, inside);
     for (int e = 0; e < kElems; ++e)
         gemm<T>(s.k, ld, s.c, MatRef<T>{u + e * element_stride<T>(s.c * s.k), 1, s.k},
                 MatRef<T>{v + e * ves, ld, 1}, m + e * mes, ld, Epilogue<T>{});
-    split_over_team(for_active_isa(OutputPaths<T>::tiles_generic, OutputPaths<T>::tiles_avx2,
-                                   OutputPaths<T>::tiles_avx512),
-                    job, s.k, inside);
+    run_item_tiles(active_tiles<OutputPaths<T>>(), job, s.k, inside);
 }
 
 // The forward convolution s (Winograd-shaped) with kernels already transformed into u.
@@ -597,20 +578,16 @@ void run(const ConvShape& s, const T* x, const T* u, const T* bias, T* y, bool r
         for (int64_t b = 0; b < pl.blocks; ++b) run_block(pl, x, u, bias, y, relu, b, inside);
         return;
     }
-    std::exception_ptr error;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-    for (int64_t b = 0; b < pl.blocks; ++b) {
-        try {
-            run_block(pl, x, u, bias, y, relu, b, 1);
-        } catch (...) {
-#pragma omp critical(pyfast_winograd_error)
-            if (!error) error = std::current_exception();
-        }
-    }
-    if (error) std::rethrow_exception(error);
+    run_items(pl.blocks, true, threads,
+              [&](int64_t b, int) { run_block(pl, x, u, bias, y, relu, b, 1); });
 }
 
 thread_local ThreadBuffer kernel_buffer;
+
+// Threads for a kernel transform: one below 4096 kernels (a team costs more than the work).
+int kernel_threads(const ConvShape& s) {
+    return s.k * s.c < 4096 || omp_in_parallel() ? 1 : num_threads();
+}
 
 template <typename T>
 void forward_of(const ConvShape& s, const T* x, const T* w, bool flipped, const T* bias, T* y,
@@ -618,10 +595,8 @@ void forward_of(const ConvShape& s, const T* x, const T* w, bool flipped, const 
     if (s.n == 0 || s.k == 0 || s.oh <= 0 || s.ow <= 0) return;
     const int64_t ues = element_stride<T>(s.c * s.k);
     T* u = kernel_buffer.get<T>(kElems * ues);
-    const int threads = s.k * s.c < 4096 || omp_in_parallel() ? 1 : num_threads();
-    split_over_team(for_active_isa(KernelPaths<T>::tiles_generic, KernelPaths<T>::tiles_avx2,
-                                   KernelPaths<T>::tiles_avx512),
-                    KernelJob<T>{s.c, s.k, w, flipped, u, ues}, s.c, threads);
+    run_item_tiles(active_tiles<KernelPaths<T>>(), KernelJob<T>{s.c, s.k, w, flipped, u, ues},
+                   s.c, kernel_threads(s));
     run(s, x, u, bias, y, relu);
 }
 
@@ -645,33 +620,17 @@ void weight_grad_of(const ConvShape& s, const T* gy, const T* x, T* gw) {
         place_tiles(pl, b * ld, pos);
         const WinoJob<T> job{s.c, s.k, s.h, s.w, s.oh, s.ow, x,  nullptr, nullptr,
                              false, pos, ld,  ves, mes,  v,    m, gy};
-        split_over_team(for_active_isa(InputPaths<T>::tiles_generic, InputPaths<T>::tiles_avx2,
-                                       InputPaths<T>::tiles_avx512),
-                        job, s.c, threads);
-        split_over_team(for_active_isa(OutputGradPaths<T>::tiles_generic,
-                                       OutputGradPaths<T>::tiles_avx2,
-                                       OutputGradPaths<T>::tiles_avx512),
-                        job, s.k, threads);
+        run_item_tiles(active_tiles<InputPaths<T>>(), job, s.c, threads);
+        run_item_tiles(active_tiles<OutputGradPaths<T>>(), job, s.k, threads);
         // dU[e] (+)= dM[e] (K x ld) @ V[e]^T (ld x C), one element e per thread at a time.
         const Epilogue<T> ep{b > 0};
-        std::exception_ptr error;
-#pragma omp parallel for num_threads(threads) schedule(static)
-        for (int e = 0; e < kElems; ++e) {
-            try {
-                gemm<T>(s.k, s.c, ld, MatRef<T>{m + e * mes, ld, 1}, MatRef<T>{v + e * ves, 1, ld},
-                        du + e * dues, s.c, ep);
-            } catch (...) {
-#pragma omp critical(pyfast_winograd_error)
-                if (!error) error = std::current_exception();
-            }
-        }
-        if (error) std::rethrow_exception(error);
+        run_items(kElems, threads > 1, threads, [&](int64_t e, int) {
+            gemm<T>(s.k, s.c, ld, MatRef<T>{m + e * mes, ld, 1}, MatRef<T>{v + e * ves, 1, ld},
+                    du + e * dues, s.c, ep);
+        }, /*fixed=*/true);
     }
-    split_over_team(for_active_isa(KernelGradPaths<T>::tiles_generic,
-                                   KernelGradPaths<T>::tiles_avx2,
-                                   KernelGradPaths<T>::tiles_avx512),
-                    KernelGradJob<T>{s.c, s.k, du, dues, gw}, s.k * ((s.c + kRun - 1) / kRun),
-                    s.k * s.c < 4096 ? 1 : threads);
+    run_item_tiles(active_tiles<KernelGradPaths<T>>(), KernelGradJob<T>{s.c, s.k, du, dues, gw},
+                   s.k * ((s.c + kRun - 1) / kRun), kernel_threads(s));
 }
 
 }  // namespace
