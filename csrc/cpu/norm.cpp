@@ -3,17 +3,19 @@
 // residual added to the normalised values and an optional ReLU, forward and backward.
 //
 // Two layouts of (N, C, S):
-//  * planes (S > 1, BatchNorm2d): threads take whole channels. A channel's N planes are
-//    read once for the statistics: shifted sums (x - x0, x0 the channel's first element) and
-//    their squares in double accumulators, so one pass gives mean and variance without the
-//    cancellation of raw sums. The channel is then normalised with one fused multiply-add
-//    (scale = weight * invstd, shift = bias - mean * scale), the residual added and the ReLU
-//    applied in the same loop, right after its statistics, while its N * S elements are
-//    still in L2 at ResNet/U-Net sizes: x comes from memory about once. The backward does
-//    the same: one pass for sum(gz) and sum(gz * (x - mean)), where gz is gy masked by the
-//    ReLU output (and written out as the residual's gradient when asked), then the fused
-//    gradient formula over the cached channel.
-//    The per-channel work is compiled for AVX-512, AVX2 and the baseline and picked at run
+//  * planes (S > 1, BatchNorm2d): threads take blocks of neighbouring channels (one channel
+//    where a plane has 4 KB or more; at 8x8, 16 channels, so that each image's part of a
+//    block is one contiguous run the prefetchers follow). A channel's N planes are read once
+//    for the statistics: shifted sums (x - x0, x0 the channel's first element) and their
+//    squares in double accumulators, so one pass gives mean and variance without the
+//    cancellation of raw sums. The block is then normalised with one fused multiply-add per
+//    element (scale = weight * invstd, shift = bias - mean * scale), the residual added and
+//    the ReLU applied in the same loop, right after its statistics, while its elements are
+//    still in L2 (channel_block bounds them): x comes from memory about once. The backward
+//    does the same: one pass for sum(gz) and sum(gz * (x - mean)), where gz is gy masked by
+//    the ReLU output (and written out as the residual's gradient when asked), then the fused
+//    gradient formula over the cached block.
+//    The per-block work is compiled for AVX-512, AVX2 and the baseline and picked at run
 //    time: at the baseline ISA the double accumulators make these loops compute-bound
 //    (about 4 GB/s against 20 GB/s of copy bandwidth).
 //  * rows (S == 1, BatchNorm1d on (N, C)): channels are contiguous within a row, so threads
@@ -105,147 +107,196 @@ struct BackwardPlanes {
     bool training;
 };
 
-// One channel of the forward: statistics in one pass, then the affine map and epilogue.
+// Channels [c0, c1) of the forward (at most kMaxBlock, as the backward's blocks below):
+// statistics in one pass, then the affine map and epilogue.
+constexpr int64_t kMaxBlock = 64;
+
 template <typename T>
-PYFAST_INLINE void forward_channel_body(const ForwardPlanes<T>& a, int64_t ch) {
+PYFAST_INLINE void forward_block_body(const ForwardPlanes<T>& a, int64_t c0, int64_t c1) {
     const int64_t n = a.n, c = a.c, s = a.s, count = n * s;
-    double mean, var;
+    double s1[kMaxBlock] = {}, s2[kMaxBlock] = {};
     if (a.training) {
-        const double x0 = a.x[ch * s];
-        double s1 = 0, s2 = 0;
         for (int64_t i = 0; i < n; ++i) {
-            const T* p = a.x + i * a.xn + ch * s;
-#pragma omp simd reduction(+ : s1, s2)
-            for (int64_t j = 0; j < s; ++j) {
-                const double d = static_cast<double>(p[j]) - x0;
-                s1 += d;
-                s2 += d * d;
+            for (int64_t ch = c0; ch < c1; ++ch) {
+                const double x0 = a.x[ch * s];
+                const T* p = a.x + i * a.xn + ch * s;
+                double t1 = s1[ch - c0], t2 = s2[ch - c0];
+#pragma omp simd reduction(+ : t1, t2)
+                for (int64_t j = 0; j < s; ++j) {
+                    const double d = static_cast<double>(p[j]) - x0;
+                    t1 += d;
+                    t2 += d * d;
+                }
+                s1[ch - c0] = t1, s2[ch - c0] = t2;
             }
         }
-        const double m = s1 / static_cast<double>(count);
-        mean = x0 + m;
-        var = std::max(s2 / static_cast<double>(count) - m * m, 0.0);
-    } else {
-        mean = a.running_mean[ch];
-        var = a.running_var[ch];
     }
-    T scale, shift;
-    finish_stats<T>(ch, mean, var, count, a.weight, a.bias,
-                    a.training ? a.running_mean : nullptr, a.training ? a.running_var : nullptr,
-                    a.mean_out, a.invstd_out, a.momentum, a.eps, scale, shift);
+    T scale[kMaxBlock], shift[kMaxBlock];
+    for (int64_t ch = c0; ch < c1; ++ch) {
+        double mean, var;
+        if (a.training) {
+            const double m = s1[ch - c0] / static_cast<double>(count);
+            mean = a.x[ch * s] + m;
+            var = std::max(s2[ch - c0] / static_cast<double>(count) - m * m, 0.0);
+        } else {
+            mean = a.running_mean[ch];
+            var = a.running_var[ch];
+        }
+        finish_stats<T>(ch, mean, var, count, a.weight, a.bias,
+                        a.training ? a.running_mean : nullptr,
+                        a.training ? a.running_var : nullptr, a.mean_out, a.invstd_out,
+                        a.momentum, a.eps, scale[ch - c0], shift[ch - c0]);
+    }
     with_epilogue(a.residual != nullptr, a.relu, [&](auto res, auto relu) {
         for (int64_t i = 0; i < n; ++i) {
-            const int64_t off = (i * c + ch) * s;
-            const T* p = a.x + i * a.xn + ch * s;
-            const T* r = a.residual + off;  // unused without a residual
-            T* q = a.y + off;
+            for (int64_t ch = c0; ch < c1; ++ch) {
+                const int64_t off = (i * c + ch) * s;
+                const T* p = a.x + i * a.xn + ch * s;
+                const T* r = a.residual + off;  // unused without a residual
+                T* q = a.y + off;
+                const T sc = scale[ch - c0], sh = shift[ch - c0];
 #pragma omp simd
-            for (int64_t j = 0; j < s; ++j)
-                q[j] = epilogue<T, decltype(res)::value, decltype(relu)::value>(
-                    p[j] * scale + shift, r, j);
+                for (int64_t j = 0; j < s; ++j)
+                    q[j] = epilogue<T, decltype(res)::value, decltype(relu)::value>(
+                        p[j] * sc + sh, r, j);
+            }
         }
     });
 }
 
-// One channel of the backward: gz = gy masked by the ReLU output; reduce, then gx.
+// Channels [c0, c1) of the backward: gz = gy masked by the ReLU output;
+// reduce, then gx. Small planes come in blocks of neighbouring channels, read image by image:
+// each image's part of the block is one contiguous run, where a channel at a time read N
+// runs of s elements a batch stride apart (256 bytes at 8x8, each in another page), which the
+// prefetchers did not follow. Every channel still sums in the same order (images, then
+// positions), so the result does not depend on the blocking.
+
 template <typename T>
-PYFAST_INLINE void backward_channel_body(const BackwardPlanes<T>& a, int64_t ch) {
+PYFAST_INLINE void backward_block_body(const BackwardPlanes<T>& a, int64_t c0, int64_t c1) {
     const int64_t n = a.n, c = a.c, s = a.s;
     const double count = static_cast<double>(n * s);
-    const double mu = a.mean[ch], is = a.invstd[ch];
     const bool reduce = a.training || a.gweight || a.gbias;
-    double sum_gz = 0, sum_gzx = 0;
     const bool masked = a.y != nullptr;
+    double sum_gz[kMaxBlock] = {}, sum_gzx[kMaxBlock] = {};
     if (reduce || a.gresidual) {
         for (int64_t i = 0; i < n; ++i) {
-            const int64_t off = (i * c + ch) * s;
-            const T* g = a.gy + off;
-            const T* p = a.x + i * a.xn + ch * s;
-            if (masked) {
-                const T* v = a.y + off;
-                T* gr = a.gresidual ? a.gresidual + off : nullptr;
-                if (gr) {
-#pragma omp simd reduction(+ : sum_gz, sum_gzx)
-                    for (int64_t j = 0; j < s; ++j) {
-                        const T gz = relu_grad(g[j], v[j]);
-                        gr[j] = gz;
-                        sum_gz += gz;
-                        sum_gzx += static_cast<double>(gz) * (static_cast<double>(p[j]) - mu);
+            for (int64_t ch = c0; ch < c1; ++ch) {
+                const int64_t off = (i * c + ch) * s;
+                const T* g = a.gy + off;
+                const T* p = a.x + i * a.xn + ch * s;
+                const double mu = a.mean[ch];
+                double sg = sum_gz[ch - c0], sgx = sum_gzx[ch - c0];
+                if (masked) {
+                    const T* v = a.y + off;
+                    T* gr = a.gresidual ? a.gresidual + off : nullptr;
+                    if (gr) {
+#pragma omp simd reduction(+ : sg, sgx)
+                        for (int64_t j = 0; j < s; ++j) {
+                            const T gz = relu_grad(g[j], v[j]);
+                            gr[j] = gz;
+                            sg += gz;
+                            sgx += static_cast<double>(gz) * (static_cast<double>(p[j]) - mu);
+                        }
+                    } else {
+#pragma omp simd reduction(+ : sg, sgx)
+                        for (int64_t j = 0; j < s; ++j) {
+                            const T gz = relu_grad(g[j], v[j]);
+                            sg += gz;
+                            sgx += static_cast<double>(gz) * (static_cast<double>(p[j]) - mu);
+                        }
                     }
                 } else {
-#pragma omp simd reduction(+ : sum_gz, sum_gzx)
+                    if (a.gresidual) std::copy(g, g + s, a.gresidual + off);
+#pragma omp simd reduction(+ : sg, sgx)
                     for (int64_t j = 0; j < s; ++j) {
-                        const T gz = relu_grad(g[j], v[j]);
-                        sum_gz += gz;
-                        sum_gzx += static_cast<double>(gz) * (static_cast<double>(p[j]) - mu);
+                        sg += g[j];
+                        sgx += static_cast<double>(g[j]) * (static_cast<double>(p[j]) - mu);
                     }
                 }
-            } else {
-                if (a.gresidual) std::copy(g, g + s, a.gresidual + off);
-#pragma omp simd reduction(+ : sum_gz, sum_gzx)
-                for (int64_t j = 0; j < s; ++j) {
-                    sum_gz += g[j];
-                    sum_gzx += static_cast<double>(g[j]) * (static_cast<double>(p[j]) - mu);
-                }
+                sum_gz[ch - c0] = sg, sum_gzx[ch - c0] = sgx;
             }
         }
     }
-    if (a.gbias) a.gbias[ch] = static_cast<T>(sum_gz);
-    if (a.gweight) a.gweight[ch] = static_cast<T>(sum_gzx * is);
-    if (!a.gx) return;
     // gx = k * gz - ka - (x - mean) * kb: k = weight * invstd, ka = k * mean(gz),
     // kb = k * invstd^2 * mean(gz * (x - mean)) (the last two only in training)
-    const double kd = is * (a.weight ? a.weight[ch] : 1.0);
-    const T k = static_cast<T>(kd);
-    const T ka = a.training ? static_cast<T>(kd * sum_gz / count) : T(0);
-    const T kb = a.training ? static_cast<T>(kd * sum_gzx * is * is / count) : T(0);
-    const T m = static_cast<T>(mu);
+    T k[kMaxBlock], ka[kMaxBlock], kb[kMaxBlock], m[kMaxBlock];
+    for (int64_t ch = c0; ch < c1; ++ch) {
+        const int64_t b = ch - c0;
+        const double is = a.invstd[ch];
+        if (a.gbias) a.gbias[ch] = static_cast<T>(sum_gz[b]);
+        if (a.gweight) a.gweight[ch] = static_cast<T>(sum_gzx[b] * is);
+        const double kd = is * (a.weight ? a.weight[ch] : 1.0);
+        k[b] = static_cast<T>(kd);
+        ka[b] = a.training ? static_cast<T>(kd * sum_gz[b] / count) : T(0);
+        kb[b] = a.training ? static_cast<T>(kd * sum_gzx[b] * is * is / count) : T(0);
+        m[b] = static_cast<T>(a.mean[ch]);
+    }
+    if (!a.gx) return;
     for (int64_t i = 0; i < n; ++i) {
-        const int64_t off = (i * c + ch) * s;
-        const T* p = a.x + i * a.xn + ch * s;
-        T* out = a.gx + off;
-        if (a.gresidual) {  // gz already written there
-            const T* gz = a.gresidual + off;
+        for (int64_t ch = c0; ch < c1; ++ch) {
+            const int64_t off = (i * c + ch) * s, b = ch - c0;
+            const T* p = a.x + i * a.xn + ch * s;
+            const T kc = k[b], kac = ka[b], kbc = kb[b], mc = m[b];
+            T* out = a.gx + off;
+            if (a.gresidual) {  // gz already written there
+                const T* gz = a.gresidual + off;
 #pragma omp simd
-            for (int64_t j = 0; j < s; ++j) out[j] = k * gz[j] - ka - (p[j] - m) * kb;
-        } else if (masked) {
-            const T* g = a.gy + off;
-            const T* v = a.y + off;
+                for (int64_t j = 0; j < s; ++j) out[j] = kc * gz[j] - kac - (p[j] - mc) * kbc;
+            } else if (masked) {
+                const T* g = a.gy + off;
+                const T* v = a.y + off;
 #pragma omp simd
-            for (int64_t j = 0; j < s; ++j) {
-                const T gz = relu_grad(g[j], v[j]);
-                out[j] = k * gz - ka - (p[j] - m) * kb;
+                for (int64_t j = 0; j < s; ++j) {
+                    const T gz = relu_grad(g[j], v[j]);
+                    out[j] = kc * gz - kac - (p[j] - mc) * kbc;
+                }
+            } else {
+                const T* g = a.gy + off;
+#pragma omp simd
+                for (int64_t j = 0; j < s; ++j) out[j] = kc * g[j] - kac - (p[j] - mc) * kbc;
             }
-        } else {
-            const T* g = a.gy + off;
-#pragma omp simd
-            for (int64_t j = 0; j < s; ++j) out[j] = k * g[j] - ka - (p[j] - m) * kb;
         }
     }
 }
 
 // The channel functions compiled per ISA (the bodies inline into each and vectorise for it).
 template <typename T>
-void forward_channel_generic(const ForwardPlanes<T>& a, int64_t ch) { forward_channel_body(a, ch); }
-template <typename T>
-PYFAST_TARGET_AVX2 void forward_channel_avx2(const ForwardPlanes<T>& a, int64_t ch) {
-    forward_channel_body(a, ch);
+void forward_block_generic(const ForwardPlanes<T>& a, int64_t c0, int64_t c1) {
+    forward_block_body(a, c0, c1);
 }
 template <typename T>
-PYFAST_TARGET_AVX512 void forward_channel_avx512(const ForwardPlanes<T>& a, int64_t ch) {
-    forward_channel_body(a, ch);
+PYFAST_TARGET_AVX2 void forward_block_avx2(const ForwardPlanes<T>& a, int64_t c0, int64_t c1) {
+    forward_block_body(a, c0, c1);
 }
 template <typename T>
-void backward_channel_generic(const BackwardPlanes<T>& a, int64_t ch) {
-    backward_channel_body(a, ch);
+PYFAST_TARGET_AVX512 void forward_block_avx512(const ForwardPlanes<T>& a, int64_t c0,
+                                               int64_t c1) {
+    forward_block_body(a, c0, c1);
 }
 template <typename T>
-PYFAST_TARGET_AVX2 void backward_channel_avx2(const BackwardPlanes<T>& a, int64_t ch) {
-    backward_channel_body(a, ch);
+void backward_block_generic(const BackwardPlanes<T>& a, int64_t c0, int64_t c1) {
+    backward_block_body(a, c0, c1);
 }
 template <typename T>
-PYFAST_TARGET_AVX512 void backward_channel_avx512(const BackwardPlanes<T>& a, int64_t ch) {
-    backward_channel_body(a, ch);
+PYFAST_TARGET_AVX2 void backward_block_avx2(const BackwardPlanes<T>& a, int64_t c0, int64_t c1) {
+    backward_block_body(a, c0, c1);
+}
+template <typename T>
+PYFAST_TARGET_AVX512 void backward_block_avx512(const BackwardPlanes<T>& a, int64_t c0,
+                                                int64_t c1) {
+    backward_block_body(a, c0, c1);
+}
+
+// Channels per block: runs of 4 KB per image (one channel where a plane is that large), the
+// block's N images within 512 KB per array (what the second pass reads again from L2), and
+// blocks for every thread.
+template <typename T>
+int64_t channel_block(int64_t n, int64_t c, int64_t s, int threads) {
+    constexpr int64_t kRunBytes = 4 << 10, kBlockBytes = 512 << 10;
+    const int64_t plane = s * static_cast<int64_t>(sizeof(T));
+    int64_t block = std::min<int64_t>(kMaxBlock, (kRunBytes + plane - 1) / plane);
+    block = std::min(block, std::max<int64_t>(1, kBlockBytes / (n * plane)));
+    return std::max<int64_t>(1, std::min(block, (c + threads - 1) / threads));
 }
 
 // ---------------------------------------------------------------------------- rows
@@ -390,10 +441,12 @@ void batch_norm_forward(const T* x, T* y, int64_t n, int64_t c, int64_t s, const
                             invstd_out, training, momentum, eps, residual, relu);
     const ForwardPlanes<T> a{x, residual, weight, bias, y, running_mean, running_var,
                              mean_out, invstd_out, n, c, s, xn, training, relu, momentum, eps};
-    const auto channel = for_active_isa(&forward_channel_generic<T>, &forward_channel_avx2<T>,
-                                        &forward_channel_avx512<T>);
-#pragma omp parallel for schedule(static) num_threads(team(n * c * s, c))
-    for (int64_t ch = 0; ch < c; ++ch) channel(a, ch);
+    const auto block_fn = for_active_isa(&forward_block_generic<T>, &forward_block_avx2<T>,
+                                         &forward_block_avx512<T>);
+    const int threads = team(n * c * s, c);
+    const int64_t block = channel_block<T>(n, c, s, threads), blocks = (c + block - 1) / block;
+#pragma omp parallel for schedule(static) num_threads(std::min<int64_t>(threads, blocks))
+    for (int64_t b = 0; b < blocks; ++b) block_fn(a, b * block, std::min(c, (b + 1) * block));
 }
 
 template <typename T>
@@ -407,10 +460,12 @@ void batch_norm_backward(const T* gy, const T* x, int64_t n, int64_t c, int64_t 
                              y, gresidual);
     const BackwardPlanes<T> a{gy, x, y, weight, mean, invstd, gx, gweight, gbias, gresidual,
                               n, c, s, xn, training};
-    const auto channel = for_active_isa(&backward_channel_generic<T>,
-                                        &backward_channel_avx2<T>, &backward_channel_avx512<T>);
-#pragma omp parallel for schedule(static) num_threads(team(n * c * s, c))
-    for (int64_t ch = 0; ch < c; ++ch) channel(a, ch);
+    const auto block_fn = for_active_isa(&backward_block_generic<T>, &backward_block_avx2<T>,
+                                         &backward_block_avx512<T>);
+    const int threads = team(n * c * s, c);
+    const int64_t block = channel_block<T>(n, c, s, threads), blocks = (c + block - 1) / block;
+#pragma omp parallel for schedule(static) num_threads(std::min<int64_t>(threads, blocks))
+    for (int64_t b = 0; b < blocks; ++b) block_fn(a, b * block, std::min(c, (b + 1) * block));
 }
 
 #define PYFAST_INSTANTIATE(T)                                                                 \

@@ -169,11 +169,17 @@ void forward_on(const ConvShape& s, const typename Cfg::type* x, const typename 
         const int64_t pair = item / bands, oh0 = item % bands * band;
         const int64_t n = pair / s.groups, g = pair % s.groups;
         const int64_t rows = std::min(band, s.oh - oh0), in_rows = rows + halo;
-        T* planes = column_buffer().get<T>(d.cg * in_rows * wp + tail);
+        const T* xg = x + (n * s.c + g * d.cg) * d.hw;
         const int inside = by_item ? 1 : threads;
-        fill_band(s, d, x + (n * s.c + g * d.cg) * d.hw, oh0, in_rows, wp, tail, planes,
-                  d.cg * in_rows * wp < 16384 ? 1 : inside);
-        DirectBand<T> b{planes, in_rows * wp, wp,
+        const T* planes = xg + oh0 * s.w;
+        int64_t plane = d.hw;
+        if (!reads_in_place<T>(s, rows, Cfg::lanes)) {
+            T* filled = column_buffer().get<T>(d.cg * in_rows * wp + tail);
+            fill_band(s, d, xg, oh0, in_rows, wp, tail, filled,
+                      d.cg * in_rows * wp < 16384 ? 1 : inside);
+            planes = filled, plane = in_rows * wp;
+        }
+        DirectBand<T> b{planes, plane, wp,
                         packed.data() + g * slivers * d.rows * MR, d.rows, d.cg, d.taps,
                         offset.data(), d.kg, rows, s.ow, ceil_div(rows * wp, NR),
                         y + (n * s.k + g * d.kg) * d.p + oh0 * s.ow, d.p,
