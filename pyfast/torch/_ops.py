@@ -1,15 +1,18 @@
 """pyfast's kernels as torch custom operators in the ``pyfast`` namespace.
 
-Every operator allocates its outputs with torch (``torch.empty`` on the inputs' device, so
-CUDA memory comes from torch's caching allocator) and has ``pf.ops`` write into them: CPU
-tensors reach ``pf.ops`` as NumPy views of their memory, CUDA tensors as themselves (DLPack,
-zero copy) with the kernels launched on torch's current stream.
+Every operator allocates its outputs as torch tensors and has ``pf.ops`` write into them:
+on CUDA with torch (``new_empty``: torch's caching allocator), on the CPU from pyfast's
+caching allocator shared through ``torch.from_numpy`` (torch's CPU allocator maps and unmaps
+large blocks afresh each time; see ``_empty``). CPU tensors reach ``pf.ops`` as NumPy views
+of their memory, CUDA tensors as themselves (DLPack, zero copy) with the kernels launched on
+torch's current stream.
 
 Registration: the functional operators are declared with ``torch.library`` ``define`` /
 ``impl`` (the eager call costs less than ``torch.library.custom_op``'s wrapper: see
 benchmarks/bench_torch.py), with ``register_fake`` for tracing and ``register_autograd``
 whose backward formulas are themselves ``torch.ops.pyfast`` calls, so they trace under
-``torch.compile``. The optimizer steps mutate their arguments, which ``register_autograd``
+``torch.compile``. In eager mode on plain CPU tensors the functions below skip the
+dispatcher's Python round trip and run the same kernels and formulas directly (``_define``). The optimizer steps mutate their arguments, which ``register_autograd``
 does not accept (it is for functional operators only); they are ``custom_op``s (which
 bump the version counters of what they mutate) with no gradient formula: a backward through
 one raises torch's "no autograd formula" error. torch.optim (and pyfast.torch.optim) call
@@ -22,8 +25,10 @@ receive every argument positionally.
 import contextlib
 from typing import List
 
+import numpy as np
 import torch
 
+from pyfast import _memory
 from pyfast import ops as pfops
 
 _lib = torch.library.Library("pyfast", "DEF")
@@ -71,8 +76,28 @@ def _first_device(args):
     raise ValueError("no tensor argument")
 
 
+def _plain_cpu(args):
+    """Whether every tensor argument is a plain CPU tensor, and whether one requires grad
+    (None when a tensor is not plain: a subclass, a functorch wrapper, or on the GPU)."""
+    grad = False
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            if type(a) is not torch.Tensor or a.device.type != "cpu":
+                return None
+            grad = grad or a.requires_grad
+    return grad
+
+
 def _define(schema, impl, fake, backward=None, setup_context=None):
-    """Declare ``pyfast::<schema>`` with ``impl(view, *args)`` as its CPU and CUDA kernel."""
+    """Declare ``pyfast::<schema>`` with ``impl(view, *args)`` as its CPU and CUDA kernel.
+
+    Returns what pyfast.torch's functions (and the gradient formulas) call: the operator
+    itself while torch.compile traces, the profiler records, or an argument is not a plain
+    CPU tensor; otherwise, in eager mode, the same kernel and gradient formula without the
+    dispatcher's round trip through Python (its autograd layer alone costs more than the
+    kernel of a 64x64 matmul): ``impl`` directly where no gradient is needed, else an
+    autograd.Function with the operator's setup_context and backward. (functorch transforms
+    wrap plain tensors, so they take the operator too.)"""
     name = schema.split("(", 1)[0]
     _lib.define(schema)
 
@@ -86,14 +111,54 @@ def _define(schema, impl, fake, backward=None, setup_context=None):
     _lib.impl(name, cpu, "CPU")
     _lib.impl(name, cuda, "CUDA")
     torch.library.register_fake(f"pyfast::{name}", fake, lib=_lib)
-    if backward is not None:
-        torch.library.register_autograd(f"pyfast::{name}", backward,
-                                        setup_context=setup_context, lib=_lib)
-    return getattr(torch.ops.pyfast, name).default
+    op = getattr(torch.ops.pyfast, name).default
+    if backward is None:
+        return op
+    torch.library.register_autograd(f"pyfast::{name}", backward,
+                                    setup_context=setup_context, lib=_lib)
+
+    def forward(ctx, *args):
+        out = impl(_cpu_view, *args)
+        setup_context(ctx, args, out)
+        return out
+
+    # forward(ctx, ...) style, and Function's C apply: with a separate setup_context,
+    # Function.apply binds the arguments through inspect.signature on every call (~15 us).
+    eager = type(f"{name}_eager", (torch.autograd.Function,), {
+        "forward": staticmethod(forward), "backward": staticmethod(backward)})
+    eager_apply = super(torch.autograd.Function, eager).apply
+    compiling, profiling = torch.compiler.is_compiling, torch.autograd._profiler_enabled
+    transforming = torch._C._are_functorch_transforms_active
+
+    def call(*args):
+        if compiling() or profiling() or transforming():
+            return op(*args)
+        grad = _plain_cpu(args)
+        if grad is None:
+            return op(*args)
+        if grad and torch.is_grad_enabled():
+            return eager_apply(*args)
+        return impl(_cpu_view, *args)
+
+    call.op = op
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+_pooled_empty = _memory.allocates(np.empty)
 
 
 def _empty(shape, like):
-    return like.new_empty(shape)  # like's dtype and device; cheaper than torch.empty(...)
+    """An output with like's dtype and device. On the CPU its memory comes from pyfast's
+    caching allocator (pf.memory), shared with torch through torch.from_numpy: torch's CPU
+    allocator gives large blocks back to the system when they are freed, so the 262 MB
+    gradient of a 2048 x 32000 cross-entropy faulted its pages in again on every step (about
+    230 of its 270 ms at 1 thread). On CUDA, torch's caching allocator (new_empty)."""
+    dtype = _NUMPY_DTYPES.get(like.dtype) if like.device.type == "cpu" else None
+    if dtype is None:
+        return like.new_empty(shape)
+    return torch.from_numpy(_pooled_empty(shape, dtype))
 
 
 def _none_if_empty(t, wanted):
@@ -230,6 +295,7 @@ def _conv2d_backward_setup(ctx, inputs, output):
     gy, x, w, stride, padding, dilation, groups, mask = inputs
     ctx.params = (stride, padding, dilation, groups)
     ctx.mask = mask
+    ctx.set_materialize_grads(False)  # the double backward takes None for what is unused
     ctx.save_for_backward(gy, x, w)
 
 
@@ -357,6 +423,9 @@ def _xent_setup(ctx, inputs, output):
     ctx.none = inputs[5] == "none"
     ctx.batched = logits.dim() > 1
     ctx.mark_non_differentiable(output[1])
+    # dlogits' gradient stays None: materialised, it was a zero-filled (N, C) tensor per
+    # backward (61 of the 77 ms of a 2048 x 32000 backward).
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(output[1])
 
 
@@ -370,6 +439,8 @@ def _is_one(g):
 
 def _xent_backward(ctx, gloss, _gdlogits):
     (dlogits,) = ctx.saved_tensors
+    if gloss is None:  # not materialised: the loss reached no output
+        return None, None, None, None, None, None
     if ctx.none:
         grad = dlogits * (gloss.unsqueeze(1) if ctx.batched else gloss)
     elif _is_one(gloss):
@@ -415,11 +486,14 @@ def _lxent_setup(ctx, inputs, output):
     ctx.has_bias = inputs[3] is not None
     for t in output[1:]:
         ctx.mark_non_differentiable(t)
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for dh, dw, db
     ctx.save_for_backward(*output[1:])
 
 
 def _lxent_backward(ctx, gloss, *_):
     dh, dw, db = ctx.saved_tensors
+    if gloss is None:  # not materialised: the loss reached no output
+        return None, None, None, None, None, None, None
     if _is_one(gloss):
         return dh, dw, None, db if ctx.has_bias else None, None, None, None
     return (dh * gloss, dw * gloss, None, db * gloss if ctx.has_bias else None, None, None,
