@@ -1,6 +1,9 @@
 // What the bindings of both extensions share: the binder of each kernel family, how a
 // module binds and lists its families, and small pybind11 helpers. The array checks are
 // each extension's own (arrays.h for pyfast._C, cuda_arrays.h for pyfast._cuda).
+// csrc/bindings/ keeps only what touches pybind11 objects (here, optim_args.h); checks on
+// shapes and scalars that need no Python live in csrc/common/ (conv_shape.h,
+// softmax_xent_args.h), docs/architecture.md rule 15.
 #pragma once
 
 #include <pybind11/pybind11.h>

@@ -3,7 +3,7 @@
 // integer labels index memory, so every one is checked before the kernel runs.
 
 #include "bindings/arrays.h"
-#include "bindings/softmax_xent_args.h"
+#include "common/softmax_xent_args.h"
 #include "cpu/softmax_xent.h"
 
 namespace pyfast::binding {

@@ -1,6 +1,6 @@
 // pyfast._cuda's conv family: conv2d (forward, with bias and ReLU fused), its backward pass
-// and conv_transpose2d. The shape rules are cpu/conv.h's, shared with the CPU bindings; the
-// dtype of w decides and every other array must match it.
+// and conv_transpose2d. The shape rules are common/conv_shape.h's, shared with the CPU
+// bindings; the dtype of w decides and every other array must match it.
 
 #include "bindings/cuda_arrays.h"
 #include "cuda/conv.h"

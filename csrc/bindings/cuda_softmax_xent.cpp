@@ -4,7 +4,7 @@
 // NaN), and pf.ops checks them before calling.
 
 #include "bindings/cuda_arrays.h"
-#include "bindings/softmax_xent_args.h"
+#include "common/softmax_xent_args.h"
 #include "cuda/softmax_xent.h"
 
 namespace pyfast::binding {

@@ -2,6 +2,7 @@
 // checked here, and the lists (params, grads and up to three state lists, one array per
 // parameter) read and counted here. Each extension then checks the arrays themselves (numpy
 // in cpu_optim.cpp, CUDA arrays in cuda_optim.cpp): dtype, shape, layout, writeability.
+// It reads py::handle lists, so it is a bindings header, not a csrc/common/ one (rule 15).
 #pragma once
 
 #include <pybind11/pybind11.h>

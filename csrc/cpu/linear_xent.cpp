@@ -19,6 +19,7 @@
 
 #include <algorithm>
 
+#include "common/linear_xent_block.h"
 #include "common/runtime.h"
 #include "cpu/gemm.h"
 #include "cpu/softmax_xent.h"
@@ -64,19 +65,7 @@ void linear_xent(const LinearXentArgs<T>& a) {
             gemm<T>(rows, v1 - v0, d, h_blk, MatRef<T>{a.w + v0 * d, 1, d}, z + v0, v, with_bias);
         }
 
-        XentArgs<T> x;
-        x.logits = z;
-        x.labels = a.labels + r0;
-        x.weight = nullptr;
-        x.ignore_index = a.ignore_index;
-        x.smoothing = a.smoothing;
-        x.grad_scale = a.grad_scale;
-        x.dlogits = z;
-        x.losses = a.losses + r0;
-        x.n = rows;
-        x.c = v;
-        x.s = 1;
-        softmax_xent<T>(x);
+        softmax_xent<T>(block_xent_args<XentArgs<T>>(a, z, r0, rows));
 
 #pragma omp parallel num_threads(threads)
         {

@@ -1,6 +1,7 @@
 // Shared by every CUDA kernel family and by the bindings: CUDA errors become C++ exceptions
-// (pybind11 turns std::runtime_error into RuntimeError) carrying CUDA's own words, and a few
-// device helpers for 16-byte vector memory access.
+// (pybind11 turns std::runtime_error into RuntimeError) carrying CUDA's own words, scratch
+// from the stream-ordered allocator, and a few device helpers for 16-byte vector memory
+// access. What the CPU backend shares too lives in csrc/common/ (docs/architecture.md rule 15).
 //
 // The host part is plain C++ over cuda_runtime_api.h, so the bindings (csrc/bindings/cuda_*,
 // compiled by g++) include this file too; the device part is only seen by nvcc.
@@ -34,6 +35,25 @@ constexpr std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b 
 inline bool is_aligned(const void* p, std::size_t bytes) {
     return reinterpret_cast<std::uintptr_t>(p) % bytes == 0;
 }
+
+// `count` elements of device scratch from the stream-ordered allocator, freed on the stream
+// when it goes out of scope: after the work enqueued before that, and on every path out,
+// exceptions included. `what` names it in the error when the allocation fails.
+template <typename T>
+class StreamScratch {
+   public:
+    StreamScratch(std::int64_t count, cudaStream_t stream, const char* what) : stream_(stream) {
+        check(cudaMallocAsync(reinterpret_cast<void**>(&ptr_), sizeof(T) * count, stream), what);
+    }
+    ~StreamScratch() { cudaFreeAsync(ptr_, stream_); }
+    StreamScratch(const StreamScratch&) = delete;
+    StreamScratch& operator=(const StreamScratch&) = delete;
+    T* get() const { return ptr_; }
+
+   private:
+    cudaStream_t stream_;
+    T* ptr_ = nullptr;
+};
 
 #ifdef __CUDACC__
 

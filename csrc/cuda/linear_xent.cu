@@ -11,6 +11,7 @@
 
 #include <algorithm>
 
+#include "common/linear_xent_block.h"
 #include "cuda/common.cuh"
 #include "cuda/gemm.h"
 #include "cuda/softmax_xent.h"
@@ -50,24 +51,6 @@ __global__ void column_sums_kernel(const T* __restrict__ z, int64_t rows, int64_
     }
 }
 
-// Stream-ordered scratch, freed on the stream when it goes out of scope.
-template <typename T>
-class StreamScratch {
-   public:
-    StreamScratch(int64_t count, cudaStream_t stream) : stream_(stream) {
-        check(cudaMallocAsync(reinterpret_cast<void**>(&ptr_), sizeof(T) * count, stream),
-              "cudaMallocAsync (linear_xent scratch)");
-    }
-    ~StreamScratch() { cudaFreeAsync(ptr_, stream_); }
-    StreamScratch(const StreamScratch&) = delete;
-    StreamScratch& operator=(const StreamScratch&) = delete;
-    T* get() const { return ptr_; }
-
-   private:
-    cudaStream_t stream_;
-    T* ptr_ = nullptr;
-};
-
 }  // namespace
 
 template <typename T>
@@ -79,7 +62,8 @@ void linear_xent(const LinearXentArgs<T>& a, cudaStream_t stream) {
     // dw's rows per slice through the scratch: a quarter of the workspace, at least one row.
     const int64_t slice = std::max<int64_t>(1, std::min(v, a.block_rows * v / (4 * d)));
     const bool several = n > a.block_rows;
-    StreamScratch<T> scratch(several ? slice * d : 1, stream);
+    StreamScratch<T> scratch(several ? slice * d : 1, stream,
+                             "cudaMallocAsync (linear_xent scratch)");
     const DeviceMatrix<T> w_t{a.w, d, true}, w_mat{a.w, d, false};
     for (int64_t r0 = 0; r0 < n; r0 += a.block_rows) {
         const int64_t rows = std::min(a.block_rows, n - r0);
@@ -88,19 +72,7 @@ void linear_xent(const LinearXentArgs<T>& a, cudaStream_t stream) {
         const DeviceMatrix<T> h_blk{hb, d, false};
         gemm<T>(rows, v, d, h_blk, w_t, z, a.bias, false, stream);
 
-        XentArgs<T> x;
-        x.logits = z;
-        x.labels = a.labels + r0;
-        x.weight = nullptr;
-        x.ignore_index = a.ignore_index;
-        x.smoothing = a.smoothing;
-        x.grad_scale = a.grad_scale;
-        x.dlogits = z;
-        x.losses = a.losses + r0;
-        x.n = rows;
-        x.c = v;
-        x.s = 1;
-        softmax_xent<T>(x, stream);
+        softmax_xent<T>(block_xent_args<XentArgs<T>>(a, z, r0, rows), stream);
 
         gemm<T>(rows, d, v, DeviceMatrix<T>{z, v, false}, w_mat, a.dh + r0 * d, nullptr, false,
                 stream);

@@ -317,18 +317,14 @@ unsigned grid_for(int64_t work_items, int64_t per_block) {
 // A device double for a sum, set to 0 on `stream`, read back after the kernel (waiting).
 class DeviceTotal {
    public:
-    explicit DeviceTotal(cudaStream_t stream) : stream_(stream) {
-        check(cudaMallocAsync(reinterpret_cast<void**>(&ptr_), sizeof(double), stream),
-              "cudaMallocAsync (loss sum)");
-        check(cudaMemsetAsync(ptr_, 0, sizeof(double), stream), "cudaMemsetAsync (loss sum)");
+    explicit DeviceTotal(cudaStream_t stream)
+        : stream_(stream), sum_(1, stream, "cudaMallocAsync (loss sum)") {
+        check(cudaMemsetAsync(get(), 0, sizeof(double), stream), "cudaMemsetAsync (loss sum)");
     }
-    ~DeviceTotal() { cudaFreeAsync(ptr_, stream_); }
-    DeviceTotal(const DeviceTotal&) = delete;
-    DeviceTotal& operator=(const DeviceTotal&) = delete;
-    double* get() const { return ptr_; }
+    double* get() const { return sum_.get(); }
     double read() const {
         double v = 0;
-        check(cudaMemcpyAsync(&v, ptr_, sizeof(double), cudaMemcpyDeviceToHost, stream_),
+        check(cudaMemcpyAsync(&v, get(), sizeof(double), cudaMemcpyDeviceToHost, stream_),
               "cudaMemcpyAsync (loss sum)");
         check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize (loss sum)");
         return v;
@@ -336,7 +332,7 @@ class DeviceTotal {
 
    private:
     cudaStream_t stream_;
-    double* ptr_ = nullptr;
+    StreamScratch<double> sum_;
 };
 
 }  // namespace

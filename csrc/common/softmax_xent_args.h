@@ -1,5 +1,7 @@
-// The arguments of the softmax_xent family that both extensions check alike, whatever the
-// arrays are (numpy in cpu_softmax_xent.cpp, CUDA arrays in cuda_softmax_xent.cpp).
+// The argument checks of the softmax_xent family that both extensions make alike, on the
+// shapes and scalars whatever the arrays are (numpy in bindings/cpu_softmax_xent.cpp, CUDA
+// arrays in bindings/cuda_softmax_xent.cpp). Plain C++ with no pybind11, so it lives in
+// common/ beside conv_shape.h's checks.
 #pragma once
 
 #include <cmath>
@@ -7,7 +9,7 @@
 
 #include "common/checks.h"
 
-namespace pyfast::binding {
+namespace pyfast {
 
 // softmax_xent: logits (N, C, S) with 1 to 2^31 - 1 classes, smoothing in [0, 1], a finite
 // grad_scale.
@@ -31,4 +33,4 @@ std::int64_t check_period(const Shape& shape, const char* name, std::int64_t m) 
     return shape[0];
 }
 
-}  // namespace pyfast::binding
+}  // namespace pyfast
