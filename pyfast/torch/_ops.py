@@ -11,12 +11,17 @@ Registration: the functional operators are declared with ``torch.library`` ``def
 ``impl`` (the eager call costs less than ``torch.library.custom_op``'s wrapper: see
 benchmarks/bench_torch.py), with ``register_fake`` for tracing and ``register_autograd``
 whose backward formulas are themselves ``torch.ops.pyfast`` calls, so they trace under
-``torch.compile``. In eager mode on plain CPU tensors the functions below skip the
-dispatcher's Python round trip and run the same kernels and formulas directly (``_define``). The optimizer steps mutate their arguments, which ``register_autograd``
+``torch.compile``. The optimizer steps mutate their arguments, which ``register_autograd``
 does not accept (it is for functional operators only); they are ``custom_op``s (which
 bump the version counters of what they mutate) with no gradient formula: a backward through
 one raises torch's "no autograd formula" error. torch.optim (and pyfast.torch.optim) call
 them under ``torch.no_grad()``.
+
+The module's names (``matmul``, ``adam_step``, ...) are what pyfast.torch's functions and
+optimizers call: in eager mode on plain CPU tensors they run the same kernels, gradient
+formulas and version-counter bumps without the dispatcher's round trip through Python
+(``_define``, ``_step_op``); compiling, profiling, functorch and CUDA tensors go through
+the operators (each name's ``.op``).
 
 Schemas carry no defaults and no keyword-only arguments: the Python kernels then always
 receive every argument positionally.
