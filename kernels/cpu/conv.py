@@ -51,70 +51,69 @@ def block_matmul(a, sa_m, sa_k, b, sb_k, sb_n, out, ldo, m, n, k):
 
 
 @njit(**_JIT)
-def im2col(x, x0, cg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ow, p0, p1, cols):
-    """cols[r*(p1-p0) + p-p0] = x under tap r = (c, i, j) at output position p (zero in the
-    padding); x0 is the offset of the channel slice in the flat x."""
+def column_walk(src, dst, x0, cg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ow, p0, p1, gather):
+    """The one map between the column matrix (positions p0..p1) and the image that im2col
+    and col2im share: cols[r*(p1-p0) + p-p0], tap r = (c, i, j), is the image element under
+    that tap at output position p (x0: the channel slice's offset in the flat image).
+    gather: src is the image, dst the columns (zero in the padding); else src is the
+    columns, dst the image, which each column element is added into (padding's dropped)."""
     width = p1 - p0
     for c in range(cg):
         for i in range(kh):
             for j in range(kw):
-                dst = cols[((c * kh + i) * kw + j) * width:((c * kh + i) * kw + j + 1) * width]
+                r0 = ((c * kh + i) * kw + j) * width
                 off = j * dw - pw
                 for oh in range(p0 // ow, (p1 - 1) // ow + 1):
                     a = max(p0 - oh * ow, 0)
                     b = min(p1 - oh * ow, ow)
-                    at = oh * ow + a - p0
+                    at = r0 + oh * ow - p0  # column index of output column o: at + o
                     ih = oh * sh - ph + i * dh
                     if ih < 0 or ih >= h:
-                        for o in range(a, b):
-                            dst[at + o - a] = 0
+                        if gather:
+                            for o in range(a, b):
+                                dst[at + o] = 0
                         continue
                     row = x0 + (c * h + ih) * w
                     for o in range(a, b):
                         iw = o * sw + off
                         if 0 <= iw < w:
-                            dst[at + o - a] = x[row + iw]
-                        else:
-                            dst[at + o - a] = 0
+                            if gather:
+                                dst[at + o] = src[row + iw]
+                            else:
+                                dst[row + iw] += src[at + o]
+                        elif gather:
+                            dst[at + o] = 0
+
+
+@njit(**_JIT)
+def im2col(x, x0, cg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ow, p0, p1, cols):
+    """cols = the column matrix of x's channel slice at x0 for positions p0..p1."""
+    column_walk(x, cols, x0, cg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ow, p0, p1, True)
 
 
 @njit(**_JIT)
 def col2im(cols, cg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ow, p0, p1, gx, x0):
     """gx (flat, channel slice at x0) += each element of cols where im2col took it from."""
-    width = p1 - p0
-    for c in range(cg):
-        for i in range(kh):
-            for j in range(kw):
-                src = cols[((c * kh + i) * kw + j) * width:((c * kh + i) * kw + j + 1) * width]
-                off = j * dw - pw
-                for oh in range(p0 // ow, (p1 - 1) // ow + 1):
-                    a = max(p0 - oh * ow, 0)
-                    b = min(p1 - oh * ow, ow)
-                    at = oh * ow + a - p0
-                    ih = oh * sh - ph + i * dh
-                    if ih < 0 or ih >= h:
-                        continue
-                    row = x0 + (c * h + ih) * w
-                    for o in range(a, b):
-                        iw = o * sw + off
-                        if 0 <= iw < w:
-                            gx[row + iw] += src[at + o - a]
+    column_walk(cols, gx, x0, cg, h, w, kh, kw, sh, sw, ph, pw, dh, dw, ow, p0, p1, False)
+
+
+@njit(**_JIT)
+def tile_item(item, tiles, width, groups, c, cg, k, kg, p, hw):
+    """(group, positions p0..p1, x offset, y offset) of work item (image, group, tile) of
+    the im2col kernels; the y offset is also gy's in the weight gradient."""
+    pair = item // tiles
+    ni, g = pair // groups, pair % groups
+    p0 = (item % tiles) * width
+    return g, p0, min(p, p0 + width), (ni * c + g * cg) * hw, (ni * k + g * kg) * p + p0
 
 
 @njit(parallel=True, **_JIT)
 def forward_kernel(x, w, bias, has_bias, relu, y, n, c, h, wd, k, kh, kw, oh, ow, sh, sw, ph,
-                   pw, dh, dw, groups, width, tiles):
+                   pw, dh, dw, groups, width, tiles, plain_1x1):
     cg, kg = c // groups, k // groups
     rows, p, hw = cg * kh * kw, oh * ow, h * wd
-    plain_1x1 = kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0 \
-        and oh == h and ow == wd
     for item in prange(n * groups * tiles):
-        pair = item // tiles
-        ni, g = pair // groups, pair % groups
-        p0 = (item % tiles) * width
-        p1 = min(p, p0 + width)
-        x0 = (ni * c + g * cg) * hw
-        y0 = (ni * k + g * kg) * p + p0
+        g, p0, p1, x0, y0 = tile_item(item, tiles, width, groups, c, cg, k, kg, p, hw)
         if plain_1x1:
             block_matmul(w[g * kg * rows:], rows, 1, x[x0 + p0:], hw, 1, y[y0:], p,
                          kg, p1 - p0, rows)
@@ -152,11 +151,9 @@ def sum_transposed_partials(partial, gw, k, kg, rows):
 
 @njit(parallel=True, **_JIT)
 def weight_grad_kernel(gy, x, gw, n, c, h, wd, k, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw,
-                       groups, width, tiles, threads):
+                       groups, width, tiles, threads, plain_1x1):
     cg, kg = c // groups, k // groups
     rows, p, hw = cg * kh * kw, oh * ow, h * wd
-    plain_1x1 = kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0 \
-        and oh == h and ow == wd
     items = n * groups * tiles
     # gW^T (rows x Kg per group) = cols @ gy^T: the long side (rows) is the GEMM's M and the
     # column matrix its row-major A; B = gy^T packs only Kg columns. One chunk of items per
@@ -166,12 +163,7 @@ def weight_grad_kernel(gy, x, gw, n, c, h, wd, k, kh, kw, oh, ow, sh, sw, ph, pw
         product = np.empty(rows * kg, gw.dtype)
         cols = np.empty(0 if plain_1x1 else rows * width, gw.dtype)
         for item in range(items * t // threads, items * (t + 1) // threads):
-            pair = item // tiles
-            ni, g = pair // groups, pair % groups
-            p0 = (item % tiles) * width
-            p1 = min(p, p0 + width)
-            x0 = (ni * c + g * cg) * hw
-            g0 = (ni * k + g * kg) * p + p0
+            g, p0, p1, x0, g0 = tile_item(item, tiles, width, groups, c, cg, k, kg, p, hw)
             if plain_1x1:
                 block_matmul(x[x0 + p0:], hw, 1, gy[g0:], 1, p, product, kg,
                              rows, kg, p1 - p0)
@@ -225,6 +217,16 @@ def fill_band(x, x0, cg, h, w, ph, pw, oh0, in_rows, wp, planes):
 
 
 @njit(**_JIT)
+def band_item(item, bands, band, groups, oh, halo, wp):
+    """(image, group, first output row, output rows, plane size, wide positions) of work
+    item (image, group, band) of the stride-1 kernels."""
+    pair = item // bands
+    oh0 = (item % bands) * band
+    rows = min(band, oh - oh0)
+    return pair // groups, pair % groups, oh0, rows, (rows + halo) * wp, rows * wp
+
+
+@njit(**_JIT)
 def tap_offsets(kh, kw, dh, dw, wp):
     offsets = np.empty(kh * kw, np.int64)
     for i in range(kh):
@@ -243,15 +245,10 @@ def stride1_forward_kernel(x, w, bias, has_bias, relu, y, n, c, h, wd, k, kh, kw
     offsets = tap_offsets(kh, kw, dh, dw, wp)
     nc_max = NC_BYTES // y.itemsize
     for item in prange(n * groups * bands):
-        pair = item // bands
-        ni, g = pair // groups, pair % groups
-        oh0 = (item % bands) * band
-        rows = min(band, oh - oh0)
-        in_rows = rows + halo
-        plane = in_rows * wp
-        positions = rows * wp
+        ni, g, oh0, rows, plane, positions = band_item(item, bands, band, groups, oh, halo, wp)
         planes = np.empty(cg * plane + (kw - 1) * dw, y.dtype)
-        fill_band(x, (ni * c + g * cg) * h * wd, cg, h, wd, ph, pw, oh0, in_rows, wp, planes)
+        fill_band(x, (ni * c + g * cg) * h * wd, cg, h, wd, ph, pw, oh0, rows + halo, wp,
+                  planes)
         kc_max = (min(KC, reduce) + KSTEP - 1) // KSTEP * KSTEP
         w_max = (min(nc_max, positions) + PAD - 1) // PAD * PAD
         ap, bp, ct = carve_workspace(min(MC, kg), kc_max, w_max, y)
@@ -275,6 +272,9 @@ def stride1_forward_kernel(x, w, bias, has_bias, relu, y, n, c, h, wd, k, kh, kw
                         bp[pp * width + nc:(pp + 1) * width] = 0
                     bp[kc * width:kc_pad * width] = 0
                     pack_a_panel(wg, reduce, 1, i0, mc, p0, kc, kc_pad, ap)
+                    # gemm.update_tile's loop written out: called from here (inside the
+                    # prange body) it made this kernel 25% slower (N16 64->64 32x32, 2
+                    # threads: 9.2 -> 11.5 ms); gemm_tile calls it at no cost.
                     for i in range(0, mc - ROWS + 1, ROWS):
                         update_rows4(ap, i, kc_pad, bp, width, ct, i * width)
                     for i in range(mc - mc % ROWS, mc):
@@ -316,15 +316,10 @@ def stride1_weight_grad_kernel(gy, x, gw, n, c, h, wd, k, kh, kw, oh, ow, ph, pw
     for t in prange(threads):
         ap, _, ct = carve_workspace(MC, KC, width, gw)
         for item in range(items * t // threads, items * (t + 1) // threads):
-            pair = item // bands
-            ni, g = pair // groups, pair % groups
-            oh0 = (item % bands) * band
-            rows = min(band, oh - oh0)
-            in_rows = rows + halo
-            plane = in_rows * wp
-            positions = rows * wp
+            ni, g, oh0, rows, plane, positions = band_item(item, bands, band, groups, oh, halo,
+                                                           wp)
             planes = np.empty(cg * plane + (kw - 1) * dw, gw.dtype)
-            fill_band(x, (ni * c + g * cg) * h * wd, cg, h, wd, ph, pw, oh0, in_rows, wp,
+            fill_band(x, (ni * c + g * cg) * h * wd, cg, h, wd, ph, pw, oh0, rows + halo, wp,
                       planes)
             g0 = (ni * k + g * kg) * p + oh0 * ow
             # gy^T on the wide grid, zero at dropped positions and past the band: the B
@@ -349,7 +344,7 @@ def stride1_weight_grad_kernel(gy, x, gw, n, c, h, wd, k, kh, kw, oh, ow, ph, pw
                         ap[i * kc_pad:i * kc_pad + kc] = planes[src:src + kc]
                         ap[i * kc_pad + kc:(i + 1) * kc_pad] = 0
                     bp = gyt[p0 * width:]
-                    for i in range(0, mc - ROWS + 1, ROWS):
+                    for i in range(0, mc - ROWS + 1, ROWS):  # as in the forward above
                         update_rows4(ap, i, kc_pad, bp, width, ct, i * width)
                     for i in range(mc - mc % ROWS, mc):
                         update_row1(ap, i, kc_pad, bp, width, ct, i * width)
@@ -378,7 +373,7 @@ def _tiling(pairs, positions, rows, itemsize, threads, split=True):
 
 def _is_plain_1x1(shape):
     """1x1, stride 1, unpadded, output the input's size: the GEMM reads x in place as its B
-    (forward_kernel and weight_grad_kernel take that path), with no im2col."""
+    (forward_kernel and weight_grad_kernel take that path, told so by this), with no im2col."""
     s = shape
     return s.kh == s.kw == s.sh == s.sw == 1 and s.ph == s.pw == 0 and (s.oh, s.ow) == (s.h, s.w)
 
@@ -412,11 +407,12 @@ def _forward(x, w, bias, out, shape, relu):
         stride1_forward_kernel(x.reshape(-1), w.reshape(-1), y[:1] if bias is None else bias,
                                bias is not None, bool(relu), y, *s.without_stride(), *bands)
         return
-    rows = 0 if _is_plain_1x1(s) else s.c // s.groups * s.kh * s.kw
+    plain_1x1 = _is_plain_1x1(s)
+    rows = 0 if plain_1x1 else s.c // s.groups * s.kh * s.kw
     width, tiles = _tiling(s.n * s.groups, s.oh * s.ow, rows, out.itemsize, get_num_threads())
     y = out.reshape(-1)
     forward_kernel(x.reshape(-1), w.reshape(-1), y[:0] if bias is None else bias,
-                   bias is not None, bool(relu), y, *s, width, tiles)
+                   bias is not None, bool(relu), y, *s, width, tiles, plain_1x1)
 
 
 def _input_grad(gy, w, bias, gx, shape):
@@ -460,12 +456,13 @@ def conv2d_backward(gy, x, w, gx, gw, gb, stride, padding, dilation, groups):
         stride1_weight_grad_kernel(gy.reshape(-1), x.reshape(-1), gw.reshape(-1),
                                    *s.without_stride(), *bands, get_num_threads())
     elif gw is not None:
-        rows = s.c // s.groups * s.kh * s.kw
+        plain_1x1 = _is_plain_1x1(s)
         threads = get_num_threads()
-        width, tiles = _tiling(s.n * s.groups, s.oh * s.ow, 0 if _is_plain_1x1(s) else rows,
-                               gw.itemsize, threads)
+        width, tiles = _tiling(s.n * s.groups, s.oh * s.ow,
+                               0 if plain_1x1 else s.c // s.groups * s.kh * s.kw, gw.itemsize,
+                               threads)
         weight_grad_kernel(gy.reshape(-1), x.reshape(-1), gw.reshape(-1), *s, width, tiles,
-                           threads)
+                           threads, plain_1x1)
     if gx is not None:
         _input_grad(gy, w, None, gx, s)
 

@@ -140,6 +140,16 @@ def update_row1(ap, a_row, kc_pad, bp, width, ct, c_off):
 
 
 @njit(**_JIT)
+def update_tile(ap, mc, kc_pad, bp, width, ct):
+    """C tile (mc rows, width apart) += packed A (mc x kc_pad) times the packed B panel:
+    ROWS rows per micro-kernel pass, the last mc % ROWS one at a time."""
+    for i in range(0, mc - ROWS + 1, ROWS):
+        update_rows4(ap, i, kc_pad, bp, width, ct, i * width)
+    for i in range(mc - mc % ROWS, mc):
+        update_row1(ap, i, kc_pad, bp, width, ct, i * width)
+
+
+@njit(**_JIT)
 def write_out_row(acc, bias_row, has_bias, relu, dst):
     """dst = relu?(acc + bias): the one write of these out elements."""
     if has_bias:
@@ -187,10 +197,7 @@ def gemm_tile(a, sa_m, sa_k, b, sb_k, sb_n, out, n, bias, has_bias, relu, k, i0,
         kc_pad = (kc + KSTEP - 1) // KSTEP * KSTEP
         pack_b_panel(b, sb_k, sb_n, p0, kc, kc_pad, j0, nc, width, bp)
         pack_a_panel(a, sa_m, sa_k, i0, mc, p0, kc, kc_pad, ap)
-        for i in range(0, mc - ROWS + 1, ROWS):
-            update_rows4(ap, i, kc_pad, bp, width, ct, i * width)
-        for i in range(mc - mc % ROWS, mc):
-            update_row1(ap, i, kc_pad, bp, width, ct, i * width)
+        update_tile(ap, mc, kc_pad, bp, width, ct)
     for i in range(mc):
         write_out_row(ct[i * width:i * width + nc], bias[j0:j0 + nc], has_bias, relu,
                       out[(i0 + i) * n + j0:(i0 + i) * n + j0 + nc])

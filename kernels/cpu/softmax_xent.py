@@ -25,7 +25,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic, overload, register_jitable
 
 from .optim import threads_for
 
@@ -180,39 +180,58 @@ def _exp_constants(f, degree):
     return lo, hi, f(1.4426950408889634074), magic, ln2, coef
 
 
+# The polynomials, one per float type (the degree fits its mantissa), written out for the
+# vectoriser; the range reduction around them is shared (_exp_impl, _log_impl).
+@register_jitable(inline="always")
+def _exp_poly32(r, c):
+    c7, c6, c5, c4, c3, c2, c1, c0 = c
+    return ((((((c7 * r + c6) * r + c5) * r + c4) * r + c3) * r + c2) * r + c1) * r + c0
+
+
+@register_jitable(inline="always")
+def _exp_poly64(r, c):
+    c13, c12, c11, c10, c9, c8, c7, c6, c5, c4, c3, c2, c1, c0 = c
+    p = c13 * r + c12
+    p = ((((p * r + c11) * r + c10) * r + c9) * r + c8) * r + c7
+    return ((((((p * r + c6) * r + c5) * r + c4) * r + c3) * r + c2) * r + c1) * r + c0
+
+
+@register_jitable(inline="always")
+def _log_poly32(u2, c):
+    c4, c3, c2, c1, c0 = c
+    return (((c4 * u2 + c3) * u2 + c2) * u2 + c1) * u2 + c0
+
+
+@register_jitable(inline="always")
+def _log_poly64(u2, c):
+    c11, c10, c9, c8, c7, c6, c5, c4, c3, c2, c1, c0 = c
+    p = ((((c11 * u2 + c10) * u2 + c9) * u2 + c8) * u2 + c7) * u2 + c6
+    return (((((p * u2 + c5) * u2 + c4) * u2 + c3) * u2 + c2) * u2 + c1) * u2 + c0
+
+
+def _exp_impl(f):
+    single = f is np.float32
+    lo, hi, log2e, magic, (ln2_hi, ln2_lo), c = _exp_constants(f, 7 if single else 13)
+    poly = _exp_poly32 if single else _exp_poly64
+    zero = f(0)
+
+    def exp(x):
+        xc = lo if x < lo else x  # comparisons are false for NaN: NaN passes
+        xc = hi if xc > hi else xc
+        t = xc * log2e + magic
+        n = t - magic
+        r = (xc - n * ln2_hi) - n * ln2_lo
+        y = poly(r, c) * _pow2_of_rounded(t)
+        return zero if x < lo else y
+    return exp
+
+
 @overload(vexp, inline="always")
 def _vexp_overload(x):
     if x == types.float32:
-        lo, hi, log2e, magic, (ln2_hi, ln2_lo), c = _exp_constants(np.float32, 7)
-        c7, c6, c5, c4, c3, c2, c1, c0 = c
-        zero = np.float32(0)
-
-        def exp32(x):
-            xc = lo if x < lo else x  # comparisons are false for NaN: NaN passes
-            xc = hi if xc > hi else xc
-            t = xc * log2e + magic
-            n = t - magic
-            r = (xc - n * ln2_hi) - n * ln2_lo
-            p = ((((((c7 * r + c6) * r + c5) * r + c4) * r + c3) * r + c2) * r + c1) * r + c0
-            y = p * _pow2_of_rounded(t)
-            return zero if x < lo else y
-        return exp32
+        return _exp_impl(np.float32)
     if x == types.float64:
-        lo, hi, log2e, magic, (ln2_hi, ln2_lo), c = _exp_constants(np.float64, 13)
-        c13, c12, c11, c10, c9, c8, c7, c6, c5, c4, c3, c2, c1, c0 = c
-
-        def exp64(x):
-            xc = lo if x < lo else x
-            xc = hi if xc > hi else xc
-            t = xc * log2e + magic
-            n = t - magic
-            r = (xc - n * ln2_hi) - n * ln2_lo
-            p = c13 * r + c12
-            p = ((((p * r + c11) * r + c10) * r + c9) * r + c8) * r + c7
-            p = ((((((p * r + c6) * r + c5) * r + c4) * r + c3) * r + c2) * r + c1) * r + c0
-            y = p * _pow2_of_rounded(t)
-            return 0.0 if x < lo else y
-        return exp64
+        return _exp_impl(np.float64)
     return None
 
 
@@ -222,38 +241,18 @@ def _log_impl(f):
     terms = 4 if f is np.float32 else 11  # odd series of atanh to u^(2 terms + 1)
     coef = tuple(f(1.0 / (2 * k + 1)) for k in range(terms, -1, -1))
     ln2_hi, ln2_lo = _exp_constants(f, 1)[4]  # ln 2 = hi + lo, k hi exact
+    poly = _log_poly32 if f is np.float32 else _log_poly64
 
-    if f is np.float32:
-        c4, c3, c2, c1, c0 = coef
-
-        def log32(x):
-            k = _exponent(x)
-            m = _mantissa(x)
-            big = m > sqrt2
-            m = m * half if big else m
-            k = k + one if big else k
-            u = (m - one) / (m + one)
-            u2 = u * u
-            p = (((c4 * u2 + c3) * u2 + c2) * u2 + c1) * u2 + c0
-            y = k * ln2_hi + (two * u * p + k * ln2_lo)
-            return x if x != x else y
-        return log32
-
-    c11, c10, c9, c8, c7, c6, c5, c4, c3, c2, c1, c0 = coef
-
-    def log64(x):
+    def log(x):
         k = _exponent(x)
         m = _mantissa(x)
         big = m > sqrt2
         m = m * half if big else m
         k = k + one if big else k
         u = (m - one) / (m + one)
-        u2 = u * u
-        p = ((((c11 * u2 + c10) * u2 + c9) * u2 + c8) * u2 + c7) * u2 + c6
-        p = (((((p * u2 + c5) * u2 + c4) * u2 + c3) * u2 + c2) * u2 + c1) * u2 + c0
-        y = k * ln2_hi + (two * u * p + k * ln2_lo)
+        y = k * ln2_hi + (two * u * poly(u * u, coef) + k * ln2_lo)
         return x if x != x else y
-    return log64
+    return log
 
 
 @overload(vlog, inline="always")

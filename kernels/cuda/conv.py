@@ -19,6 +19,7 @@ import numpy as np
 from numba import cuda
 
 from .._conv_shape import ConvShape
+from .gemm import register_block_update
 
 FORWARD, INPUT_GRAD, WEIGHT_GRAD = 0, 1, 2
 BM = 32           # tile rows
@@ -31,6 +32,8 @@ LOADS = BM * BK // THREADS   # elements of each operand a thread stages per slic
 TILE_LD = BM + 1             # padded shared rows
 SPLIT_MIN = 8 * BK           # the weight gradient's splits sum at least this much each
 TARGET_BLOCKS = 256
+
+update_register_block = register_block_update(BK, TM, TM, THREADS_SIDE, THREADS_SIDE)
 
 
 @cuda.jit(device=True, inline=True)
@@ -145,14 +148,7 @@ def conv_gemm(mode, a, b, out, bias, has_bias, relu, n, c, h, w, k, kh, kw, oh, 
             else:
                 b_tile[p, j] = 0
         cuda.syncthreads()
-        for p in range(BK):
-            for i in range(TM):
-                a_reg[i] = a_tile[p, ty + i * THREADS_SIDE]
-            for j in range(TM):
-                b_reg[j] = b_tile[p, tx + j * THREADS_SIDE]
-            for i in range(TM):
-                for j in range(TM):
-                    acc[i, j] += a_reg[i] * b_reg[j]
+        update_register_block(a_tile, b_tile, a_reg, b_reg, acc, ty, tx)
         cuda.syncthreads()  # before the next slice overwrites the tiles
 
     for i in range(TM):

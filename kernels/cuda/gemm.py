@@ -30,10 +30,47 @@ TN = 4        # out columns per thread (strided by THREADS_N)
 THREADS_M = BM // TM
 THREADS_N = BN // TN
 THREADS = THREADS_M * THREADS_N
-A_LOADS = BM * BK // THREADS   # elements of the A tile each thread stages
-B_LOADS = BK * BN // THREADS
-A_TILE_LD = BM + 1             # padded shared rows (see the kernel)
-B_TILE_LD = BN + 1
+LOADS = BM * BK // THREADS   # elements of each tile a thread stages (BM == BN: one count)
+TILE_LD = BM + 1             # padded shared rows (see the kernel)
+
+
+def register_block_update(bk, tm, tn, stride_m, stride_n):
+    """A device function: acc[i, j] += the thread's tm x tn register block of one bk-deep
+    slice of shared tiles, a_tile[p, ty + i*stride_m] times b_tile[p, tx + j*stride_n]. The
+    loop bounds are closure constants (numba freezes them), so the loops unroll and acc,
+    a_reg and b_reg stay in registers; conv.py's tile shape builds its own."""
+    @cuda.jit(device=True, inline=True)
+    def update(a_tile, b_tile, a_reg, b_reg, acc, ty, tx):
+        for p in range(bk):
+            for i in range(tm):
+                a_reg[i] = a_tile[p, ty + i * stride_m]
+            for j in range(tn):
+                b_reg[j] = b_tile[p, tx + j * stride_n]
+            for i in range(tm):
+                for j in range(tn):
+                    acc[i, j] += a_reg[i] * b_reg[j]
+    return update
+
+
+update_register_block = register_block_update(BK, TM, TN, THREADS_M, THREADS_N)
+
+
+@cuda.jit(device=True, inline=True)
+def stage_slice(src, s_x, s_p, x0, x_len, k0, k, along_k, tile, tid):
+    """tile[p, x] = src[x0 + x, k0 + p] (strides s_x, s_p; zero past x_len or k): this
+    thread's share of a BK x BM slice. Consecutive threads walk along k where the operand
+    is contiguous along k (along_k), else along x, so global loads coalesce either way."""
+    for r in range(LOADS):
+        e = tid + r * THREADS
+        if along_k:
+            x, p = e // BK, e % BK
+        else:
+            x, p = e % BM, e // BM
+        gx, gp = x0 + x, k0 + p
+        if gx < x_len and gp < k:
+            tile[p, x] = src[gx * s_x + gp * s_p]
+        else:
+            tile[p, x] = 0
 
 
 @cuda.jit(fastmath=True, cache=True)
@@ -47,8 +84,8 @@ def gemm_tiled(a, sa_m, sa_k, b, sb_k, sb_n, out, bias, has_bias, relu, m, n, k)
     # A tile stored k-major (a_tile[p, i]) so the inner loop reads a row of it. Rows are
     # padded by one element: staging writes that walk along p (row-major A, column-major
     # B) then fall in different banks instead of all in one.
-    a_tile = cuda.shared.array((BK, A_TILE_LD), dtype=out.dtype)
-    b_tile = cuda.shared.array((BK, B_TILE_LD), dtype=out.dtype)
+    a_tile = cuda.shared.array((BK, TILE_LD), dtype=out.dtype)
+    b_tile = cuda.shared.array((BK, TILE_LD), dtype=out.dtype)
     acc = cuda.local.array((TM, TN), dtype=out.dtype)
     a_reg = cuda.local.array(TM, dtype=out.dtype)
     b_reg = cuda.local.array(TN, dtype=out.dtype)
@@ -56,41 +93,12 @@ def gemm_tiled(a, sa_m, sa_k, b, sb_k, sb_n, out, bias, has_bias, relu, m, n, k)
         for j in range(TN):
             acc[i, j] = 0
 
-    a_row_major = sa_k == 1
-    b_row_major = sb_n == 1
     for k0 in range(0, k, BK):
-        for r in range(A_LOADS):
-            e = tid + r * THREADS
-            if a_row_major:  # consecutive threads walk along k
-                i, p = e // BK, e % BK
-            else:            # consecutive threads walk down the column
-                i, p = e % BM, e // BM
-            gi, gp = row0 + i, k0 + p
-            if gi < m and gp < k:
-                a_tile[p, i] = a[gi * sa_m + gp * sa_k]
-            else:
-                a_tile[p, i] = 0
-        for r in range(B_LOADS):
-            e = tid + r * THREADS
-            if b_row_major:
-                p, j = e // BN, e % BN
-            else:
-                p, j = e % BK, e // BK
-            gp, gj = k0 + p, col0 + j
-            if gp < k and gj < n:
-                b_tile[p, j] = b[gp * sb_k + gj * sb_n]
-            else:
-                b_tile[p, j] = 0
+        # A as rows i (stride sa_m) of k, B^T as rows j (stride sb_n) of k
+        stage_slice(a, sa_m, sa_k, row0, m, k0, k, sa_k == 1, a_tile, tid)
+        stage_slice(b, sb_n, sb_k, col0, n, k0, k, sb_k == 1, b_tile, tid)
         cuda.syncthreads()
-
-        for p in range(BK):
-            for i in range(TM):
-                a_reg[i] = a_tile[p, ty + i * THREADS_M]
-            for j in range(TN):
-                b_reg[j] = b_tile[p, tx + j * THREADS_N]
-            for i in range(TM):
-                for j in range(TN):
-                    acc[i, j] += a_reg[i] * b_reg[j]
+        update_register_block(a_tile, b_tile, a_reg, b_reg, acc, ty, tx)
         cuda.syncthreads()  # before the next slice overwrites the tiles
 
     for i in range(TM):

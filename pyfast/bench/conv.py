@@ -19,8 +19,8 @@ import zlib
 import numpy as np
 
 import pyfast as pf
-from pyfast.bench import (PYFAST_PREFIX, Case, Skip, check_close, cuda_unavailable, installed,
-                          pyfast_impls)
+from pyfast.bench import (PYFAST_PREFIX, Case, Skip, check_close, cuda_unavailable,
+                          pyfast_impls, torch_impl)
 
 FAMILY = "conv"
 FWD, FWD_BWD = "fwd", "fwd+bwd"
@@ -181,18 +181,8 @@ def _torch(problem, device, op):
 def _implementations(device, options):
     names, skips = pyfast_impls(FAMILY, device, options)
     impls = [(PYFAST_PREFIX + name, _pyfast(name)) for name in names]
-    if not installed("torch"):
-        skips.append(Skip(FAMILY, "torch", device, "torch is not installed"))
-    elif device == "cuda" and not _torch_cuda():
-        skips.append(Skip(FAMILY, "torch", device, "this torch has no CUDA"))
-    else:
-        impls.append(("torch", _torch))
+    torch_impl(FAMILY, device, _torch, impls, skips)
     return impls, skips
-
-
-def _torch_cuda():
-    import torch
-    return torch.cuda.is_available()
 
 
 def _device_cases(device, layers, options):
