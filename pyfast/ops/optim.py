@@ -78,8 +78,8 @@ def _owner_key(x):
 
 def check_no_aliasing(entries, what):
     """Raise ValueError if two of ``entries`` ((name, array, written); name as _label takes
-    it) share memory and at least one of them is written: an in-place update through one would change the other
-    mid-step. Read-only entries may share with each other.
+    it) share memory and at least one of them is written: an in-place update through one
+    would change the other mid-step. Read-only entries may share with each other.
 
     Cheap for any length: arrays with different memory owners cannot overlap, so only
     entries that share an owner (views of one buffer, the same array twice) have their
@@ -126,8 +126,9 @@ class _Buffers:
         first = self.params[0]
         self._writable(first, self._name("param", 0))
         self.dtype = first.dtype
-        for i, p in enumerate(self.params[1:], 1):
-            if not self._fast(p, first, True):
+        for i, p in enumerate(self.params[1:], 1):  # params differ in shape, not in kind
+            if not (type(p) is type(first) is np.ndarray and p.dtype == self.dtype
+                    and p.flags.c_contiguous and p.flags.writeable):
                 self._writable(p, self._name("param", i))
         if any(p.dtype != self.dtype for p in self.params):
             # one dtype per call, as an optimizer packs one flat buffer per dtype
