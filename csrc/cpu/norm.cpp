@@ -299,6 +299,15 @@ int64_t channel_block(int64_t n, int64_t c, int64_t s, int threads) {
     return std::max<int64_t>(1, std::min(block, (c + threads - 1) / threads));
 }
 
+// f(c0, c1) for every block of channel_block's channels, the blocks shared out over threads.
+template <typename T, class F>
+void for_channel_blocks(int64_t n, int64_t c, int64_t s, F&& f) {
+    const int threads = team(n * c * s, c);
+    const int64_t block = channel_block<T>(n, c, s, threads), blocks = (c + block - 1) / block;
+#pragma omp parallel for schedule(static) num_threads(std::min<int64_t>(threads, blocks))
+    for (int64_t b = 0; b < blocks; ++b) f(b * block, std::min(c, (b + 1) * block));
+}
+
 // ---------------------------------------------------------------------------- rows
 
 template <typename T>
@@ -443,10 +452,7 @@ void batch_norm_forward(const T* x, T* y, int64_t n, int64_t c, int64_t s, const
                              mean_out, invstd_out, n, c, s, xn, training, relu, momentum, eps};
     const auto block_fn = for_active_isa(&forward_block_generic<T>, &forward_block_avx2<T>,
                                          &forward_block_avx512<T>);
-    const int threads = team(n * c * s, c);
-    const int64_t block = channel_block<T>(n, c, s, threads), blocks = (c + block - 1) / block;
-#pragma omp parallel for schedule(static) num_threads(std::min<int64_t>(threads, blocks))
-    for (int64_t b = 0; b < blocks; ++b) block_fn(a, b * block, std::min(c, (b + 1) * block));
+    for_channel_blocks<T>(n, c, s, [&](int64_t c0, int64_t c1) { block_fn(a, c0, c1); });
 }
 
 template <typename T>
@@ -462,10 +468,7 @@ void batch_norm_backward(const T* gy, const T* x, int64_t n, int64_t c, int64_t 
                               n, c, s, xn, training};
     const auto block_fn = for_active_isa(&backward_block_generic<T>, &backward_block_avx2<T>,
                                          &backward_block_avx512<T>);
-    const int threads = team(n * c * s, c);
-    const int64_t block = channel_block<T>(n, c, s, threads), blocks = (c + block - 1) / block;
-#pragma omp parallel for schedule(static) num_threads(std::min<int64_t>(threads, blocks))
-    for (int64_t b = 0; b < blocks; ++b) block_fn(a, b * block, std::min(c, (b + 1) * block));
+    for_channel_blocks<T>(n, c, s, [&](int64_t c0, int64_t c1) { block_fn(a, c0, c1); });
 }
 
 #define PYFAST_INSTANTIATE(T)                                                                 \
