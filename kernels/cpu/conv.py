@@ -254,6 +254,8 @@ def stride1_forward_kernel(x, w, bias, has_bias, relu, y, n, c, h, wd, k, kh, kw
         ap, bp, ct = carve_workspace(min(MC, kg), kc_max, w_max, y)
         wg = w[g * kg * reduce:]
         y0 = (ni * k + g * kg) * p + oh0 * ow
+        # gemm_tile's blocking, written out (so in the weight gradient): its B panel is
+        # filled from the planes, not by pack_b_panel, and the tile pass stays inline (below)
         for j0 in range(0, positions, nc_max):
             nc = min(nc_max, positions - j0)
             width = (nc + PAD - 1) // PAD * PAD

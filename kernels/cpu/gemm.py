@@ -122,6 +122,8 @@ def update_rows4(ap, a_row, kc_pad, bp, width, ct, c_off):
 @njit(**_JIT)
 def update_row1(ap, a_row, kc_pad, bp, width, ct, c_off):
     """update_rows4 for a single row: the last mc % 4 rows of a tile."""
+    # update_rows4's pass for one row, on purpose: the micro-kernel's shape is fixed at
+    # ROWS x KSTEP (measured, module doc), so the remainder is its own kernel, not a row count.
     c0 = ct[c_off:c_off + width]
     for p in range(0, kc_pad, KSTEP):
         x = ap[a_row * kc_pad + p:a_row * kc_pad + p + KSTEP]

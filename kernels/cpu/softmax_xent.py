@@ -226,13 +226,19 @@ def _exp_impl(f):
     return exp
 
 
+def _per_float(impl, x):
+    """impl(np.float32) or impl(np.float64) for numba type x: an overload's implementation;
+    None (no overload) for any other type."""
+    if x == types.float32:
+        return impl(np.float32)
+    if x == types.float64:
+        return impl(np.float64)
+    return None
+
+
 @overload(vexp, inline="always")
 def _vexp_overload(x):
-    if x == types.float32:
-        return _exp_impl(np.float32)
-    if x == types.float64:
-        return _exp_impl(np.float64)
-    return None
+    return _per_float(_exp_impl, x)
 
 
 def _log_impl(f):
@@ -257,11 +263,7 @@ def _log_impl(f):
 
 @overload(vlog, inline="always")
 def _vlog_overload(x):
-    if x == types.float32:
-        return _log_impl(np.float32)
-    if x == types.float64:
-        return _log_impl(np.float64)
-    return None
+    return _per_float(_log_impl, x)
 
 
 @overload(vlog1p, inline="always")
@@ -359,6 +361,17 @@ def copy_row(dst, src, stream):
         dst[j] = src[j]
 
 
+@njit(fastmath=_EXACT, **_JIT)
+def tile_max(x, base, stride, c, mv):
+    """mv[q] = max over the classes j < c of x[base + j * stride + q], q < mv.size: a tile's
+    per-position maxima, walking the classes with the positions innermost and contiguous."""
+    mv[:] = cast_like(-np.inf, x)
+    for j in range(c):
+        row = x[base + j * stride:base + j * stride + mv.size]
+        for q in range(mv.size):
+            mv[q] = max(mv[q], row[q])
+
+
 @njit(**_JIT)
 def label_grad(scale, hard, e_over_c, wsum, w_y, d_y, s):
     """The label's gradient in float64 from p_y = exp(x_y - m) / s: in float, a e_y - b
@@ -412,7 +425,6 @@ def xent_rows(x, labels, w, ignore_index, smoothing, scale, wsum, g, losses, c, 
 def xent_tiles(x, labels, w, ignore_index, smoothing, scale, wsum, g, losses, n, c, sp, chunks):
     tiles = (sp + TILE - 1) // TILE
     e_over_c = smoothing / c
-    lowest = cast_like(-np.inf, x)
     for ch in prange(chunks):
         e = np.empty(c * TILE, x.dtype)
         m = np.empty(TILE, x.dtype)
@@ -426,11 +438,7 @@ def xent_tiles(x, labels, w, ignore_index, smoothing, scale, wsum, g, losses, n,
             cnt = min(TILE, sp - s0)
             base = item * c * sp + s0
             mv, sv, twv, av, bv = m[:cnt], s[:cnt], tw[:cnt], a[:cnt], b[:cnt]
-            mv[:] = lowest
-            for j in range(c):
-                row = x[base + j * sp:base + j * sp + cnt]
-                for q in range(cnt):
-                    mv[q] = max(mv[q], row[q])
+            tile_max(x, base, sp, c, mv)
             sv[:] = 0
             twv[:] = 0
             for j in range(c):
@@ -513,7 +521,6 @@ def softmax_rows(x, out, rows, c, log, chunks, line, stream):
 @njit(parallel=True, fastmath=_EXACT, **_JIT)
 def softmax_tiles(x, out, a, c, b, log, chunks):
     tiles = (b + TILE - 1) // TILE
-    lowest = cast_like(-np.inf, x)
     for ch in prange(chunks):
         e = np.empty(c * TILE, x.dtype)
         m = np.empty(TILE, x.dtype)
@@ -523,11 +530,7 @@ def softmax_tiles(x, out, a, c, b, log, chunks):
             cnt = min(TILE, b - s0)
             base = item * c * b + s0
             mv, sv = m[:cnt], s[:cnt]
-            mv[:] = lowest
-            for j in range(c):
-                row = x[base + j * b:base + j * b + cnt]
-                for q in range(cnt):
-                    mv[q] = max(mv[q], row[q])
+            tile_max(x, base, b, c, mv)
             sv[:] = 0
             for j in range(c):
                 row = x[base + j * b:base + j * b + cnt]

@@ -110,6 +110,8 @@ def conv_gemm(mode, a, b, out, bias, has_bias, relu, n, c, h, w, k, kh, kw, oh, 
     tx = tid % THREADS_SIDE
     ty = tid // THREADS_SIDE
 
+    # declared in the kernel, as gemm_tiled does: numba sizes shared and local arrays where
+    # they are declared, and this tile is TM x TM where gemm's is TM x TN
     a_tile = cuda.shared.array((BK, TILE_LD), dtype=out.dtype)
     b_tile = cuda.shared.array((BK, TILE_LD), dtype=out.dtype)
     acc = cuda.local.array((TM, TM), dtype=out.dtype)

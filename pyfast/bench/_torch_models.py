@@ -2,6 +2,10 @@
 torchvision is not a dependency) and U-Net, in the same module names and registration order:
 the reference the tests hold pyfast's models to, key for key and logit for logit, and the
 competitor of the end-to-end benchmark (pyfast.bench.models). Imports torch.
+
+The code is a mirror by design (the same architecture written against torch.nn); the tables
+that choose a network (blocks per stage, stage widths, dense-block sizes, U-Net widths)
+are pf.models' own, read from there, so the twins cannot drift from what they check.
 """
 
 from collections import OrderedDict
@@ -9,6 +13,9 @@ from collections import OrderedDict
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from pyfast.models import densenet as pf_densenet, resnet as pf_resnet
+from pyfast.models.unet import stage_widths
 
 
 class BasicBlock(nn.Module):
@@ -55,20 +62,21 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     def __init__(self, block, layers, num_classes=1000, in_channels=3, small_input=False):
         super().__init__()
-        self.inplanes = 64
+        w1, w2, w3, w4 = pf_resnet.STAGE_WIDTHS
+        self.inplanes = w1
         if small_input:
-            self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+            self.conv1 = nn.Conv2d(in_channels, w1, 3, 1, 1, bias=False)
         else:
-            self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+            self.conv1 = nn.Conv2d(in_channels, w1, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(w1)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.Identity() if small_input else nn.MaxPool2d(3, 2, 1)
-        self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], 2)
-        self.layer3 = self._make_layer(block, 256, layers[2], 2)
-        self.layer4 = self._make_layer(block, 512, layers[3], 2)
+        self.layer1 = self._make_layer(block, w1, layers[0])
+        self.layer2 = self._make_layer(block, w2, layers[1], 2)
+        self.layer3 = self._make_layer(block, w3, layers[2], 2)
+        self.layer4 = self._make_layer(block, w4, layers[3], 2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self.fc = nn.Linear(w4 * block.expansion, num_classes)
 
     def _make_layer(self, block, planes, blocks, stride=1):
         downsample = None
@@ -88,9 +96,8 @@ class ResNet(nn.Module):
 
 
 def resnet(depth, **kw):
-    block, layers = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)),
-                     50: (Bottleneck, (3, 4, 6, 3))}[depth]
-    return ResNet(block, layers, **kw)
+    bottleneck, layers = pf_resnet.CONFIGS[depth]
+    return ResNet(Bottleneck if bottleneck else BasicBlock, layers, **kw)
 
 
 class _DenseLayer(nn.Module):
@@ -131,7 +138,8 @@ class _Transition(nn.Sequential):
 
 
 class DenseNet(nn.Module):
-    def __init__(self, growth=32, blocks=(6, 12, 24, 16), init_features=64, bn_size=4,
+    def __init__(self, growth=pf_densenet.GROWTH_RATE, blocks=pf_densenet.BLOCK_CONFIGS[121],
+                 init_features=pf_densenet.NUM_INIT_FEATURES, bn_size=pf_densenet.BN_SIZE,
                  num_classes=1000, in_channels=3, small_input=False):
         super().__init__()
         if small_input:
@@ -158,8 +166,8 @@ class DenseNet(nn.Module):
 
 
 def densenet(depth, **kw):
-    blocks = {121: (6, 12, 24, 16), 169: (6, 12, 32, 32)}[depth]
-    return DenseNet(32, blocks, 64, **kw)
+    return DenseNet(pf_densenet.GROWTH_RATE, pf_densenet.BLOCK_CONFIGS[depth],
+                    pf_densenet.NUM_INIT_FEATURES, **kw)
 
 
 def randomise(model, seed=0):
@@ -226,7 +234,7 @@ class UNet(nn.Module):
 
     def __init__(self, in_channels=1, out_channels=1, base_channels=64, depth=4, bilinear=False):
         super().__init__()
-        widths = [base_channels << i for i in range(depth + 1)]
+        widths = stage_widths(base_channels, depth)
         self.inc = _DoubleConv(in_channels, widths[0])
         self.down = nn.ModuleList([_Down(widths[i], widths[i + 1]) for i in range(depth)])
         self.up = nn.ModuleList([_Up(widths[i + 1], widths[i], bilinear)

@@ -19,8 +19,7 @@ import zlib
 import numpy as np
 
 import pyfast as pf
-from pyfast.bench import (PYFAST_PREFIX, Case, Skip, check_close, cuda_unavailable,
-                          pyfast_impls, torch_impl)
+from pyfast.bench import PYFAST_PREFIX, Case, check_close, on_each_device, pyfast_impls, torch_impl
 
 FAMILY = "conv"
 FWD, FWD_BWD = "fwd", "fwd+bwd"
@@ -202,11 +201,6 @@ def _device_cases(device, layers, options):
 def cases(options, layers=None):
     """The conv cases on the CPU and, when CuPy sees one, on the GPU; ``layers`` overrides
     the default shapes on both devices."""
-    yield from _device_cases("cpu", layers or (QUICK_LAYERS if options.quick else LAYERS),
-                             options)
-    no_gpu = cuda_unavailable()
-    if no_gpu:
-        yield Skip(FAMILY, "all", "cuda", no_gpu)
-        return
-    yield from _device_cases("cuda", layers or (CUDA_QUICK_LAYERS if options.quick
-                                                else CUDA_LAYERS), options)
+    yield from on_each_device(FAMILY, _device_cases, options,
+                              layers or (QUICK_LAYERS if options.quick else LAYERS),
+                              layers or (CUDA_QUICK_LAYERS if options.quick else CUDA_LAYERS))

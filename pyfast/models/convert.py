@@ -18,7 +18,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from pyfast._arrays import is_cupy
+from pyfast._arrays import to_host
+from pyfast.nn.module import state_dict_array
 
 __all__ = ["from_torch_state_dict", "torch_state_dict_to_numpy"]
 
@@ -28,21 +29,11 @@ _DENSENET_LEGACY = re.compile(
 
 
 def _to_numpy(value, key):
-    if isinstance(value, np.ndarray):
-        return value
-    if hasattr(value, "detach"):  # a torch tensor: detach, to CPU, to numpy
-        t = value.detach()
-        if getattr(t, "device", None) is not None and str(t.device) != "cpu":
-            t = t.cpu()
-        return t.numpy()
-    if is_cupy(value):
-        return value.get()
-    if hasattr(value, "numpy"):
-        return np.asarray(value.numpy())
-    try:
-        return np.asarray(value)
-    except Exception:
-        raise TypeError(f"state_dict[{key!r}] is not an array: {type(value).__name__}") from None
+    if hasattr(value, "detach"):  # a torch tensor: detached, and to the CPU first
+        value = value.detach()
+        if getattr(value, "device", None) is not None and str(value.device) != "cpu":
+            value = value.cpu()
+    return to_host(state_dict_array(value, key))
 
 
 def _read(path):

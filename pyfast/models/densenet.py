@@ -20,7 +20,15 @@ from pyfast.nn import functional as F
 
 from ._common import check_int
 
-__all__ = ["DenseNet", "densenet121", "densenet169"]
+__all__ = ["DenseNet", "densenet121", "densenet169", "BLOCK_CONFIGS", "GROWTH_RATE",
+           "NUM_INIT_FEATURES", "BN_SIZE"]
+
+# The named DenseNets: depth -> layers per dense block, and the hyper-parameters they share
+# (torchvision's); the torch twin in pyfast.bench builds its networks from these same values.
+BLOCK_CONFIGS = {121: (6, 12, 24, 16), 169: (6, 12, 32, 32)}
+GROWTH_RATE = 32
+NUM_INIT_FEATURES = 64
+BN_SIZE = 4
 
 
 class _DenseLayer(nn.Module):
@@ -79,8 +87,9 @@ class _Transition(nn.Sequential):
 class DenseNet(nn.Module):
     """DenseNet-BC: input (N, in_channels, H, W), output logits (N, num_classes)."""
 
-    def __init__(self, growth_rate=32, block_config=(6, 12, 24, 16), num_init_features=64,
-                 bn_size=4, drop_rate=0.0, num_classes=1000, in_channels=3, small_input=False):
+    def __init__(self, growth_rate=GROWTH_RATE, block_config=BLOCK_CONFIGS[121],
+                 num_init_features=NUM_INIT_FEATURES, bn_size=BN_SIZE, drop_rate=0.0,
+                 num_classes=1000, in_channels=3, small_input=False):
         super().__init__()
         num_classes = check_int(num_classes, "num_classes", 1, "DenseNet")
         in_channels = check_int(in_channels, "in_channels", 1, "DenseNet")
@@ -124,13 +133,16 @@ class DenseNet(nn.Module):
         return self.classifier(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
+def _named(depth, num_classes, in_channels, small_input):
+    return DenseNet(GROWTH_RATE, BLOCK_CONFIGS[depth], NUM_INIT_FEATURES,
+                    num_classes=num_classes, in_channels=in_channels, small_input=small_input)
+
+
 def densenet121(num_classes=1000, in_channels=3, small_input=False):
     """DenseNet-121 (7,978,856 parameters with the defaults)."""
-    return DenseNet(32, (6, 12, 24, 16), 64, num_classes=num_classes, in_channels=in_channels,
-                    small_input=small_input)
+    return _named(121, num_classes, in_channels, small_input)
 
 
 def densenet169(num_classes=1000, in_channels=3, small_input=False):
     """DenseNet-169 (14,149,480 parameters with the defaults)."""
-    return DenseNet(32, (6, 12, 32, 32), 64, num_classes=num_classes, in_channels=in_channels,
-                    small_input=small_input)
+    return _named(169, num_classes, in_channels, small_input)

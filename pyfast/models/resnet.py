@@ -19,7 +19,14 @@ from pyfast import nn
 
 from ._common import check_int
 
-__all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34", "resnet50"]
+__all__ = ["ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34", "resnet50", "CONFIGS",
+           "STAGE_WIDTHS"]
+
+# The named ResNets: depth -> (bottleneck blocks?, blocks per stage), and the stages'
+# widths (planes before a block's expansion; the stem has the first stage's). The torch
+# twin in pyfast.bench builds its networks from these same tables.
+CONFIGS = {18: (False, (2, 2, 2, 2)), 34: (False, (3, 4, 6, 3)), 50: (True, (3, 4, 6, 3))}
+STAGE_WIDTHS = (64, 128, 256, 512)
 
 
 def _conv3x3(cin, cout, stride=1):
@@ -89,21 +96,22 @@ class ResNet(nn.Module):
         if len(layers) != 4:
             raise ValueError(f"ResNet: layers must give 4 stage depths, got {layers!r}")
         self.small_input = bool(small_input)
-        self.inplanes = 64
+        w1, w2, w3, w4 = STAGE_WIDTHS
+        self.inplanes = w1
         if self.small_input:
-            self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+            self.conv1 = nn.Conv2d(in_channels, w1, 3, stride=1, padding=1, bias=False)
         else:
-            self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+            self.conv1 = nn.Conv2d(in_channels, w1, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(w1)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.Identity() if self.small_input else nn.MaxPool2d(3, stride=2,
                                                                            padding=1)
-        self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        self.layer1 = self._make_layer(block, w1, layers[0])
+        self.layer2 = self._make_layer(block, w2, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, w3, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, w4, layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        self.fc = nn.Linear(w4 * block.expansion, num_classes)
 
         # torchvision's initialisation (fc keeps Linear's default).
         for m in self.modules():
@@ -129,16 +137,22 @@ class ResNet(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))
 
 
+def _named(depth, num_classes, in_channels, small_input):
+    bottleneck, layers = CONFIGS[depth]
+    return ResNet(Bottleneck if bottleneck else BasicBlock, layers, num_classes, in_channels,
+                  small_input)
+
+
 def resnet18(num_classes=1000, in_channels=3, small_input=False):
     """ResNet-18 (11,689,512 parameters with the defaults)."""
-    return ResNet(BasicBlock, (2, 2, 2, 2), num_classes, in_channels, small_input)
+    return _named(18, num_classes, in_channels, small_input)
 
 
 def resnet34(num_classes=1000, in_channels=3, small_input=False):
     """ResNet-34 (21,797,672 parameters with the defaults)."""
-    return ResNet(BasicBlock, (3, 4, 6, 3), num_classes, in_channels, small_input)
+    return _named(34, num_classes, in_channels, small_input)
 
 
 def resnet50(num_classes=1000, in_channels=3, small_input=False):
     """ResNet-50 (25,557,032 parameters with the defaults)."""
-    return ResNet(Bottleneck, (3, 4, 6, 3), num_classes, in_channels, small_input)
+    return _named(50, num_classes, in_channels, small_input)

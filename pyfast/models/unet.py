@@ -17,7 +17,13 @@ from pyfast import nn
 
 from ._common import check_int
 
-__all__ = ["UNet"]
+__all__ = ["UNet", "stage_widths"]
+
+
+def stage_widths(base_channels, depth):
+    """The channels of the stages at levels 0..depth: base_channels * 2**level (the torch
+    twin in pyfast.bench reads them here too)."""
+    return [base_channels << i for i in range(depth + 1)]
 
 
 class _DoubleConv(nn.Module):
@@ -71,7 +77,7 @@ class UNet(nn.Module):
         base_channels = check_int(base_channels, "base_channels", 1, "UNet")
         self.depth = check_int(depth, "depth", 1, "UNet")
         self.bilinear = bool(bilinear)
-        widths = [base_channels << i for i in range(self.depth + 1)]
+        widths = stage_widths(base_channels, self.depth)
         self.inc = _DoubleConv(in_channels, widths[0])
         self.down = nn.ModuleList([_Down(widths[i], widths[i + 1]) for i in range(self.depth)])
         self.up = nn.ModuleList([_Up(widths[i + 1], widths[i], self.bilinear)

@@ -25,14 +25,16 @@ from pyfast.tensor import DeviceShortcuts, Tensor
 
 from .parameter import Parameter
 
-__all__ = ["Module"]
+__all__ = ["Module", "state_dict_array"]
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
-def _state_value(value, key):
+def state_dict_array(value, key):
     """An array from whatever a state dict may hold: arrays, Tensors, torch tensors (via
-    DLPack, detached first), objects with .numpy(), numbers."""
+    DLPack, detached first), objects with .numpy(), numbers; anything else is a TypeError
+    naming ``state_dict[key]``. The array stays where the value lives (pf.models.convert
+    moves it to the host)."""
     if isinstance(value, Tensor):
         return value.data
     if isinstance(value, np.ndarray) or is_cupy(value):
@@ -225,7 +227,7 @@ class Module(DeviceShortcuts):
         for key, target in own.items():
             if key not in state_dict:
                 continue
-            value = _state_value(state_dict[key], key)
+            value = state_dict_array(state_dict[key], key)
             if tuple(value.shape) != tuple(target.shape):
                 mismatched.append(f"size mismatch for {key}: copying a param with shape "
                                   f"{tuple(value.shape)} from checkpoint, the shape in current "
