@@ -1,6 +1,9 @@
 // pyfast._C's optim family: SGD, RMSprop and Adam(W) steps in place over lists of numpy
 // arrays, all of them in one parallel region. Every array is checked before any is written.
 
+#include <algorithm>
+#include <tuple>
+
 #include "bindings/arrays.h"
 #include "bindings/optim_args.h"
 #include "cpu/optim.h"
@@ -81,6 +84,54 @@ void adam_step(const py::object& params, const py::object& grads, const py::obje
     run(lists, [&](const auto& tensors) { pyfast::adam_step(tensors, h); });
 }
 
+
+// pf.ops.optim's aliasing check on NumPy arrays, where reading an address from Python costs
+// about 1 us an array (the __array_interface__ dict): the first pair (i, j), i < j, of
+// arrays whose memory overlaps with at least one of them written, or None. The same sweep
+// as pyfast/ops/optim.py's check_no_aliasing: spans sorted by (start, end, index); a span
+// overlaps an earlier one exactly when it starts before the furthest end reached so far.
+py::object first_overlap(const py::sequence& arrays, const py::sequence& written) {
+    const size_t n = arrays.size();
+    PYFAST_CHECK(written.size() == n, "written must have one flag per array: got ",
+                 written.size(), " for ", n, " arrays");
+    struct Span {
+        std::uintptr_t lo, hi;
+        size_t index;
+        bool written;
+    };
+    std::vector<Span> spans;
+    spans.reserve(n);
+    for (size_t i = 0; i < n; ++i) {
+        const py::handle item = arrays[i];
+        if (!py::isinstance<py::array>(item))
+            throw py::type_error("arrays[" + std::to_string(i) + "] must be a numpy array, got " +
+                                 type_name(item));
+        const auto a = py::reinterpret_borrow<py::array>(item);
+        if (a.size() == 0) continue;
+        auto lo = reinterpret_cast<std::uintptr_t>(a.data()), hi = lo;
+        for (py::ssize_t d = 0; d < a.ndim(); ++d) {
+            const py::ssize_t reach = (a.shape(d) - 1) * a.strides(d);
+            if (reach < 0) lo += reach; else hi += reach;
+        }
+        spans.push_back({lo, hi + static_cast<std::uintptr_t>(a.itemsize()), i,
+                         py::cast<bool>(written[i])});
+    }
+    std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) {
+        return std::tie(a.lo, a.hi, a.index) < std::tie(b.lo, b.hi, b.index);
+    });
+    const Span* furthest = nullptr;          // of all spans so far, the one reaching furthest
+    const Span* furthest_written = nullptr;  // of the written ones
+    for (const Span& s : spans) {
+        for (const Span* prior : {s.written ? furthest : nullptr, furthest_written})
+            if (prior && s.lo < prior->hi)
+                return py::make_tuple(std::min(prior->index, s.index),
+                                      std::max(prior->index, s.index));
+        if (!furthest || s.hi > furthest->hi) furthest = &s;
+        if (s.written && (!furthest_written || s.hi > furthest_written->hi)) furthest_written = &s;
+    }
+    return py::none();
+}
+
 }  // namespace
 
 void bind_optim(py::module_& m) {
@@ -98,6 +149,8 @@ void bind_optim(py::module_& m) {
           py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("weight_decay"),
           py::arg("decoupled"), py::arg("amsgrad"),
           "torch.optim.Adam's (decoupled: AdamW's) step in place over lists of arrays.");
+    m.def("first_overlap", &first_overlap, py::arg("arrays"), py::arg("written"),
+          "The first pair (i, j) of arrays sharing memory, one of them written, or None.");
 }
 
 }  // namespace pyfast::binding

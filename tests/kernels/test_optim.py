@@ -228,6 +228,39 @@ class TestBadInputLeavesBuffersUntouched:
             pf.ops.sgd_step(t, torch.ones(4), t.numpy(), lr=0.1, momentum=0.9)
 
 
+def test_native_overlap_search_agrees_with_python():
+    """pf.ops.optim's two searches for shared memory (the native one on NumPy arrays, the
+    Python one for everything else) find the same first pair on random mixes of views of a
+    few buffers: overlapping and disjoint slices, strided and reversed views, empty ones,
+    one array twice, read-only entries that may share."""
+    from pyfast import _C
+    from pyfast.ops.optim import _first_overlap
+    rng = np.random.default_rng(11)
+    found = 0
+    for _ in range(400):
+        buffers = [np.zeros(64, np.float32) for _ in range(rng.integers(1, 4))]
+        entries = []
+        for i in range(rng.integers(1, 7)):
+            base = buffers[rng.integers(len(buffers))]
+            lo = int(rng.integers(0, 64))
+            hi = int(rng.integers(lo, 65))
+            step = int(rng.choice([1, 1, 2, 3, -1, -2]))
+            view = base[lo:hi:step] if step > 0 else base[lo:hi][::step]
+            if rng.random() < 0.2:
+                view = base.reshape(8, 8)[lo % 8:, ::2].T
+            entries.append((("x", i), view, bool(rng.random() < 0.6)))
+        want = _first_overlap(entries)
+        got = _C.first_overlap([a for _, a, _ in entries], [w for _, _, w in entries])
+        assert got == want, [(a.__array_interface__["data"][0], a.shape, a.strides, w)
+                             for _, a, w in entries]
+        found += want is not None
+    assert 100 < found < 380  # both outcomes were exercised
+    with pytest.raises(ValueError, match="written must have one flag per array"):
+        _C.first_overlap([np.zeros(2)], [])
+    with pytest.raises(TypeError, match=r"arrays\[0\] must be a numpy array"):
+        _C.first_overlap([[1.0]], [True])
+
+
 def _reference_steps(kind, params, grads, states, options, steps=1):
     """The reference backend's trajectory (float64 copies) for the given options."""
     ps = [p.astype(np.float64) for p in params]
