@@ -34,24 +34,16 @@ namespace {
 using std::int64_t;
 using std::ptrdiff_t;
 
-// Register blocking for one (type, ISA): the MR x NR micro-tile, NR = NV vectors of `lanes`
-// elements. It is fixed by the register file; the cache blocking (MC, KC, NC) is not: it is
-// derived from the caches of the machine at first use (cache_blocks below).
-template <typename T, int VecBytes, int MR_, int NV_>
-struct Blocking {
-    using type = T;
-    static constexpr int lanes = VecBytes / static_cast<int>(sizeof(T));
-    static constexpr int vec_bytes = VecBytes;
-    static constexpr int MR = MR_, NV = NV_, NR = NV_ * lanes;
-};
-
-//                         type    vec  MR NV
-using GenericF32 = Blocking<float,  16, 4, 2>;   // SSE2 baseline, 4x8
-using GenericF64 = Blocking<double, 16, 4, 2>;   // 4x4
-using Avx2F32    = Blocking<float,  32, 6, 2>;   // 6x16, 12 ymm accumulators
-using Avx2F64    = Blocking<double, 32, 6, 2>;   // 6x8
-using Avx512F32  = Blocking<float,  64, 12, 2>;  // 12x32, 24 zmm accumulators
-using Avx512F64  = Blocking<double, 64, 12, 2>;  // 12x16
+// Register blocking for one (type, ISA): the MR x NR micro-tile (TileCfg, cpu/gemm.h). It is
+// fixed by the register file; the cache blocking (MC, KC, NC) is not: it is derived from the
+// caches of the machine at first use (cache_blocks below).
+//                        type    vec  MR NV
+using GenericF32 = TileCfg<float,  16, 4, 2>;   // SSE2 baseline, 4x8
+using GenericF64 = TileCfg<double, 16, 4, 2>;   // 4x4
+using Avx2F32    = TileCfg<float,  32, 6, 2>;   // 6x16, 12 ymm accumulators
+using Avx2F64    = TileCfg<double, 32, 6, 2>;   // 6x8
+using Avx512F32  = TileCfg<float,  64, 12, 2>;  // 12x32, 24 zmm accumulators
+using Avx512F64  = TileCfg<double, 64, 12, 2>;  // 12x16
 
 // Cache blocking from the data caches one core sees (cpu_caches(): cpuid leaf 4 / 0x8000001D):
 //   KC: one micro-kernel call streams a KC x NR sliver of B (reused for every A sliver, so it

@@ -7,6 +7,18 @@
 
 namespace pyfast {
 
+// A micro-kernel's register tile for one (type, ISA), as a tag type of constants: MR rows by
+// NV vectors of `lanes` elements, NR = NV * lanes columns. The register file fixes it; GEMM's
+// micro-kernel and each convolution kernel with its own (conv/direct.cpp, direct_wgrad.cpp,
+// implicit_gemm.cpp) pick theirs.
+template <typename T, int VecBytes, int MR_, int NV_>
+struct TileCfg {
+    using type = T;
+    static constexpr int lanes = VecBytes / static_cast<int>(sizeof(T));
+    static constexpr int vec_bytes = VecBytes;
+    static constexpr int MR = MR_, NV = NV_, NR = NV_ * lanes;
+};
+
 // A strided read-only matrix: element (i, j) is at p[i * rs + j * cs] (strides in elements,
 // any sign), so transposes and slices need no copy: the packing routines absorb them.
 template <typename T>

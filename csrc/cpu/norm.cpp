@@ -259,32 +259,24 @@ PYFAST_INLINE void backward_block_body(const BackwardPlanes<T>& a, int64_t c0, i
     }
 }
 
-// The channel functions compiled per ISA (the bodies inline into each and vectorise for it).
-template <typename T>
-void forward_block_generic(const ForwardPlanes<T>& a, int64_t c0, int64_t c1) {
-    forward_block_body(a, c0, c1);
+// The channel functions compiled per ISA: Body (forward_block_body or backward_block_body)
+// inlines into each and vectorises for it; active_block gives the active ISA's.
+template <auto Body, class Planes>
+void block_generic(const Planes& a, int64_t c0, int64_t c1) {
+    Body(a, c0, c1);
 }
-template <typename T>
-PYFAST_TARGET_AVX2 void forward_block_avx2(const ForwardPlanes<T>& a, int64_t c0, int64_t c1) {
-    forward_block_body(a, c0, c1);
+template <auto Body, class Planes>
+PYFAST_TARGET_AVX2 void block_avx2(const Planes& a, int64_t c0, int64_t c1) {
+    Body(a, c0, c1);
 }
-template <typename T>
-PYFAST_TARGET_AVX512 void forward_block_avx512(const ForwardPlanes<T>& a, int64_t c0,
-                                               int64_t c1) {
-    forward_block_body(a, c0, c1);
+template <auto Body, class Planes>
+PYFAST_TARGET_AVX512 void block_avx512(const Planes& a, int64_t c0, int64_t c1) {
+    Body(a, c0, c1);
 }
-template <typename T>
-void backward_block_generic(const BackwardPlanes<T>& a, int64_t c0, int64_t c1) {
-    backward_block_body(a, c0, c1);
-}
-template <typename T>
-PYFAST_TARGET_AVX2 void backward_block_avx2(const BackwardPlanes<T>& a, int64_t c0, int64_t c1) {
-    backward_block_body(a, c0, c1);
-}
-template <typename T>
-PYFAST_TARGET_AVX512 void backward_block_avx512(const BackwardPlanes<T>& a, int64_t c0,
-                                                int64_t c1) {
-    backward_block_body(a, c0, c1);
+template <auto Body, class Planes>
+auto active_block() {
+    return for_active_isa(&block_generic<Body, Planes>, &block_avx2<Body, Planes>,
+                          &block_avx512<Body, Planes>);
 }
 
 // Channels per block: runs of 4 KB per image (one channel where a plane is that large), the
@@ -450,8 +442,7 @@ void batch_norm_forward(const T* x, T* y, int64_t n, int64_t c, int64_t s, const
                             invstd_out, training, momentum, eps, residual, relu);
     const ForwardPlanes<T> a{x, residual, weight, bias, y, running_mean, running_var,
                              mean_out, invstd_out, n, c, s, xn, training, relu, momentum, eps};
-    const auto block_fn = for_active_isa(&forward_block_generic<T>, &forward_block_avx2<T>,
-                                         &forward_block_avx512<T>);
+    const auto block_fn = active_block<&forward_block_body<T>, ForwardPlanes<T>>();
     for_channel_blocks<T>(n, c, s, [&](int64_t c0, int64_t c1) { block_fn(a, c0, c1); });
 }
 
@@ -466,8 +457,7 @@ void batch_norm_backward(const T* gy, const T* x, int64_t n, int64_t c, int64_t 
                              y, gresidual);
     const BackwardPlanes<T> a{gy, x, y, weight, mean, invstd, gx, gweight, gbias, gresidual,
                               n, c, s, xn, training};
-    const auto block_fn = for_active_isa(&backward_block_generic<T>, &backward_block_avx2<T>,
-                                         &backward_block_avx512<T>);
+    const auto block_fn = active_block<&backward_block_body<T>, BackwardPlanes<T>>();
     for_channel_blocks<T>(n, c, s, [&](int64_t c0, int64_t c1) { block_fn(a, c0, c1); });
 }
 

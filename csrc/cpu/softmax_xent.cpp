@@ -81,6 +81,28 @@ PYFAST_INLINE int64_t stream_head(const T* p, int64_t c) {
     return std::min<int64_t>(c, off ? static_cast<int64_t>((bytes - off) / sizeof(T)) : 0);
 }
 
+// Writes the row o[0, c) from value(i, n), the vector of elements [i, i + n): n is the lane
+// count but at the row's ends, where lanes past n are dropped (value may read them partially).
+// With `stream`, streaming stores from the first aligned element on, the head before it
+// stored partially. The lambdas passed in are always_inline, so each loop sees its value as
+// if written in place.
+template <class S, typename T, class F>
+PYFAST_INLINE void write_row(T* o, int64_t c, bool stream, F&& value) {
+    constexpr int L = S::lanes;
+    int64_t i = 0;
+    if (stream) {
+        const int64_t head = stream_head<S>(o, c);
+        if (head) {
+            S::store_partial(o, value(int64_t(0), static_cast<int>(head)), static_cast<int>(head));
+            i = head;
+        }
+        for (; i + L <= c; i += L) S::stream(o + i, value(i, L));
+    } else {
+        for (; i + L <= c; i += L) S::store(o + i, value(i, L));
+    }
+    if (i < c) S::store_partial(o + i, value(i, static_cast<int>(c - i)), static_cast<int>(c - i));
+}
+
 // ---------------------------------------------------------------------------- row passes
 
 // Pass 1: the max of a contiguous row (four chains, so the loop runs at load speed).
@@ -146,42 +168,19 @@ PYFAST_INLINE T exp_sum(const T* x, int64_t c, T m, const T* w, T* e, T* tw, con
 template <class S, bool WeightedSmooth, typename T>
 PYFAST_INLINE void xent_write_row(const T* e, const T* w, T* g, int64_t c, T a, T b, bool stream) {
     using V = typename S::V;
-    constexpr int L = S::lanes;
     const V va = S::splat(a), vb = S::splat(b);
-    int64_t i = 0;
-    if (stream) {
-        const int64_t head = stream_head<S>(g, c);
-        if (head) {
-            const int n = static_cast<int>(head);
-            const V wv = WeightedSmooth ? S::load_partial(w, n, T(0)) : S::splat(T(1));
-            S::store_partial(g, va * S::load(e) - vb * wv, n);
-            i = head;
-        }
-        for (; i + L <= c; i += L)
-            S::stream(g + i, va * S::load(e + i) - vb * (WeightedSmooth ? S::load(w + i) : S::splat(T(1))));
-    } else {
-        for (; i + L <= c; i += L)
-            S::store(g + i, va * S::load(e + i) - vb * (WeightedSmooth ? S::load(w + i) : S::splat(T(1))));
-    }
-    if (i < c) {
-        const int n = static_cast<int>(c - i);
-        const V wv = WeightedSmooth ? S::load_partial(w + i, n, T(0)) : S::splat(T(1));
-        S::store_partial(g + i, va * S::load(e + i) - vb * wv, n);
-    }
+    // e is a scratch row with room for a whole last vector; w is the caller's, read partially
+    write_row<S>(g, c, stream, [&](int64_t i, int n) __attribute__((always_inline)) {
+        const V wv = WeightedSmooth ? load_n<S>(w + i, n, T(0)) : S::splat(T(1));
+        return va * S::load(e + i) - vb * wv;
+    });
 }
 
 // A row of zeros (ignored labels).
 template <class S, typename T>
 PYFAST_INLINE void zero_row(T* g, int64_t c, bool stream) {
     using V = typename S::V;
-    constexpr int L = S::lanes;
-    int64_t i = 0;
-    if (stream) {
-        const int64_t head = stream_head<S>(g, c);
-        std::fill(g, g + head, T(0));
-        for (i = head; i + L <= c; i += L) S::stream(g + i, V{});
-    }
-    std::fill(g + i, g + c, T(0));
+    write_row<S>(g, c, stream, [](int64_t, int) __attribute__((always_inline)) { return V{}; });
 }
 
 // Per-call constants of the cross-entropy formulas.
@@ -355,28 +354,10 @@ struct SoftmaxRows {
             const T* src = log ? xr : e;
             const V shift = S::splat(log ? m : T(0));
             const V f = S::splat(log ? std::log(s) : T(1) / s);
-            int64_t i = 0;
-            if (stream) {
-                const int64_t head = stream_head<S>(o, c);
-                if (head) {
-                    const V v = S::load_partial(src, static_cast<int>(head), T(0)) - shift;
-                    S::store_partial(o, log ? v - f : v * f, static_cast<int>(head));
-                    i = head;
-                }
-                for (; i + L <= c; i += L) {
-                    const V v = S::load(src + i) - shift;
-                    S::stream(o + i, log ? v - f : v * f);
-                }
-            } else {
-                for (; i + L <= c; i += L) {
-                    const V v = S::load(src + i) - shift;
-                    S::store(o + i, log ? v - f : v * f);
-                }
-            }
-            if (i < c) {
-                const V v = S::load_partial(src + i, static_cast<int>(c - i), T(0)) - shift;
-                S::store_partial(o + i, log ? v - f : v * f, static_cast<int>(c - i));
-            }
+            write_row<S>(o, c, stream, [&](int64_t i, int n) __attribute__((always_inline)) {
+                const V v = load_n<S>(src + i, n, T(0)) - shift;
+                return log ? v - f : v * f;
+            });
         }
         if (stream) S::stream_fence();
     }

@@ -1,6 +1,6 @@
-// Shared by the convolution algorithms of cpu/conv/: sizes, the thread schedule, the register
-// tile configurations, the scratch buffer, and the zero-padded planes that the direct forward
-// and the direct weight gradient both read.
+// Shared by the convolution algorithms of cpu/conv/: sizes, the thread schedule, the scratch
+// buffer, and the zero-padded planes that the direct forward and the direct weight gradient
+// both read. Their register tiles are GEMM's TileCfg (cpu/gemm.h).
 #pragma once
 
 #include <omp.h>
@@ -13,6 +13,7 @@
 #include "common/conv_shape.h"
 #include "common/runtime.h"
 #include "common/thread_buffer.h"
+#include "cpu/gemm.h"
 
 namespace pyfast::cpu_conv {
 
@@ -100,15 +101,6 @@ PYFAST_INLINE void run_item_tiles(void (*tiles)(const Arg&, int64_t, int64_t), c
         tiles(b, count * tid / nth, count * (tid + 1) / nth);
     }
 }
-
-// A micro-kernel's register tile: MR rows by NV vectors of `lanes` elements (NR columns).
-template <typename T, int VecBytes, int MR_, int NV_>
-struct TileCfg {
-    using type = T;
-    static constexpr int lanes = VecBytes / static_cast<int>(sizeof(T));
-    static constexpr int vec_bytes = VecBytes;
-    static constexpr int MR = MR_, NV = NV_, NR = NV_ * lanes;
-};
 
 // ---- zero-padded planes (the direct forward and the direct weight gradient) ----------------
 

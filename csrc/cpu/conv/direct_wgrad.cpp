@@ -19,16 +19,13 @@
 namespace pyfast::cpu_conv {
 namespace {
 
-template <typename T, int VecBytes, int MR_, int NV_>
-using WgradCfg = TileCfg<T, VecBytes, MR_, NV_>;
-
-//                               type   vec  MR NV
-using WgradGenericF32 = WgradCfg<float,  16, 4, 2>;   // 4 x 8
-using WgradGenericF64 = WgradCfg<double, 16, 4, 2>;   // 4 x 4
-using WgradAvx2F32    = WgradCfg<float,  32, 6, 2>;   // 6 x 16, 12 ymm accumulators
-using WgradAvx2F64    = WgradCfg<double, 32, 6, 2>;   // 6 x 8
-using WgradAvx512F32  = WgradCfg<float,  64, 12, 2>;  // 12 x 32, 24 zmm accumulators
-using WgradAvx512F64  = WgradCfg<double, 64, 12, 2>;  // 12 x 16
+//                              type   vec  MR NV
+using WgradGenericF32 = TileCfg<float,  16, 4, 2>;   // 4 x 8
+using WgradGenericF64 = TileCfg<double, 16, 4, 2>;   // 4 x 4
+using WgradAvx2F32    = TileCfg<float,  32, 6, 2>;   // 6 x 16, 12 ymm accumulators
+using WgradAvx2F64    = TileCfg<double, 32, 6, 2>;   // 6 x 8
+using WgradAvx512F32  = TileCfg<float,  64, 12, 2>;  // 12 x 32, 24 zmm accumulators
+using WgradAvx512F64  = TileCfg<double, 64, 12, 2>;  // 12 x 16
 
 template <typename T>
 struct WgradBand {

@@ -36,16 +36,14 @@ constexpr int64_t kImplicitChunkBytes = 20 << 10;
 constexpr int64_t kImplicitBytes = 384 << 10;
 constexpr int64_t kWeightShare = 4;
 
-template <typename T, int VecBytes, int MR_, int NV_>
-using ImplicitCfg = TileCfg<T, VecBytes, MR_, NV_>;  // MR positions x NR output channels
-
-//                                   type   vec MR  NV
-using ImplicitGenericF32 = ImplicitCfg<float,  16, 4, 2>;   // 4 x 8
-using ImplicitGenericF64 = ImplicitCfg<double, 16, 4, 2>;   // 4 x 4
-using ImplicitAvx2F32    = ImplicitCfg<float,  32, 6, 2>;   // 6 x 16, 12 ymm accumulators
-using ImplicitAvx2F64    = ImplicitCfg<double, 32, 6, 2>;   // 6 x 8
-using ImplicitAvx512F32  = ImplicitCfg<float,  64, 12, 2>;  // 12 x 32, 24 zmm accumulators
-using ImplicitAvx512F64  = ImplicitCfg<double, 64, 12, 2>;  // 12 x 16
+// The register tile: MR positions x NR output channels.
+//                                 type   vec MR  NV
+using ImplicitGenericF32 = TileCfg<float,  16, 4, 2>;   // 4 x 8
+using ImplicitGenericF64 = TileCfg<double, 16, 4, 2>;   // 4 x 4
+using ImplicitAvx2F32    = TileCfg<float,  32, 6, 2>;   // 6 x 16, 12 ymm accumulators
+using ImplicitAvx2F64    = TileCfg<double, 32, 6, 2>;   // 6 x 8
+using ImplicitAvx512F32  = TileCfg<float,  64, 12, 2>;  // 12 x 32, 24 zmm accumulators
+using ImplicitAvx512F64  = TileCfg<double, 64, 12, 2>;  // 12 x 16
 
 // Taps i0, i0 + step, .. < i1 of one kernel axis.
 struct TapRange {
