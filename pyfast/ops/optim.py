@@ -13,6 +13,8 @@ Backend kernels (lists of C-contiguous arrays, validated; hyper-parameters as fl
                  alpha, eps, weight_decay, momentum, centered)
     adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs | None, step, lr,
               beta1, beta2, eps, weight_decay, decoupled, amsgrad)
+and, optionally, first_overlap(arrays, written) -> (i, j) | None: the aliasing check on
+NumPy arrays, in native code (check_no_aliasing).
 """
 
 import math
