@@ -302,6 +302,27 @@ void for_channel_blocks(int64_t n, int64_t c, int64_t s, F&& f) {
 
 // ---------------------------------------------------------------------------- rows
 
+// Two sums per channel over the n rows of (N, C) input: add_row(i, s1, s2) adds row i's
+// terms into a thread's partial sums s1[0, c) and s2[0, c) (double, zeroed first); sum1
+// and sum2 (zeroed by the caller) then get the partials added in thread order, so the
+// result does not depend on which thread ran first.
+template <class F>
+void row_sums(int64_t n, int64_t c, int threads, double* sum1, double* sum2, F&& add_row) {
+    std::vector<double> partial(static_cast<size_t>(threads) * 2 * c, 0.0);
+#pragma omp parallel num_threads(threads)
+    {
+        double* s1 = partial.data() + static_cast<size_t>(omp_get_thread_num()) * 2 * c;
+        double* s2 = s1 + c;
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < n; ++i) add_row(i, s1, s2);
+    }
+    for (int t = 0; t < threads; ++t)
+        for (int64_t j = 0; j < c; ++j) {
+            sum1[j] += partial[static_cast<size_t>(t) * 2 * c + j];
+            sum2[j] += partial[static_cast<size_t>(t) * 2 * c + c + j];
+        }
+}
+
 template <typename T>
 void forward_rows(const T* x, int64_t xn, T* y, int64_t n, int64_t c, const T* weight,
                   const T* bias, T* running_mean, T* running_var, T* mean_out, T* invstd_out,
@@ -309,31 +330,21 @@ void forward_rows(const T* x, int64_t xn, T* y, int64_t n, int64_t c, const T* w
     std::vector<T> scale(c), shift(c);
     const int threads = team(n * c, n);
     if (training) {
-        // per thread: c shifted sums, then c shifted sums of squares
-        std::vector<double> partial(static_cast<size_t>(threads) * 2 * c, 0.0);
-#pragma omp parallel num_threads(threads)
-        {
-            double* acc = partial.data() + static_cast<size_t>(omp_get_thread_num()) * 2 * c;
-            double* acc2 = acc + c;
-#pragma omp for schedule(static)
-            for (int64_t i = 0; i < n; ++i) {
-                const T* row = x + i * xn;
+        // shifted sums and shifted sums of squares, shifted by the first row
+        std::vector<double> sum(c, 0.0), sum_sq(c, 0.0);
+        row_sums(n, c, threads, sum.data(), sum_sq.data(),
+                 [&](int64_t i, double* acc, double* acc2) __attribute__((always_inline)) {
+                     const T* row = x + i * xn;
 #pragma omp simd
-                for (int64_t j = 0; j < c; ++j) {
-                    const double d = static_cast<double>(row[j]) - x[j];
-                    acc[j] += d;
-                    acc2[j] += d * d;
-                }
-            }
-        }
+                     for (int64_t j = 0; j < c; ++j) {
+                         const double d = static_cast<double>(row[j]) - x[j];
+                         acc[j] += d;
+                         acc2[j] += d * d;
+                     }
+                 });
         for (int64_t j = 0; j < c; ++j) {
-            double s1 = 0, s2 = 0;
-            for (int t = 0; t < threads; ++t) {
-                s1 += partial[static_cast<size_t>(t) * 2 * c + j];
-                s2 += partial[static_cast<size_t>(t) * 2 * c + c + j];
-            }
-            const double m = s1 / n;
-            const double var = std::max(s2 / n - m * m, 0.0);
+            const double m = sum[j] / n;
+            const double var = std::max(sum_sq[j] / n - m * m, 0.0);
             finish_stats<T>(j, x[j] + m, var, n, weight, bias, running_mean, running_var,
                             mean_out, invstd_out, momentum, eps, scale[j], shift[j]);
         }
@@ -382,29 +393,18 @@ void backward_rows(const T* gy, const T* x, int64_t xn, int64_t n, int64_t c, co
     }
     const bool reduce = training || gweight || gbias;
     std::vector<double> sum_gy(c, 0.0), sum_gyx(c, 0.0);
-    if (reduce) {
-        std::vector<double> partial(static_cast<size_t>(threads) * 2 * c, 0.0);
-#pragma omp parallel num_threads(threads)
-        {
-            double* a = partial.data() + static_cast<size_t>(omp_get_thread_num()) * 2 * c;
-            double* b = a + c;
-#pragma omp for schedule(static)
-            for (int64_t i = 0; i < n; ++i) {
-                const T* g = gy + i * c;
-                const T* row = x + i * xn;
+    if (reduce)
+        row_sums(n, c, threads, sum_gy.data(), sum_gyx.data(),
+                 [&](int64_t i, double* a, double* b) __attribute__((always_inline)) {
+                     const T* g = gy + i * c;
+                     const T* row = x + i * xn;
 #pragma omp simd
-                for (int64_t j = 0; j < c; ++j) {
-                    a[j] += g[j];
-                    b[j] += static_cast<double>(g[j]) * (static_cast<double>(row[j]) - mean[j]);
-                }
-            }
-        }
-        for (int t = 0; t < threads; ++t)
-            for (int64_t j = 0; j < c; ++j) {
-                sum_gy[j] += partial[static_cast<size_t>(t) * 2 * c + j];
-                sum_gyx[j] += partial[static_cast<size_t>(t) * 2 * c + c + j];
-            }
-    }
+                     for (int64_t j = 0; j < c; ++j) {
+                         a[j] += g[j];
+                         b[j] += static_cast<double>(g[j]) *
+                                 (static_cast<double>(row[j]) - mean[j]);
+                     }
+                 });
     for (int64_t j = 0; j < c; ++j) {
         if (gbias) gbias[j] = static_cast<T>(sum_gy[j]);
         if (gweight) gweight[j] = static_cast<T>(sum_gyx[j] * invstd[j]);
