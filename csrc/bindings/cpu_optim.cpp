@@ -151,6 +151,9 @@ void bind_optim(py::module_& m) {
           "torch.optim.Adam's (decoupled: AdamW's) step in place over lists of arrays.");
     m.def("first_overlap", &first_overlap, py::arg("arrays"), py::arg("written"),
           "The first pair (i, j) of arrays sharing memory, one of them written, or None.");
+    // run() checks every array (type, dtype, shape, layout, writeability) before the kernel
+    // writes any: pf.ops may skip its own checks of NumPy lists (pyfast/ops/optim.py).
+    m.attr("optim_checks_arrays") = true;
 }
 
 }  // namespace pyfast::binding

@@ -93,7 +93,7 @@ def _plain_cpu(args):
     grad = False
     for a in args:
         if isinstance(a, torch.Tensor):
-            if type(a) is not torch.Tensor or a.device.type != "cpu":
+            if type(a) is not torch.Tensor or not a.is_cpu:
                 return None
             grad = grad or a.requires_grad
     return grad
@@ -164,7 +164,7 @@ def _empty(shape, like):
     allocator gives large blocks back to the system when they are freed, so the 262 MB
     gradient of a 2048 x 32000 cross-entropy faulted its pages in again on every step (about
     230 of its 270 ms at 1 thread). On CUDA, torch's caching allocator (new_empty)."""
-    dtype = _NUMPY_DTYPES.get(like.dtype) if like.device.type == "cpu" else None
+    dtype = _NUMPY_DTYPES.get(like.dtype) if like.is_cpu else None
     if dtype is None:
         return like.new_empty(shape)
     return torch.from_numpy(_pooled_empty(shape, dtype))
@@ -442,7 +442,7 @@ def _is_one(g):
     """True for a concrete CPU scalar 1 (a loss's own backward seed): the saved gradient is
     then returned as it is, saving a pass over the logits. Traced tensors (fake, functional)
     are subclasses and never take this path."""
-    return (type(g) is torch.Tensor and g.dim() == 0 and g.device.type == "cpu"
+    return (type(g) is torch.Tensor and g.dim() == 0 and g.is_cpu
             and not g.requires_grad and g.item() == 1.0)
 
 

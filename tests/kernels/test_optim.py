@@ -228,6 +228,38 @@ class TestBadInputLeavesBuffersUntouched:
             pf.ops.sgd_step(t, torch.ones(4), t.numpy(), lr=0.1, momentum=0.9)
 
 
+def test_native_kernels_take_numpy_lists_without_python_checks(monkeypatch):
+    """The native binding checks every array before writing, so pf.ops hands it lists of
+    NumPy arrays as they are; anything it refuses goes on to the full checks, which name
+    the argument (the class above) or, as for a strided gradient, make it contiguous."""
+    pytest.importorskip("pyfast._C")
+    rng = np.random.default_rng(8)
+    p = [rng.standard_normal(n).astype(np.float32) for n in (5, 3)]
+    g = [rng.standard_normal(n).astype(np.float32) for n in (5, 3)]
+    want = [a.copy() for a in p]
+    pf.ops.sgd_step(want, [x.copy() for x in g], lr=0.5, backend="reference")
+    strided = [np.repeat(g[0], 2)[::2], g[1]]
+    got = [a.copy() for a in p]
+    pf.ops.sgd_step(got, strided, lr=0.5, backend="native")  # refused, then copied
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+    class NoChecks:
+        def __init__(self, *args):
+            raise AssertionError("pf.ops checked arrays the native kernels check")
+
+    monkeypatch.setattr(pf.ops.optim, "_Buffers", NoChecks)
+    got = [a.copy() for a in p]
+    pf.ops.sgd_step(got, g, lr=0.5, backend="native")
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    m, v = [np.zeros_like(a) for a in p], [np.zeros_like(a) for a in p]
+    pf.ops.adam_step(got, g, m, v, step=1, lr=0.1, backend="native")
+    pf.ops.rmsprop_step(got, g, v, lr=0.1, momentum=0.9, momentum_buf=m, backend="native")
+    with pytest.raises(AssertionError, match="pf.ops checked"):  # aliased: the full checks
+        pf.ops.sgd_step(got, [got[0], g[1]], lr=0.5, backend="native")
+
+
 def test_native_overlap_search_agrees_with_python():
     """pf.ops.optim's two searches for shared memory (the native one on NumPy arrays, the
     Python one for everything else) find the same first pair on random mixes of views of a

@@ -83,6 +83,27 @@ def test_state_dict_loads_both_ways(name, kw):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_step_counters_through_save_load_and_deepcopy():
+    """The step counters are views of one flat tensor per list of params: they survive
+    torch.save / torch.load and deepcopy, and step on as torch's own do."""
+    import copy
+    import io
+    p_ref, o_ref = _run(torch.optim.Adam, {}, 14)
+    p, o = _run(pft.optim.Adam, {}, 9)
+    buf = io.BytesIO()
+    torch.save(o.state_dict(), buf)
+    twin = copy.deepcopy((p, o))
+    for params, opt in ((p, o), twin):
+        if opt is o:
+            buf.seek(0)
+            opt.load_state_dict(torch.load(buf))
+        _run(None, {}, 5, params, opt, start=9)
+        for a, b in zip(params, p_ref):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        steps = [opt.state[q]["step"].item() for q in params]
+        assert steps == [o_ref.state[q]["step"].item() for q in p_ref] == [14, 11, 14, 14]
+
+
 def test_lr_scheduler_and_float64():
     trajectories = []
     for cls in (torch.optim.SGD, pft.optim.SGD):
