@@ -518,15 +518,47 @@ linear_cross_entropy = _define(
 # ---- optimizer steps ------------------------------------------------------------------------
 
 def _on_device(params):
-    if params and params[0].device.type == "cuda":
+    if params and isinstance(params[0], torch.Tensor) and params[0].is_cuda:
         return _torch_stream(params[0].device), _cuda_view
     return contextlib.nullcontext(), _cpu_view
 
 
 def _views(view, ts):
     """Views of a list of tensors; an empty list of optional state stands for None (schemas
-    have no optional lists)."""
-    return [view(t) for t in ts] if ts else None
+    have no optional lists). A list the eager path has viewed already (ReusedViews) passes
+    as it is."""
+    if not ts:
+        return None
+    return ts if type(ts[0]) is np.ndarray else [view(t) for t in ts]
+
+
+class ReusedViews:
+    """NumPy views of the tensors an optimizer updates in place, kept from one step to the
+    next: its params and state buffers are the same tensors every step, and a view costs
+    0.7-1.0 us a tensor (the detach of a parameter included) where checking that the kept
+    one still fits costs 0.3. A view is reused while its tensor is the same object with the
+    same data pointer, shape and dtype; the view holds the storage it was made from, so a
+    tensor given new storage (``p.data = ...``) cannot meet the old address again. Only the
+    views used since the last ``next_step()`` are kept, so nothing the optimizer let go of
+    stays alive longer than a step. Gradients are not kept: they are usually new tensors
+    each step, and keeping them would hold their memory past ``zero_grad``."""
+
+    def __init__(self):
+        self._kept, self._used = {}, {}
+
+    def of(self, tensors):
+        out = []
+        for t in tensors:
+            hit = self._kept.get(id(t))
+            if (hit is None or hit[0] is not t or hit[1] != t.data_ptr() or hit[2] != t.shape
+                    or hit[3] is not t.dtype):
+                hit = (t, t.data_ptr(), t.shape, t.dtype, _cpu_view(t))
+            self._used[id(t)] = hit
+            out.append(hit[4])
+        return out
+
+    def next_step(self):
+        self._kept, self._used = self._used, {}
 
 
 def _sgd_step(params: List[torch.Tensor], grads: List[torch.Tensor],
@@ -574,17 +606,22 @@ def _step_op(fn, mutates):
     params are not plain CPU tensors; otherwise fn itself with the mutated tensors' version
     counters bumped, as the operator does. (The custom_op's Python wrapper cost ~20 us per
     tensor in a step over 100 tensors, twice the kernel's share.) Call it with the lists
-    positional and the hyperparameters by keyword."""
+    positional and the hyperparameters by keyword; ``reuse=`` (a ReusedViews) gives the
+    mutated lists' NumPy views on that eager path."""
     name = fn.__name__.lstrip("_")
     op = torch.library.custom_op(f"pyfast::{name}", mutates_args=mutates)(fn)
     op.register_fake(lambda *args, **kwargs: None)
     names = list(inspect.signature(fn).parameters)
     positions = [names.index(m) for m in mutates]
 
-    def call(*lists, **hyper):
+    def call(*lists, reuse=None, **hyper):
         if compiling() or profiling() or transforming() or _plain_cpu(lists[0]) is None:
             return op(*lists, **hyper)
-        fn(*lists, **hyper)
+        if reuse is None:
+            fn(*lists, **hyper)
+        else:
+            fn(*[reuse.of(ts) if i in positions else ts for i, ts in enumerate(lists)],
+               **hyper)
         torch.autograd.graph.increment_version([t for i in positions for t in lists[i]])
 
     call.op = op

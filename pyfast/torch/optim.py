@@ -28,6 +28,15 @@ def _float(v):
 class _Fused:
     """The step machinery the four optimizers share."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._check()
+        self._views = _ops.ReusedViews()
+
+    def __setstate__(self, state):  # unpickled or deep-copied: views of the old tensors
+        super().__setstate__(state)
+        self._views = _ops.ReusedViews()
+
     # tuple of param ids -> (flat tensor, its 0-d views: those params' state["step"]);
     # each step() replaces it on the instance (see _bump_steps)
     _step_views: dict = {}
@@ -42,15 +51,18 @@ class _Fused:
     def _buckets(self, group):
         """(params, grads) with gradients, split by (device, dtype); maximize negates."""
         buckets = {}
+        maximize = group.get("maximize")
         for p in group["params"]:
-            if p.grad is None:
+            g = p.grad
+            if g is None:
                 continue
-            if p.grad.is_sparse:
+            if g.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
             if p.is_complex():
                 raise TypeError(f"{type(self).__name__}: complex parameters are not supported "
                                 f"by pyfast's kernels")
-            g = -p.grad if group.get("maximize") else p.grad
+            if maximize:
+                g = -g
             ps, gs = buckets.setdefault((p.device, p.dtype), ([], []))
             ps.append(p)
             gs.append(g)
@@ -118,6 +130,7 @@ class _Fused:
                         if w is not p:
                             p.copy_(w)
         self._step_views = self._step_views_next  # only the lists this step used
+        self._views.next_step()
         return loss
 
 
@@ -128,10 +141,6 @@ def _pick(values, idx):
 class SGD(_Fused, torch.optim.SGD):
     """torch.optim.SGD (momentum, dampening, Nesterov, weight decay, maximize)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._check()
-
     def _keeps_state(self, group):
         return group["momentum"] != 0  # as torch.optim.SGD: no state without momentum
 
@@ -141,7 +150,7 @@ class SGD(_Fused, torch.optim.SGD):
                      dampening=float(group["dampening"]), nesterov=bool(group["nesterov"]),
                      weight_decay=_float(group["weight_decay"]))
         if momentum == 0:
-            _ops.sgd_step(work, grads, [], step=2, **hyper)
+            _ops.sgd_step(work, grads, [], step=2, reuse=self._views, **hyper)
             return
         first, later = [], []
         for i, state in enumerate(states):
@@ -154,15 +163,12 @@ class SGD(_Fused, torch.optim.SGD):
                     states[i]["momentum_buffer"] = torch.empty_like(
                         work[i], memory_format=torch.contiguous_format)
             bufs = self._state_buffers(_pick(params, idx), _pick(states, idx), "momentum_buffer")
-            _ops.sgd_step(_pick(work, idx), _pick(grads, idx), bufs, step=step, **hyper)
+            _ops.sgd_step(_pick(work, idx), _pick(grads, idx), bufs, step=step, reuse=self._views,
+                          **hyper)
 
 
 class Adam(_Fused, torch.optim.Adam):
     """torch.optim.Adam (AMSGrad, weight decay, decoupled_weight_decay, maximize)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._check()
 
     def _decoupled(self, group):
         return bool(group.get("decoupled_weight_decay", False))
@@ -178,7 +184,7 @@ class Adam(_Fused, torch.optim.Adam):
                            _pick(exp_avg_sq, idx), _pick(vmax, idx), step=step,
                            lr=_float(group["lr"]), beta1=_float(beta1), beta2=_float(beta2),
                            eps=float(group["eps"]), weight_decay=float(group["weight_decay"]),
-                           decoupled=self._decoupled(group), amsgrad=amsgrad)
+                           decoupled=self._decoupled(group), amsgrad=amsgrad, reuse=self._views)
 
 
 class AdamW(Adam, torch.optim.AdamW):
@@ -191,10 +197,6 @@ class AdamW(Adam, torch.optim.AdamW):
 class RMSprop(_Fused, torch.optim.RMSprop):
     """torch.optim.RMSprop (centered, momentum, weight decay, maximize)."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._check()
-
     def _update(self, group, params, states, work, grads):
         momentum, centered = float(group["momentum"]), bool(group["centered"])
         self._bump_steps(params, states)
@@ -204,4 +206,4 @@ class RMSprop(_Fused, torch.optim.RMSprop):
         _ops.rmsprop_step(work, grads, square_avg, bufs or [], gavg or [], lr=_float(group["lr"]),
                           alpha=float(group["alpha"]), eps=float(group["eps"]),
                           weight_decay=float(group["weight_decay"]), momentum=momentum,
-                          centered=centered)
+                          centered=centered, reuse=self._views)

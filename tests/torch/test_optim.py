@@ -104,6 +104,29 @@ def test_step_counters_through_save_load_and_deepcopy():
         assert steps == [o_ref.state[q]["step"].item() for q in p_ref] == [14, 11, 14, 14]
 
 
+def test_kept_views_follow_new_storage():
+    """The NumPy views an optimizer keeps between steps are reused while they fit and
+    remade when a parameter gets new storage (``p.data = ...``) or its state is replaced."""
+    runs = []
+    for cls in (torch.optim.Adam, pft.optim.Adam):
+        params = _params(3)
+        opt = cls(params, lr=1e-2)
+        for k in range(8):
+            if k == 3:
+                params[0].data = params[0].data.clone()
+                opt.state[params[2]]["exp_avg"] = opt.state[params[2]]["exp_avg"].clone()
+            if k == 5 and cls is pft.optim.Adam:
+                kept = dict(opt._views._kept)
+            _grad_step(params, k)
+            opt.step()
+            if k == 5 and cls is pft.optim.Adam:
+                again = opt._views._kept
+                assert all(again[i][4] is kept[i][4] for i in kept if i in again)
+        runs.append(params)
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_lr_scheduler_and_float64():
     trajectories = []
     for cls in (torch.optim.SGD, pft.optim.SGD):
