@@ -4,11 +4,12 @@ A backend is a name ("native", "numba", "reference") plus, per device ("cpu", "c
 namespace of kernel functions. Each backend has a loader module here whose ``load(device)``
 returns that namespace or raises ``Unavailable`` with the reason. A namespace lists the
 kernel families it implements in ``FAMILIES`` and holds one function per kernel, taking
-already-validated arrays with the output preallocated. A kernel is named as the ``pf.ops``
-function, except (in every backend): softmax_cross_entropy -> ``softmax_xent``,
-log_softmax -> ``softmax(..., log)``, binary_cross_entropy_with_logits ->
-``bce_with_logits``, mse_loss -> ``mse``, linear_cross_entropy -> ``linear_xent``,
-upsample2d[_backward] -> ``upsample_{nearest,bilinear}2d[_backward]`` (one kernel per mode);
+already-validated arrays with the output preallocated (optim's may check them itself:
+pyfast/ops/optim.py). A kernel is named as the ``pf.ops`` function, except (in every
+backend): softmax_cross_entropy -> ``softmax_xent``, log_softmax -> ``softmax(..., log)``,
+binary_cross_entropy_with_logits -> ``bce_with_logits``, mse_loss -> ``mse``,
+linear_cross_entropy -> ``linear_xent``, upsample2d[_backward] ->
+``upsample_{nearest,bilinear}2d[_backward]`` (one kernel per mode);
 conv_transpose2d_backward has none (pf.ops builds it). Why: docs/architecture.md rule 13.
 
 Choosing (docs/api.md section 1): ``backend=`` argument > ``use_backend`` context >
